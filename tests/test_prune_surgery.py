@@ -1,7 +1,8 @@
 """Expert surgery, proven exact: pruned checkpoints compute what the router-masked base computes.
 
 Oracle: logits of the pruned checkpoint, loaded with stock AutoModelForCausalLM, equal the base model
-with the plan applied as a router mask (dropped experts' logits = -inf), for N in {1, 2 = top_k, 3, E-1, E};
+with the plan applied as a router mask (routing from the kept router rows only), for N in {1, 2 = top_k, 3, E-1, E},
+on a batch and on a single token (a decode step);
 N = E reproduces the base logits exactly. MXFP4 in -> MXFP4 out keeps the kept experts' bytes, so
 dequantised output equals the dequantised input's kept experts bit for bit.
 """
@@ -52,8 +53,9 @@ def _check_oracle(base_dir, tmp_path, ids, dtype="keep"):
         pruned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         assert pruned.config.num_local_experts == n and pruned.config.num_experts_per_tok == min(TOP_K, n)
         with adapter.router_mask(base, plan.kept):
-            masked_logits = _logits(base, ids)
+            masked_logits, masked_one = _logits(base, ids), _logits(base, ids[:1, :1])
         assert torch.equal(_logits(pruned, ids), masked_logits), f"N={n}: pruned != masked base"
+        assert torch.equal(_logits(pruned, ids[:1, :1]), masked_one), f"N={n}: one token (a decode step) differs"
         if n == E:
             assert torch.equal(masked_logits, base_logits)
         # the count in the name and card, against a plain count of the loaded model's parameters

@@ -73,9 +73,6 @@ class MoEAdapter:
     routing_options: tuple[tuple[str, str, Any], ...] = ()
     # (config, layer) -> whether decoder layer `layer` is a MoE layer (None: every layer is)
     is_moe_layer: Callable[[Any, int], bool] | None = None
-    # how a plan is applied as a mask: "router_bias" (dropped experts' bias = -inf) or
-    # "router_output" (a forward hook re-routes from the logits with dropped experts at -inf)
-    masking: str = "router_bias"
 
     # ---- config -------------------------------------------------------------------------
     def moe_layers(self, config: Any) -> list[int]:
@@ -161,67 +158,103 @@ class MoEAdapter:
 
     # ---- masking ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def router_mask(self, model: torch.nn.Module, kept: Sequence[Sequence[int]]) -> Iterator[None]:
-        """Within the block, dropped experts' router logits are -inf (the router never picks them
-        while a kept expert remains). Equal to the physically pruned model; restored on exit."""
+    def router_mask(
+        self,
+        model: torch.nn.Module,
+        kept: Sequence[Sequence[int]],
+        router_rows: Sequence[RouterRows | None] | None = None,
+    ) -> Iterator[None]:
+        """Within the block, the model routes exactly as the pruned model does; restored on exit.
+
+        Each router computes its logits from the kept rows only (weight[kept], bias[kept], gathered once,
+        in ascending kept order), routes with the family's own top-k and normalisation over those n logits,
+        and hands the experts the chosen ids mapped back to the original ids. Since kept ids are ascending,
+        the experts run the same per-expert matrix products, in the same order, as the pruned model's
+        renumbered experts: masked and pruned logits are equal bit for bit. Slicing the logits of a full
+        (N,E) router product instead is not: a different matrix shape takes a different kernel blocking.
+        `router_rows[i]` (optional) replaces layer i's kept router rows (a healed router), in ascending kept order.
+        Fused MoE blocks (gpt-oss MXFP4 GPU kernels) never call the router module: there the kept rows are
+        written into the router in place and dropped experts get a bias of -inf (equal in routing, not
+        bitwise; documented in docs/prune.md).
+        """
         blocks = self.moe_blocks(model)
         if len(kept) != len(blocks):
             raise MoeprintError(f"plan covers {len(kept)} layers but the model has {len(blocks)} MoE layers.")
-        if self.masking == "router_output":
-            with self._router_output_mask(model, blocks, kept):
-                yield
-            return
-        saved = []
-        try:
-            for (layer, block), keep in zip(blocks, kept):
-                router = self.router(block)
-                bias = router.bias
-                saved.append((bias, bias.detach().clone()))
-                drop = torch.ones(bias.shape[0], dtype=torch.bool)
-                drop[list(keep)] = False
-                with torch.no_grad():
-                    bias[drop.to(bias.device)] = float("-inf")
-            yield
-        finally:
-            with torch.no_grad():
-                for bias, original in saved:
-                    bias.copy_(original)
-
-
-    @contextlib.contextmanager
-    def _router_output_mask(self, model: torch.nn.Module, blocks, kept: Sequence[Sequence[int]]) -> Iterator[None]:
-        """For routers without a bias: a forward hook replaces (logits, weights, ids) by the routing of
-        the kept experts alone. That is softmax/top-k with dropped logits at -inf, computed the way the
-        pruned model computes it (on the kept columns, ids mapped back), so the two agree bit for bit."""
+        if router_rows is not None and len(router_rows) != len(blocks):
+            raise MoeprintError(f"router rows cover {len(router_rows)} layers but the model has {len(blocks)}.")
         route = self.routing(model.config)
         top_k = self.top_k(model.config)
-        handles = []
-        try:
-            for (_, block), keep in zip(blocks, kept):
+        n_total = self.num_experts(model.config)
+        with contextlib.ExitStack() as stack:
+            for i, ((_, block), keep) in enumerate(zip(blocks, kept)):
+                rows = router_rows[i] if router_rows is not None else None
+                if len(keep) == n_total and rows is None:
+                    continue  # nothing dropped or replaced: the model is untouched
+                if len(set(keep)) != len(keep) or (rows is not None and list(keep) != sorted(keep)):
+                    raise MoeprintError(f"MoE layer {i}: kept expert ids must be unique (and ascending with router rows).")
+                keep = sorted(keep)  # the pruned model's order: bitwise equality needs it
                 router = self.router(block)
-                n_total = self.num_experts(model.config)
-                if len(keep) == n_total:
-                    continue  # nothing dropped: the model is untouched
-                keep_ids = torch.tensor(sorted(keep), dtype=torch.long)
-                hook = _masking_hook(route, keep_ids, min(top_k, len(keep)))
-                # prepend: every other hook on the router (recording) sees the masked routing, as with a bias mask
-                handles.append(router.register_forward_hook(hook, prepend=True))
+                keep_ids = torch.tensor(list(keep), dtype=torch.long, device=router.weight.device)
+                if rows is None:
+                    rows = RouterRows.gather(router, keep_ids)
+                rows = rows.to(router.weight)
+                if self.is_fused(block):
+                    stack.enter_context(_rows_written_in_place(router, keep_ids, rows))
+                else:
+                    hook = _kept_rows_routing(route, keep_ids, rows, min(top_k, len(keep)), n_total)
+                    # prepend: every other hook on the router (recording) sees the masked routing
+                    stack.callback(router.register_forward_hook(hook, prepend=True).remove)
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
 
-def _masking_hook(route, keep_ids: torch.Tensor, top_k: int):
+@dataclass(frozen=True)
+class RouterRows:
+    """The router rows of one MoE layer's kept experts, in kept order: weight (n,H), bias (n) or None."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    @classmethod
+    def gather(cls, router: torch.nn.Module, keep_ids: torch.Tensor) -> "RouterRows":
+        with torch.no_grad():
+            bias = getattr(router, "bias", None)
+            return cls(
+                router.weight.index_select(0, keep_ids).contiguous(),  # (n, H): what the pruned router holds
+                None if bias is None else bias.index_select(0, keep_ids).contiguous(),  # (n,)
+            )
+
+    def to(self, like: torch.Tensor) -> "RouterRows":
+        bias = None if self.bias is None else self.bias.to(device=like.device, dtype=like.dtype)
+        return RouterRows(self.weight.to(device=like.device, dtype=like.dtype), bias)
+
+
+def _kept_rows_routing(route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int):
     def hook(module: torch.nn.Module, args: tuple, output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = output[0]  # (N, E)
-        keep = keep_ids.to(logits.device)
-        ids_kept, weights = route(logits[:, keep], top_k)  # (N, k') ids among the kept experts
-        masked = torch.full_like(logits, float("-inf"))
-        masked[:, keep] = logits[:, keep]  # (N, E): dropped experts at -inf
-        return masked, weights, keep[ids_kept]
+        hidden = args[0].reshape(-1, rows.weight.shape[1])  # (N, H)
+        logits_kept = torch.nn.functional.linear(hidden, rows.weight, rows.bias)  # (N, n), as the pruned router
+        ids_kept, weights = route(logits_kept, top_k)  # (N, k') ids among the kept experts
+        masked = logits_kept.new_full((hidden.shape[0], n_total), float("-inf"))
+        masked[:, keep_ids] = logits_kept  # (N, E): dropped experts at -inf, for recording
+        return masked, weights, keep_ids[ids_kept]
 
     return hook
+
+
+@contextlib.contextmanager
+def _rows_written_in_place(router: torch.nn.Module, keep_ids: torch.Tensor, rows: RouterRows) -> Iterator[None]:
+    if router.bias is None:
+        raise MoeprintError("a fused MoE block without a router bias cannot be masked.")
+    saved_weight, saved_bias = router.weight.detach().clone(), router.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            router.weight[keep_ids] = rows.weight
+            router.bias.fill_(float("-inf"))
+            router.bias[keep_ids] = rows.bias if rows.bias is not None else saved_bias[keep_ids]
+        yield
+    finally:
+        with torch.no_grad():
+            router.weight.copy_(saved_weight)
+            router.bias.copy_(saved_bias)
 
 
 def config_get(config: Any, key: str, default: Any = None) -> Any:

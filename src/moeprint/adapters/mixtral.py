@@ -50,5 +50,4 @@ MIXTRAL = MoEAdapter(
     router_output_to_topk=router_output_to_topk,
     logits_to_topk=_logits_to_topk,
     expert_forward=gated_expert_forward,
-    masking="router_output",
 )

@@ -41,5 +41,4 @@ OLMOE = MoEAdapter(
     logits_to_topk=softmax_topk_in_logits_dtype,
     routing_options=(("normalize", "norm_topk_prob", False),),
     expert_forward=gated_expert_forward,
-    masking="router_output",
 )

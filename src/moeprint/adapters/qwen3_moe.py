@@ -53,5 +53,4 @@ QWEN3_MOE = MoEAdapter(
     routing_options=(("normalize", "norm_topk_prob", False),),
     expert_forward=gated_expert_forward,
     is_moe_layer=_is_moe_layer,
-    masking="router_output",
 )
