@@ -82,8 +82,10 @@ def build_card(
         f"- Ranking: `{plan.extra.get('ranking_source') or 'given by the plan'}`. Each layer keeps the first "
         f"{plan.n_experts} experts of that ranking; kept experts are renumbered in ascending order of their old ids.",
         "- The exact ids per layer and the old -> new mapping are in `moeprint_plan.json`.",
-        "- Exactness: this checkpoint computes the same logits as the base model with the dropped experts' router "
-        "logits set to -inf (moeprint tests this equality on every release).",
+        "- Exactness: loaded with stock transformers on a CPU in float32, this checkpoint's architecture computes "
+        "logits equal bit for bit to the base model's under moeprint's router mask (routing from the kept "
+        "experts' router rows only); moeprint's test suite checks that equality on small models in this "
+        "checkpoint's format, not on this checkpoint.",
         "",
         "<details><summary>Kept experts per layer</summary>",
         "",

@@ -13,6 +13,7 @@ run, a sharded run (--shard I/N takes batches b with b % N == I) and an uninterr
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
         input_ids=sequences[:, -1:],
         attention_mask=full_mask,
         position_ids=full_mask.sum(-1, keepdim=True) - 1,  # same positions generate would use next
-        past_key_values=out.past_key_values,
+        **{_cache_keyword(model): out.cache if "cache" in out else out.past_key_values},
         use_cache=True,
         logits_to_keep=1,
     )
@@ -329,3 +330,9 @@ class _progress:
     def __exit__(self, *exc):
         if self.enabled:
             self._bar.__exit__(*exc)
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name goes in 5.40); 5.23 has only
+    the old one. Ask the model's own signature rather than a version number."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
