@@ -18,9 +18,10 @@ from moeprint.errors import MoeprintError
 from moeprint.io import atomic_write_json, atomic_write_text, json_exists, read_json
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
-from moeprint.prune.plan import model_signature, plan_from_ranking, plan_from_run
+from moeprint.prune.plan import file_calibration, model_signature, plan_from_ranking, plan_from_run
 from moeprint.prune.shards import INDEX_NAME, list_tensors
 from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint
+from moeprint.record.store import model_fingerprint
 from moeprint.types import PrunePlan
 
 
@@ -57,6 +58,7 @@ def build_checkpoint(
         model_card = build_card(
             name=out_dir.name, plan=plan, config=config, family=family, n_parameters=result.n_parameters,
             n_bytes=result.n_bytes, weight_format=weight_format(dtype, config, dtypes), options=card, examples=examples,
+            base_fingerprint=model_fingerprint(model_dir),
         )  # fmt: skip
         model_card.save(tmp / "README.md")
 
@@ -106,9 +108,12 @@ def factory_plans(
             if domain not in available:
                 raise MoeprintError(f"unknown domain {domain!r}; {rankings_dir} has rankings for: {', '.join(available)}.")
             path = next(p for p in (rankings_dir / f"{domain}.json", rankings_dir / f"{domain}.json.gz") if p.exists())
-            ranking = read_json(path)
-            plans += [plan_from_ranking(ranking, n, signature, base_model=str(model_dir), domain=domain,
-                                        criterion=criterion or "published", source=str(path)) for n in sizes]  # fmt: skip
+            ranking, calibration = read_json(path), file_calibration(path)
+            for n in sizes:
+                plan = plan_from_ranking(ranking, n, signature, base_model=str(model_dir), domain=domain,
+                                         criterion=criterion or "published", source=str(path))  # fmt: skip
+                plan.extra["calibration"] = calibration
+                plans.append(plan)
         return plans
     if run_dir is None:
         raise MoeprintError("give a run directory (with fingerprints) or --rankings-dir.")

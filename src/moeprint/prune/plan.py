@@ -124,10 +124,24 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     if not json_exists(path):
         known = ", ".join(sorted(p.name.split(".json")[0] for p in criterion_dir.glob("*.json*")))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
-    return plan_from_ranking(
+    plan = plan_from_ranking(
         read_json(path), n_experts, signature,
         base_model=str(manifest.get("model")), domain=domain, criterion=criterion, source=str(path),
     )  # fmt: skip
+    plan.extra["calibration"] = run_calibration(run.root, manifest)
+    return plan
+
+
+def run_calibration(run_root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a card says about the data behind a run's rankings: the run's name (not its local path),
+    kind and domains, its token and prompt counts, and the prompt suite's sha256."""
+    domains = ",".join(manifest.get("domains") or [])
+    return {
+        "source": f"moeprint run {Path(run_root).name} ({manifest.get('kind', '?')}; domains {domains or '?'})",
+        "n_tokens": manifest.get("n_tokens"),
+        "n_prompts": manifest.get("n_prompts"),
+        "sha256": manifest.get("prompt_suite_sha256"),
+    }
 
 
 def _default_criterion(fingerprints_dir: Path) -> str:
@@ -147,10 +161,19 @@ def plan_from_ranking_file(
     path = Path(path)
     signature = model_signature(load_config_dict(model_dir))
     domain = domain or path.name.split(".json")[0]
-    return plan_from_ranking(
+    plan = plan_from_ranking(
         read_json(path), n_experts, signature,
         base_model=str(model_dir), domain=domain, criterion=criterion, source=str(path),
     )  # fmt: skip
+    plan.extra["calibration"] = file_calibration(path)
+    return plan
+
+
+def file_calibration(path: Path) -> dict[str, Any]:
+    """A ranking file carries no token counts; the card names the file and its sha256."""
+    import hashlib
+
+    return {"source": f"ranking file {Path(path).name}", "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
 def save_plan(plan: PrunePlan, path: str | Path) -> Path:
