@@ -443,6 +443,34 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
     click.echo(f"factory: {written} written, {len(rows) - written} already complete -> {out_dir} (summary.csv, summary.json)")
 
 
+@cli.command("publish")
+@click.argument("checkpoints_dir", type=click.Path(file_okay=False))
+@click.option("--namespace", required=True, help="Hub user or organisation to publish under.")
+@click.option("--private", is_flag=True, help="Create private repos and collections.")
+@click.option("--collections", "with_collections", is_flag=True,
+              help="Also arrange collections: one of everything plus one per domain, items ordered by size.")
+@click.option("--dry-run", is_flag=True, help="Print the full plan as JSON (repos, files, collections) and change nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, quiet):
+    """Upload every checkpoint folder to its own hub repo (named after the folder); reruns upload only changes.
+
+    Example: moeprint publish checkpoints --namespace my-org --collections --dry-run > plan.json
+    """
+    import json
+
+    from moeprint.publish import plan_publish, publish
+
+    plan = plan_publish(checkpoints_dir, namespace, private=private, collections=with_collections)
+    if dry_run:
+        click.echo(json.dumps(plan.to_json(), indent=1))
+        return
+    report = publish(plan, progress=not quiet)
+    sent = sum(len(files) for files in report.uploaded.values())
+    click.echo(f"published {len(plan.repos)} repos under {namespace}: {len(report.uploaded)} updated ({sent} files), "
+               f"{len(report.unchanged_repos)} unchanged; {len(report.collections)} collections "
+               f"({report.added_items} items added, {report.updated_items} updated); {report.retries} retries")
+
+
 @cli.command()
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON (moeprint plan).")
