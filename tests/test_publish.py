@@ -131,12 +131,17 @@ def test_upload_to_the_standin_is_idempotent(small_factory, tmp_path):
         assert [i["id"].rsplit("-", 2)[-2] for i in sorted(law["items"], key=lambda i: i["position"])] == ["4", "8", "16"]
 
 
-def test_publish_errors_are_one_line(small_factory, tmp_path):
+def test_publish_errors_are_one_line(small_factory, tmp_path, capsys, monkeypatch):
+    """In process (fast): huggingface_hub reads its endpoint and token path from `constants` when a call is made."""
+    from huggingface_hub import constants
+
     with StandinHub() as hub:
-        def fails(message, *args, token=WRITE_TOKEN, folder=small_factory):
-            proc = run_cli("publish", folder, "--quiet", *args, env=_env(hub, token, tmp_path))
-            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-            assert proc.stderr.strip().splitlines()[-1].startswith("error:") and message in proc.stderr, proc.stderr
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
+
+        def fails(message, *args, token=WRITE_TOKEN):
+            monkeypatch.setenv("HF_TOKEN", token)
+            assert_error_line(*main_in_process(capsys, "publish", small_factory, "--quiet", *args), message)
 
         fails("no Hugging Face token", "--namespace", "moe-org", token="")
         fails("token was refused", "--namespace", "moe-org", token="hf_wrong")
@@ -145,6 +150,7 @@ def test_publish_errors_are_one_line(small_factory, tmp_path):
         fails("role 'read' in 'viewers'", "--namespace", "viewers")
         fails("not a valid hub name", "--namespace", "bad--name")
         assert hub.state.repos == {}  # nothing was created by any failed run
+        assert {m for m, _ in hub.state.requests} == {"GET"}  # whoami only; nothing written
 
         name = json.loads((small_factory / "summary.json").read_text())[0]["name"]
         (small_factory / name / "moeprint_plan.json").rename(tmp_path / "plan.json")
@@ -153,8 +159,9 @@ def test_publish_errors_are_one_line(small_factory, tmp_path):
         index = json.loads((small_factory / name / "model.safetensors.index.json").read_text())
         shard = sorted(set(index["weight_map"].values()))[0]
         (small_factory / name / shard).rename(tmp_path / shard)
-        fails(f"names shard {shard}, which is missing", "--namespace", "moe-org", "--dry-run")
-        assert hub.state.requests == [] or all(m == "GET" and p == "/api/whoami-v2" for m, p in hub.state.requests)
+        fails(f"names shard {shard}, which is missing", "--namespace", "moe-org")
+        (tmp_path / shard).rename(small_factory / name / shard)
+        assert {m for m, _ in hub.state.requests} == {"GET"}  # incomplete folders: refused before any write
 
 
 def test_dry_run_needs_no_token_and_changes_nothing(small_factory, capsys):

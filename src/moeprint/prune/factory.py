@@ -166,7 +166,7 @@ def run_factory(
     if len({name for _, name, _ in named}) != len(named):
         raise MoeprintError(f"name pattern {name_pattern!r} gives two outputs the same name; add {{n}} and {{domain}}.")
     rows: list[FactoryRow] = []
-    with _bar(progress, len(named)) as advance:
+    with CountBar(progress, len(named)) as advance:
         for plan, name, n_params in named:
             target = out_dir / name
             if is_complete(target):
@@ -194,9 +194,11 @@ def _write_summary(out_dir: Path, rows: list[FactoryRow]) -> None:
     atomic_write_json(out_dir / "summary.json", [asdict(r) for r in rows])
 
 
-class _bar:
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
+class CountBar:
+    """A rich bar over named steps (a no-op when disabled); `label` prefixes the step's name."""
+
+    def __init__(self, enabled: bool, total: int, label: str = "factory"):
+        self.enabled, self.total, self.label = enabled, total, label
 
     def __enter__(self):
         if not self.enabled:
@@ -206,8 +208,8 @@ class _bar:
         self.progress = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TimeRemainingColumn())  # fmt: skip
         self.progress.__enter__()
-        task = self.progress.add_task("factory", total=self.total)
-        return lambda name: self.progress.update(task, advance=1, description=f"factory: {name[:60]}")
+        task = self.progress.add_task(self.label, total=self.total)
+        return lambda name: self.progress.update(task, advance=1, description=f"{self.label}: {name[:60]}")
 
     def __exit__(self, *exc):
         if self.enabled:

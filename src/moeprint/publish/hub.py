@@ -15,9 +15,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from moeprint.errors import MoeprintError
+from moeprint.prune.factory import CountBar
 from moeprint.publish.plan import PublishCollection, PublishPlan, PublishRepo
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -77,7 +78,7 @@ def publish(plan: PublishPlan, *, progress: bool = True, backoff: float | None =
     hub = _Hub(HfApi(token=token), report, float(os.environ.get("MOEPRINT_HUB_BACKOFF", "2")) if backoff is None else backoff)
     try:
         _check_namespace(hub, plan.namespace)
-        with _bar(progress, len(plan.repos) + len(plan.collections)) as advance:
+        with CountBar(progress, len(plan.repos) + len(plan.collections), "publish") as advance:
             for repo in plan.repos:
                 _publish_repo(hub, repo, plan.private)
                 advance(repo.repo_id)
@@ -181,25 +182,3 @@ def _publish_collection(hub: _Hub, collection: PublishCollection, plan: PublishP
             order.remove(item.repo_id)
             order.insert(item.position, item.repo_id)
             hub.report.updated_items += 1
-
-
-class _bar:
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self) -> Callable[[str], Any]:
-        if not self.enabled:
-            return lambda name: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.progress = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=Console(stderr=True))  # fmt: skip
-        self.progress.__enter__()
-        task = self.progress.add_task("publish", total=self.total)
-        return lambda name: self.progress.update(task, advance=1, description=f"publish: {name[:60]}")
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
-        return False

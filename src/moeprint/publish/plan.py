@@ -8,7 +8,6 @@ The plan is built and checked completely before any network call.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from moeprint.adapters import load_config_dict
 from moeprint.errors import MoeprintError
+from moeprint.evaluate.inputs import file_sha256
 from moeprint.io import json_exists, read_json
 from moeprint.prune.naming import family_name, format_size
 from moeprint.prune.shards import INDEX_NAME, list_tensors
@@ -145,11 +145,7 @@ def _hidden(folder: Path, path: Path) -> bool:
 
 
 def _file(folder: Path, path: Path) -> PublishFile:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return PublishFile(path.relative_to(folder).as_posix(), path.stat().st_size, h.hexdigest())
+    return PublishFile(path.relative_to(folder).as_posix(), path.stat().st_size, file_sha256(path))
 
 
 def _family(repos: tuple[PublishRepo, ...]) -> str:
