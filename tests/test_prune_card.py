@@ -93,6 +93,16 @@ def test_ranking_file_calibration_is_the_files_hash(tiny_model_dir, tmp_path):
     assert "Ranking: `law.json`" in text  # the file's name, not the machine's folders
 
 
+def test_a_relative_local_base_is_not_taken_for_a_hub_id(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_model_dir.parent.parent)
+    relative = f"{tiny_model_dir.parent.name}/{tiny_model_dir.name}"  # shaped like owner/name, but a folder here
+    plan = make_plan(tiny_model_dir, 3)
+    plan = PrunePlan(**{**plan.__dict__, "base_model": relative})
+    card = build_card(name="c", plan=plan, config=json.loads((tiny_model_dir / "config.json").read_text()),
+                      family="gpt-oss", n_parameters=1, n_bytes=1, weight_format="f32", options=CardOptions())  # fmt: skip
+    assert card.data.base_model is None and "a local GptOssForCausalLM checkpoint" in card.text
+
+
 def test_kept_experts_use_decoder_layer_numbers():
     """A family with dense layers: MoE layer i is not decoder layer i."""
     config = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_hidden_layers": 4,

@@ -50,7 +50,9 @@ def build_card(
     from moeprint import __version__
     from moeprint.adapters import adapter_for
 
-    base_id = options.base_model_id or (plan.base_model if HUB_ID.match(plan.base_model) else None)
+    # a relative local folder ("models/gpt-oss-20b") has the shape of a hub id: only a name that is not a folder here is one
+    looks_hub = HUB_ID.match(plan.base_model) and not Path(plan.base_model).exists()
+    base_id = options.base_model_id or (plan.base_model if looks_hub else None)
     base_experts = plan.extra.get("base_num_experts", "?")
     # Plans count MoE layers; readers count decoder layers (they differ when a family has dense layers).
     decoder_layers = adapter_for(config).moe_layers(config)
