@@ -154,7 +154,7 @@ def _publish_repo(hub: _Hub, repo: PublishRepo, private: bool) -> None:
 
 
 def _find_collection(hub: _Hub, namespace: str, title: str):
-    for c in hub.call(lambda: list(hub.api.list_collections(owner=namespace, limit=100))):
+    for c in hub.call(lambda: list(hub.api.list_collections(owner=namespace))):
         if c.title == title:
             return hub.call(hub.api.get_collection, c.slug)  # the listing may truncate items
     return None
