@@ -88,7 +88,24 @@ def _env(hub, token=WRITE_TOKEN, tmp=None):
             "HF_HOME": str(tmp / "hf-home"), "MOEPRINT_HUB_BACKOFF": "0"}  # fmt: skip
 
 
-def test_upload_to_the_standin_is_idempotent(small_factory, tmp_path):
+def _in_process(capsys, monkeypatch, hub, tmp, *args) -> str:
+    """The same entry point in this process (no interpreter start-up): huggingface_hub reads its endpoint,
+    xet switch and token path from `constants` at call time."""
+    from huggingface_hub import constants
+
+    from moeprint.cli import main
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp / "no-token-file"))
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    monkeypatch.setenv("MOEPRINT_HUB_BACKOFF", "0")
+    capsys.readouterr()
+    main([str(a) for a in args])
+    return capsys.readouterr().out
+
+
+def test_upload_to_the_standin_is_idempotent(small_factory, tmp_path, capsys, monkeypatch):
     names = [row["name"] for row in json.loads((small_factory / "summary.json").read_text())]
     with StandinHub() as hub:
         hub.state.fail.append(("POST", r"/commit/main$", 429))  # one rate-limit answer: retried, not fatal
@@ -113,8 +130,8 @@ def test_upload_to_the_standin_is_idempotent(small_factory, tmp_path):
 
         # rerun: nothing changes, nothing is duplicated, no commit is made
         commits = {r: len(repo.commits) for r, repo in state.repos.items()}
-        second = run_cli(*args, env=_env(hub, tmp=tmp_path), check=True)
-        assert "0 updated (0 files), 6 unchanged" in second.stdout and "0 items added, 0 updated" in second.stdout
+        second = _in_process(capsys, monkeypatch, hub, tmp_path, *args)
+        assert "0 updated (0 files), 6 unchanged" in second and "0 items added, 0 updated" in second
         assert {r: len(repo.commits) for r, repo in state.repos.items()} == commits
         assert len(state.collections) == 3 and sum(len(c["items"]) for c in state.collections.values()) == 12
 
@@ -124,8 +141,8 @@ def test_upload_to_the_standin_is_idempotent(small_factory, tmp_path):
         law["items"].reverse()
         for position, item in enumerate(law["items"]):
             item["position"] = position
-        third = run_cli(*args, env=_env(hub, tmp=tmp_path), check=True)
-        assert "1 updated (1 files)" in third.stdout
+        third = _in_process(capsys, monkeypatch, hub, tmp_path, *args)
+        assert "1 updated (1 files)" in third
         assert state.repos[f"moe-org/{names[0]}"].commits[-1] == ["README.md"]
         assert state.repos[f"moe-org/{names[0]}"].files["README.md"][0] == changed.read_bytes()
         assert [i["id"].rsplit("-", 2)[-2] for i in sorted(law["items"], key=lambda i: i["position"])] == ["4", "8", "16"]
