@@ -81,6 +81,9 @@ def test_dry_run_232_has_the_reference_layout(factory_232):
             assert item["note"].startswith(f"{experts[item['repo_id']]} of 32 experts per layer, frequency criterion")
     assert [params[i["repo_id"]] for i in main["items"]] == sorted(params.values())
     assert len({c["title"] for c in plan["collections"]}) == 9
+    # the factory's plan records name the base folder by its absolute path: flagged before anything is public
+    base = str(factory_232.parent / "base")
+    assert all(any(base in w for w in r["warnings"]) for r in plan["repos"]) and "warning: 232 checkpoint(s)" in proc.stderr
 
 
 def _env(hub, token=WRITE_TOKEN, tmp=None):

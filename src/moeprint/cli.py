@@ -461,6 +461,10 @@ def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, 
     from moeprint.publish import plan_publish, publish
 
     plan = plan_publish(checkpoints_dir, namespace, private=private, collections=with_collections)
+    flagged = [r for r in plan.repos if r.warnings]
+    if flagged:
+        click.echo(f"warning: {len(flagged)} checkpoint(s) carry local paths that will be public, e.g. "
+                   f"{flagged[0].repo_id}: {flagged[0].warnings[0]}", err=True)
     if dry_run:
         click.echo(json.dumps(plan.to_json(), indent=1))
         return

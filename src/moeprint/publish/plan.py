@@ -45,6 +45,7 @@ class PublishRepo:
     base_num_experts: int | None
     n_parameters: int
     files: tuple[PublishFile, ...]
+    warnings: tuple[str, ...] = ()  # what a reader of the published repo would see that they should not
 
     @property
     def size_label(self) -> str:
@@ -136,7 +137,17 @@ def _repo(namespace: str, folder: Path) -> PublishRepo:
         repo_id=f"{namespace}/{name}", folder=str(folder), domain=str(record["domain"]),
         criterion=str(record["criterion"]), n_experts=int(record["n_experts"]),
         base_num_experts=extra.get("base_num_experts"), n_parameters=int(record["n_parameters"]), files=files,
+        warnings=_local_paths(record),
     )  # fmt: skip
+
+
+def _local_paths(record: dict) -> tuple[str, ...]:
+    """The plan record names the folders it was made from; absolute ones are this machine's paths."""
+    extra = record.get("extra") or {}
+    named = {"base_model": record.get("base_model"), "source_model": record.get("source_model"),
+             "extra.ranking_source": extra.get("ranking_source")}  # fmt: skip
+    return tuple(f"{PLAN_FILE} `{key}` is a local path ({value})" for key, value in named.items()
+                 if isinstance(value, str) and Path(value).is_absolute())  # fmt: skip
 
 
 def _hidden(folder: Path, path: Path) -> bool:
