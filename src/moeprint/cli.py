@@ -253,14 +253,19 @@ def analyze_cmd(run_dir: str, domains: tuple[str, ...], segment: str, criteria: 
 @click.option("--criterion", required=True, help="Criterion to rank by (e.g. reference, frequency, lift).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Directory for <domain>.json.")
 @click.option("--domains", multiple=True, help="Domains to export (default: those analyzed).")
-def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[str, ...]) -> None:
-    """Write topical_analytics/<domain>.json (the published format) for any criterion.
+@click.option("--format", "fmt", type=click.Choice(["published", "llmcompressor"]), default="published",
+              show_default=True, help="published: {\"layer_0\": [ids best first]}; llmcompressor: the saliency "
+                                      "report its ExpertPruner reads ({\"saliency\": [[per expert] per layer], \"count\": ...}).")
+def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[str, ...], fmt: str) -> None:
+    """Write OUT/<domain>.json for any criterion: published rankings or an llm-compressor saliency report.
 
     Example: moeprint export-rankings runs/published --criterion reference --out topical_analytics
+
+    Example: moeprint export-rankings runs/r1 --criterion reap --format llmcompressor --out reports
     """
     from moeprint.analyze import export_rankings
 
-    written = export_rankings(run_dir, criterion, out, _split_list(domains))
+    written = export_rankings(run_dir, criterion, out, _split_list(domains), fmt=fmt)
     click.echo(f"{len(written)} ranking files -> {out}")
 
 
@@ -333,22 +338,36 @@ def _card_options(base_model_id, license_, datasets, eval_path, examples, exampl
 @cli.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--domain", default=None, help="Domain whose ranking to use (default with --ranking: the file's name).")
-@click.option("--experts", "n_experts", type=int, required=True, help="Experts to keep per layer.")
+@click.option("--experts", "n_experts", type=int, default=None,
+              help="Experts to keep per layer (required, except with a report of kept experts).")
 @click.option("--criterion", default=None, help="Ranking criterion of the run's fingerprints.")
 @click.option("--ranking", type=click.Path(dir_okay=False), default=None,
               help="A published-format ranking file ({\"layer_0\": [ids best first], ...}) instead of a run.")
-@click.option("--model", type=click.Path(file_okay=False), default=None, help="Model folder (with --ranking).")
+@click.option("--from-llmcompressor", "llmc_report", type=click.Path(dir_okay=False), default=None,
+              help="An llm-compressor REAP report (kept experts from report_path, or a saliency report) instead of a run.")
+@click.option("--model", type=click.Path(file_okay=False), default=None,
+              help="Model folder (with --ranking or --from-llmcompressor).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
-def plan(run_dir, domain, n_experts, criterion, ranking, model, out_path):
+def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out_path):
     """Make a validated prune plan: the N best experts of every layer for one domain.
 
     Example: moeprint plan runs/r1 --domain law --experts 8 --criterion frequency --out law-8.json
 
     Example: moeprint plan --ranking topical_analytics/law.json --model gpt-oss-20b --experts 8 --out law-8.json
+
+    Example: moeprint plan --from-llmcompressor reap_report.json --model gpt-oss-20b --out reap.json
     """
     from moeprint.prune import plan_from_ranking_file, plan_from_run, save_plan
 
-    if ranking is not None:
+    if llmc_report is not None:
+        from moeprint.prune.plan import plan_from_llmcompressor
+
+        if model is None or run_dir is not None or ranking is not None:
+            raise MoeprintError("--from-llmcompressor needs --model MODEL and neither RUN_DIR nor --ranking.")
+        result = plan_from_llmcompressor(llmc_report, model, n_experts, domain=domain)
+    elif n_experts is None:
+        raise MoeprintError("say how many experts to keep with --experts N.")
+    elif ranking is not None:
         if model is None or run_dir is not None:
             raise MoeprintError("--ranking needs --model MODEL (the model the plan is for) and no RUN_DIR.")
         result = plan_from_ranking_file(ranking, model, n_experts, domain=domain, criterion=criterion or "published")
@@ -422,6 +441,38 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
     Console().print(table)
     written = sum(r.status == "written" for r in rows)
     click.echo(f"factory: {written} written, {len(rows) - written} already complete -> {out_dir} (summary.csv, summary.json)")
+
+
+@cli.command("publish")
+@click.argument("checkpoints_dir", type=click.Path(file_okay=False))
+@click.option("--namespace", required=True, help="Hub user or organisation to publish under.")
+@click.option("--private", is_flag=True, help="Create private repos and collections.")
+@click.option("--collections", "with_collections", is_flag=True,
+              help="Also arrange collections: one of everything plus one per domain, items ordered by size.")
+@click.option("--dry-run", is_flag=True, help="Print the full plan as JSON (repos, files, collections) and change nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, quiet):
+    """Upload every checkpoint folder to its own hub repo (named after the folder); reruns upload only changes.
+
+    Example: moeprint publish checkpoints --namespace my-org --collections --dry-run > plan.json
+    """
+    import json
+
+    from moeprint.publish import plan_publish, publish
+
+    plan = plan_publish(checkpoints_dir, namespace, private=private, collections=with_collections)
+    flagged = [r for r in plan.repos if r.warnings]
+    if flagged:
+        click.echo(f"warning: {len(flagged)} checkpoint(s) carry local paths that will be public, e.g. "
+                   f"{flagged[0].repo_id}: {flagged[0].warnings[0]}", err=True)
+    if dry_run:
+        click.echo(json.dumps(plan.to_json(), indent=1))
+        return
+    report = publish(plan, progress=not quiet)
+    sent = sum(len(files) for files in report.uploaded.values())
+    click.echo(f"published {len(plan.repos)} repos under {namespace}: {len(report.uploaded)} updated ({sent} files), "
+               f"{len(report.unchanged_repos)} unchanged; {len(report.collections)} collections "
+               f"({report.added_items} items added, {report.updated_items} updated); {report.retries} retries")
 
 
 @cli.command()

@@ -124,10 +124,24 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     if not json_exists(path):
         known = ", ".join(sorted(p.name.split(".json")[0] for p in criterion_dir.glob("*.json*")))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
-    return plan_from_ranking(
+    plan = plan_from_ranking(
         read_json(path), n_experts, signature,
         base_model=str(manifest.get("model")), domain=domain, criterion=criterion, source=str(path),
     )  # fmt: skip
+    plan.extra["calibration"] = run_calibration(run.root, manifest)
+    return plan
+
+
+def run_calibration(run_root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a card says about the data behind a run's rankings: the run's name (not its local path),
+    kind and domains, its token and prompt counts, and the prompt suite's sha256."""
+    domains = ",".join(manifest.get("domains") or [])
+    return {
+        "source": f"moeprint run {Path(run_root).name} ({manifest.get('kind', '?')}; domains {domains or '?'})",
+        "n_tokens": manifest.get("n_tokens"),
+        "n_prompts": manifest.get("n_prompts"),
+        "sha256": manifest.get("prompt_suite_sha256"),
+    }
 
 
 def _default_criterion(fingerprints_dir: Path) -> str:
@@ -147,10 +161,19 @@ def plan_from_ranking_file(
     path = Path(path)
     signature = model_signature(load_config_dict(model_dir))
     domain = domain or path.name.split(".json")[0]
-    return plan_from_ranking(
+    plan = plan_from_ranking(
         read_json(path), n_experts, signature,
         base_model=str(model_dir), domain=domain, criterion=criterion, source=str(path),
     )  # fmt: skip
+    plan.extra["calibration"] = file_calibration(path)
+    return plan
+
+
+def file_calibration(path: Path) -> dict[str, Any]:
+    """A ranking file carries no token counts; the card names the file and its sha256."""
+    import hashlib
+
+    return {"source": f"ranking file {Path(path).name}", "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
 def save_plan(plan: PrunePlan, path: str | Path) -> Path:
@@ -179,3 +202,47 @@ def load_plan(path: str | Path) -> PrunePlan:
 def old_to_new(plan: PrunePlan) -> list[dict[str, int]]:
     """Per layer, old expert id -> new expert id (the kept ids, renumbered in ascending order)."""
     return [{str(old): new for new, old in enumerate(kept)} for kept in plan.kept]
+
+
+def plan_from_llmcompressor(
+    path: str | Path, model_dir: str | Path, n_experts: int | None = None, domain: str | None = None
+) -> PrunePlan:
+    """A validated plan from an llm-compressor REAP report: its kept experts (REAPPruningModifier
+    report_path) or, with `n_experts`, the N most salient experts per layer of a saliency report."""
+    from moeprint.importers.llmcompressor import KeptReport, read_report
+
+    path = Path(path)
+    config = load_config_dict(model_dir)
+    signature = model_signature(config)
+    report = read_report(path)
+    domain = domain or path.name.split(".json")[0]
+    if isinstance(report, KeptReport):
+        moe_layers = adapter_for(config).moe_layers(config)
+        if list(report.kept) != moe_layers:
+            raise MoeprintError(f"{path} lists decoder layers {list(report.kept)[:8]}, but the model's MoE layers "
+                                f"are {moe_layers[:8]}; was it written for another model?")  # fmt: skip
+        sizes = {len(k) for k in report.kept.values()}
+        if len(sizes) != 1:
+            raise MoeprintError(f"{path} keeps {sorted(sizes)} experts in different layers; moeprint plans keep "
+                                "the same number in every layer.")  # fmt: skip
+        kept_n = sizes.pop()
+        if n_experts is not None and n_experts != kept_n:
+            raise MoeprintError(f"{path} keeps {kept_n} experts per layer; --experts {n_experts} disagrees.")
+        plan = PrunePlan(
+            base_model=str(model_dir), architecture=signature["architecture"], domain=domain,
+            criterion="llmcompressor-reap", n_experts=kept_n, top_k=signature["top_k"],
+            kept=tuple(report.kept[layer] for layer in moe_layers),
+            extra={"base_num_experts": signature["num_experts"], "ranking_source": str(path)},
+        )  # fmt: skip
+        plan = validate_plan(plan, signature)
+    else:
+        if n_experts is None:
+            raise MoeprintError(f"{path} is a saliency report; say how many experts to keep with --experts N.")
+        if report.num_layers != signature["num_layers"] or len(report.saliency[0]) != signature["num_experts"]:
+            raise MoeprintError(f"{path} scores {report.num_layers} layers x {len(report.saliency[0])} experts; the "
+                                f"model has {signature['num_layers']} x {signature['num_experts']}.")  # fmt: skip
+        ranking = {f"layer_{i}": ids for i, ids in enumerate(report.ranking())}
+        plan = plan_from_ranking(ranking, n_experts, signature, base_model=str(model_dir), domain=domain,
+                                 criterion="llmcompressor-saliency", source=str(path))  # fmt: skip
+    plan.extra["calibration"] = file_calibration(path)
+    return plan

@@ -39,6 +39,10 @@ PLAN_FILE = "moeprint_plan.json"
 # Files of a model folder that are never copied: weights (rewritten), pickles (never read), our own outputs.
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".gguf")
 SKIP_NAMES = {"config.json", INDEX_NAME, "pytorch_model.bin.index.json", PLAN_FILE, "README.md"}
+# Files that describe the base, not the cut (training plots, training manifests, logs): a published cut
+# carrying the base's loss curve would mislead its readers.
+DESCRIBES_BASE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".log", ".csv")
+DESCRIBES_BASE_NAMES = ("manifest.json", "training_manifest.json", "trainer_state.json", "training_args.json")
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,8 @@ def _write_json(path: Path, obj: Any) -> None:
 def _copy_side_files(model_dir: Path, out_dir: Path) -> None:
     """Tokenizer, chat template, generation config, licence...: every top-level file that is not weights."""
     for path in sorted(model_dir.iterdir()):
+        if path.name in DESCRIBES_BASE_NAMES or path.name.lower().endswith(DESCRIBES_BASE_SUFFIXES):
+            continue
         if path.is_file() and path.name not in SKIP_NAMES and not path.name.endswith(SKIP_SUFFIXES):
             shutil.copy2(path, out_dir / path.name)
 
