@@ -189,7 +189,7 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
     def usage_of(domain: str | None) -> LayerUsage:
         return scan.sums.select(None if domain is None else [domain], selected)
 
-    with atomic_directory(run.fingerprints_dir, overwrite=True) as tmp:
+    with atomic_directory(run.fingerprints_dir, overwrite=True, kind="fingerprints") as tmp:
         write_parquet(usage_table(scan.sums, known), tmp / "usage.parquet")
         write_parquet(coactivation_table(scan.sums, known), tmp / "coactivation.parquet")
         written: dict[str, list[str]] = {}
@@ -212,7 +212,7 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
 
             plot_specialisation(stats, tmp / "plots")
         atomic_write_json(tmp / "manifest.json", {
-            "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
+            "kind": "fingerprints", "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
             "segments_pooled": selected, "top_n": top_n, "seed": seed,
             "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
             "num_layers": num_layers, "num_experts": num_experts, "top_k": manifest["top_k"],
