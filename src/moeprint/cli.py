@@ -479,6 +479,8 @@ def mask(model, plan_path, prompt, max_new_tokens):
     """
     from moeprint.prune import load_plan, masked_generate
 
+    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in prompt):
+        raise MoeprintError("--prompt holds control characters (other than tab and newline); remove them.")
     click.echo(masked_generate(model, load_plan(plan_path), prompt, max_new_tokens))
 
 

@@ -29,7 +29,8 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "manifest.json").is_file() and ((path / "traces").is_dir() or (path / "prompts.parquet").is_file())
+    return (path / "manifest.json").is_file() and any((path / name).exists()
+                                                      for name in ("traces", "prompts.parquet", "fingerprints"))
 
 
 def _input_areas(path: str | os.PathLike) -> list[tuple[Path, bool]]:
@@ -62,9 +63,9 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise MoeprintError(f"cannot write {option} {out}: {parent} is a file, not a folder.")
+        raise MoeprintError(f"cannot write {option} {out}: {parent} is a file, not a writable directory.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise MoeprintError(f"cannot write {option} {out}: {parent} is not writable.")
+        raise MoeprintError(f"cannot write {option} {out}: {parent} is not a writable directory.")
     return target
 
 
@@ -100,9 +101,9 @@ def check_replaceable(path: Path, kind: str | None, overwrite: bool) -> None:
                             + (" (or pass --overwrite)." if kind else "."))
     found = artifact_kind(path)
     if kind is None or found != kind:
-        what = f"a moeprint {found} folder" if found else "not a moeprint output"
-        raise MoeprintError(f"{path} exists and is {what}; only a {kind or 'moeprint'} output written before by "
-                            "this command can be replaced. Choose another output path.")
+        what = f"it holds a moeprint {found}" if found else "moeprint did not write it"
+        raise MoeprintError(f"{path} exists and is not a moeprint {kind or 'output'} ({what}); only what this command "
+                            "wrote before can be replaced. Choose another output path.")
 
 
 class OutputLock:
