@@ -107,7 +107,7 @@ SWEEP = "sweep {run} --model {model} --texts {texts} --domains all --sizes 4 --c
 # (case id, argv template, what the error must say); "{out}" is a fresh path that must not exist afterwards
 CASES = [
     ("site --out is the run", "site {run} --out {run}", "input"),
-    ("site --out is inside the run's data", "site {run} --out {run}/fingerprints", "inside the input"),
+    ("site --out is inside the run's data", "site {run} --out {run}/fingerprints", "is an input"),
     ("site --out is another complete run", "site {run} --out {run2}", "not a moeprint site"),
     ("sweep --out is the run, --overwrite", SWEEP + " --overwrite --out {run}", "input"),
     ("import --out is its source, --overwrite", "import-fingerprinting {pub} --out {pub} --overwrite", "input"),

@@ -45,20 +45,21 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     """One clear error when `out` cannot be an output: it equals, contains or lies inside an input, it is a
     symbolic link, its name is too long, or a file stands where a parent folder must go."""
     raw = Path(out)
+    for part in raw.parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise MoeprintError(f"{option}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
+                                f"give names of at most {MAX_NAME_BYTES} bytes.")
     if raw.is_symlink():
         raise MoeprintError(f"{option} {out} is a symbolic link; give the real path.")
-    if len(os.fsencode(raw.name)) > MAX_NAME_BYTES:
-        raise MoeprintError(f"{option}: the name {raw.name[:40]}... is {len(os.fsencode(raw.name))} bytes long; "
-                            f"give a name of at most {MAX_NAME_BYTES} bytes.")
     target = _absolute(out)
     for inp in inputs:
         for area, whole in _input_areas(inp):
             if target == area:
-                raise MoeprintError(f"{option} {out} is an input of this command ({inp}); choose another output.")
+                raise MoeprintError(f"{option} {out} is an input of this command ({area}); choose another output.")
             if area.is_relative_to(target):
                 raise MoeprintError(f"{option} {out} contains the input {inp}; choose another output.")
             if whole and target.is_relative_to(area):
-                raise MoeprintError(f"{option} {out} lies inside the input {inp}; choose another output.")
+                raise MoeprintError(f"{option} {out} lies inside the input {area}; choose another output.")
     parent = target.parent
     while not parent.exists():
         parent = parent.parent
