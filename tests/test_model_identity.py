@@ -3,15 +3,20 @@ one changed value are different models for resume, merge-runs, factory reruns, e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, run_cli
 from evaluate_helpers import write_jsonl
-from prune_helpers import random_ranking
+from prune_helpers import assert_error_line, main_in_process, random_ranking
+
+def _ok(capsys, *args) -> None:
+    code, err = main_in_process(capsys, *args)
+    assert code == 0, err
+
 
 RECORD = ("--prompts", "builtin", "--limit", "2", "--batch-size", "1", "--max-new-tokens", "2", "--quiet")
 
@@ -49,61 +54,62 @@ def models(tmp_path_factory, tiny_model_dir):
     return root, a, b
 
 
-def test_resume_and_merge_refuse_other_weights(models):
-    from moeprint.identity import model_sha256, shard_digests
+def test_resume_and_merge_refuse_other_weights(models, capsys):
+    from moeprint.identity import model_sha256
 
     root, a, b = models
     run = root / "run"
-    run_cli("record", a, *RECORD, "--out", run, check=True)
+    _ok(capsys, "record", a, *RECORD, "--out", run)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model_sha256"] == model_sha256(a) != model_sha256(b)
-    assert manifest["model_weights"] == shard_digests(a)
-    import hashlib
-    assert manifest["model_weights"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in a.glob("*.safetensors")}
+    assert manifest["model_weights"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                                         for f in a.glob("*.safetensors")}
 
     # an unfinished run (no manifest yet) whose model's weights then change in place
     moving = shutil.copytree(a, root / "moving")
     unfinished = root / "unfinished"
-    run_cli("record", moving, *RECORD, "--out", unfinished, check=True)
+    _ok(capsys, "record", moving, *RECORD, "--out", unfinished)
     (unfinished / "manifest.json").unlink()
     shutil.copyfile(b / "model.safetensors", moving / "model.safetensors")
-    proc = run_cli("record", moving, *RECORD, "--out", unfinished)
-    assert_clean_error(proc)
-    assert "model_sha256" in proc.stderr and not (unfinished / "manifest.json").exists()
+    code, err = main_in_process(capsys, "record", moving, *RECORD, "--out", unfinished)
+    assert_error_line(code, err, "model_sha256")
+    assert not (unfinished / "manifest.json").exists()
 
     s0, s1 = root / "s0", root / "s1"
-    run_cli("record", a, *RECORD, "--shard", "0/2", "--out", s0, check=True)
-    run_cli("record", b, *RECORD, "--shard", "1/2", "--out", s1, check=True)
-    proc = run_cli("merge-runs", s0, s1, "--out", root / "merged")
-    assert_clean_error(proc)
-    assert "model_sha256" in proc.stderr and not (root / "merged").exists()
+    _ok(capsys, "record", a, *RECORD, "--shard", "0/2", "--out", s0)
+    _ok(capsys, "record", b, *RECORD, "--shard", "1/2", "--out", s1)
+    code, err = main_in_process(capsys, "merge-runs", s0, s1, "--out", root / "merged")
+    assert_error_line(code, err, "model_sha256")
+    assert not (root / "merged").exists()
 
 
-def test_factory_evaluate_and_sweep_refuse_other_weights(models):
+def test_factory_evaluate_and_sweep_refuse_other_weights(models, capsys):
     from moeprint.adapters import load_config_dict
 
     root, a, b = models
     config = load_config_dict(a)
     rankings = root / "rankings"
     rankings.mkdir()
-    (rankings / "law.json").write_text(json.dumps(random_ranking(config["num_hidden_layers"], config["num_local_experts"])))
+    ranking = random_ranking(config["num_hidden_layers"], config["num_local_experts"])
+    (rankings / "law.json").write_text(json.dumps(ranking))
     out = root / "factory"
-    run_cli("factory", a, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card", check=True)
+    _ok(capsys, "factory", a, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card")
     (checkpoint,) = [p for p in out.iterdir() if p.is_dir()]
-    again = run_cli("factory", a, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card", check=True)
-    assert "1 already complete" in again.stdout
-    proc = run_cli("factory", b, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card")
-    assert_clean_error(proc)
-    assert "not pruned from these weights" in proc.stderr
+    _ok(capsys, "factory", a, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card")
+    assert [row["status"] for row in json.loads((out / "summary.json").read_text())] == ["skipped (complete)"]
+    code, err = main_in_process(capsys, "factory", b, "--rankings-dir", rankings, "--sizes", "4", "--out", out,
+                                "--no-card")
+    assert_error_line(code, err, "not pruned from these weights")
 
     texts = write_jsonl(root / "texts.jsonl", [{"text": "the court held that the contract was void", "domain": "law"}])
-    proc = run_cli("evaluate", b, "--checkpoint", checkpoint, "--texts", texts, "--no-speculative", "--out", root / "e.json")
-    assert_clean_error(proc)
-    assert "other weights" in proc.stderr and not (root / "e.json").exists()
+    code, err = main_in_process(capsys, "evaluate", b, "--checkpoint", checkpoint, "--texts", texts,
+                                "--no-speculative", "--out", root / "e.json")
+    assert_error_line(code, err, "other weights")
+    assert not (root / "e.json").exists()
 
     run = root / "run_for_sweep"
-    run_cli("record", a, *RECORD, "--out", run, check=True)
+    _ok(capsys, "record", a, *RECORD, "--out", run)
     sweep = ("--texts", texts, "--domains", "all", "--sizes", "4", "--criteria", "", "--random-seeds", "1")
-    proc = run_cli("sweep", run, "--model", b, *sweep, "--out", root / "sweep")
-    assert_clean_error(proc)
-    assert "other weights" in proc.stderr and not (root / "sweep").exists()
+    code, err = main_in_process(capsys, "sweep", run, "--model", b, *sweep, "--out", root / "sweep")
+    assert_error_line(code, err, "other weights")
+    assert not (root / "sweep").exists()

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from prune_helpers import make_plan
+from prune_helpers import assert_error_line, main_in_process, make_plan
 from synthetic_runs import top_k_from_logits, write_run
 
 
@@ -55,6 +54,11 @@ def _published(root: Path, domains: dict, entry: dict | None = None, probs: floa
     return root
 
 
+def _ok(capsys, *args) -> None:
+    code, err = main_in_process(capsys, *args)
+    assert code == 0, err
+
+
 @pytest.fixture(scope="session")
 def inp(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     from moeprint.analyze import analyze_run
@@ -86,6 +90,8 @@ def inp(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     pq.write_table(pq.read_table(part).from_pydict(table, pq.read_schema(part)), part)
 
     p["plan"] = save_plan(make_plan(tiny_model_dir, 4), root / "plan.json")
+    p["plan_bad_domain"] = root / "plan_bad_domain.json"
+    p["plan_bad_domain"].write_text(json.dumps({**json.loads(p["plan"].read_text()), "domain": "../../x"}))
     p["model_copy"] = shutil.copytree(tiny_model_dir, root / "model_copy")
     p["model_garbage"] = shutil.copytree(tiny_model_dir, root / "model_garbage")
     (p["model_garbage"] / "model.safetensors").write_bytes(b"\xff" * 100)
@@ -125,6 +131,9 @@ CASES = [
      "export-rankings {run_bad_domain} --criterion frequency --out {out}", "domain name"),
     ("analyze manifest with NaN counts", "analyze {run_nan_count} --no-stats", "n_tokens"),
     ("analyze NaN gate weights", "analyze {run_nan_weights} --criteria gate-mass --no-stats", "NaN"),
+    ("plan --domain that climbs out", "plan {run} --domain ../../x --experts 4 --criterion frequency --out {out}.json",
+     "domain name"),
+    ("prune a plan whose domain climbs out", "prune {model} --plan {plan_bad_domain} --out {out} --no-card", "domain name"),
     ("analyze segment without tokens", "analyze {run} --segment think --no-stats", "no routed tokens"),
     ("classify segment without tokens", "classify {run} --segment think --token-baseline 0 --out {out}", "think"),
     ("plan --out name of 260 bytes", "plan {run} --domain law --experts 4 --criterion frequency --out {long}",
@@ -139,64 +148,48 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def outcomes(inp) -> dict[str, tuple]:
-    before = {name: _tree_digest(inp[name]) for name in ("run", "run2", "pub", "model_copy", "foreign")}
-
-    def one(i_case):
-        i, (case_id, template, _) = i_case
-        out = inp["root"] / "outs" / f"o{i}"
-        argv = template.format(out=out, **{k: str(v) for k, v in inp.items()}).split()
-        return case_id, (run_cli(*argv, timeout=300), out)
-
-    (inp["root"] / "outs").mkdir()
-    with ThreadPoolExecutor(2) as pool:
-        results = dict(pool.map(one, enumerate(CASES)))
-    results["_before"] = before
-    return results
-
-
-@pytest.mark.parametrize("case_id,expected", [(c[0], c[2]) for c in CASES])
-def test_case_is_one_error_line_and_writes_nothing(outcomes, case_id, expected):
-    proc, out = outcomes[case_id]
-    assert_clean_error(proc)
-    assert proc.returncode == 2, proc.stderr
-    assert expected in proc.stderr, proc.stderr
+@pytest.mark.parametrize("case_id,template,expected", CASES, ids=[c[0] for c in CASES])
+def test_case_is_one_error_line_and_changes_nothing(inp, capsys, case_id, template, expected):
+    """Through `moeprint.cli.main` in this process (the console script's function; subprocesses would pay
+    the torch import 26 times): exit 2, one `error:` line, no output, every input byte-identical."""
+    watched = ("run", "run2", "pub", "model_copy", "foreign")
+    before = {name: _tree_digest(inp[name]) for name in watched}
+    out = inp["root"] / "outs" / case_id.replace(" ", "_").replace("'", "")
+    out.parent.mkdir(exist_ok=True)
+    argv = template.format(out=out, **{k: str(v) for k, v in inp.items()}).split()
+    code, err = main_in_process(capsys, *argv)
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith(("error:", "Error:")), err
+    assert expected in err, err
     assert not [p for p in out.parent.iterdir()
                 if p.name == out.name or p.name.startswith((f"{out.name}.", f".{out.name}."))]
-
-
-def test_inputs_are_byte_identical_after_every_case(outcomes, inp):
-    for name, digest in outcomes["_before"].items():
-        assert _tree_digest(inp[name]) == digest, f"{name} changed"
+    assert {name: _tree_digest(inp[name]) for name in watched} == before
     assert inp["a_file"].read_text() == "keep"
-    root = inp["root"]
-    assert not (root / "x.json").exists() and not (root / "abs").exists() and not (root.parent / "x").exists()
-    assert not list(root.parent.rglob("x.json"))
+    assert not list(inp["root"].parent.rglob("x.json")) and not (inp["root"] / "abs").exists()
     assert not (inp["run"] / "site").exists() and not (inp["run"] / "classify").exists()
 
 
-def test_site_and_import_replace_only_their_own_output(inp, tmp_path):
+def test_site_and_import_replace_only_their_own_output(inp, tmp_path, capsys):
     """Rebuilding a site, or --overwrite of an import, replaces the command's own earlier output, leaving no
     temp, aside or lock file behind; the run it reads is unchanged."""
     run = shutil.copytree(inp["run"], tmp_path / "run")
     before = _tree_digest(run)
     for _ in range(2):
-        run_cli("site", run, check=True)
+        _ok(capsys, "site", run)
     assert json.loads((run / "site" / "manifest.json").read_text())["kind"] == "site"
     assert {k: v for k, v in _tree_digest(run).items() if not k.startswith("site/")} == before
     imported = tmp_path / "imported"
-    run_cli("import-fingerprinting", inp["pub"], "--out", imported, check=True)
-    proc = run_cli("import-fingerprinting", inp["pub"], "--out", imported)
-    assert_clean_error(proc)
-    assert "--overwrite" in proc.stderr
-    run_cli("import-fingerprinting", inp["pub"], "--out", imported, "--overwrite", check=True)
+    _ok(capsys, "import-fingerprinting", inp["pub"], "--out", imported)
+    code, err = main_in_process(capsys, "import-fingerprinting", inp["pub"], "--out", imported)
+    assert_error_line(code, err, "--overwrite")
+    _ok(capsys, "import-fingerprinting", inp["pub"], "--out", imported, "--overwrite")
     assert json.loads((imported / "manifest.json").read_text())["kind"] == "imported"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
 
 
-def test_second_writer_to_one_output_is_refused(inp, tmp_path):
+def test_second_writer_to_one_output_is_refused(inp, tmp_path, capsys):
     """While one process writes an output (it holds the lock), a second prune to it fails at once, saying
     why; once the first is done the same command succeeds."""
     from moeprint.outputs import OutputLock
@@ -206,17 +199,17 @@ def test_second_writer_to_one_output_is_refused(inp, tmp_path):
         proc = run_cli("prune", inp["model"], "--plan", inp["plan"], "--out", out, "--no-card")
         assert_clean_error(proc)
         assert "another moeprint process is writing" in proc.stderr and not out.exists()
-    run_cli("prune", inp["model"], "--plan", inp["plan"], "--out", out, "--no-card", check=True)
+    _ok(capsys, "prune", inp["model"], "--plan", inp["plan"], "--out", out, "--no-card")
     assert (out / "moeprint_plan.json").exists() and not list(tmp_path.glob(".cut*"))
 
 
-def test_killed_overwrite_leaves_the_old_output_which_the_next_writer_restores(inp, tmp_path):
+def test_killed_overwrite_leaves_the_old_output_which_the_next_writer_restores(inp, tmp_path, capsys):
     """A kill between 'old folder renamed aside' and 'new folder renamed in' leaves `.NAME.<id>.old` and no
     NAME; the next writer of NAME puts the old one back before it starts, and removes a dead writer's temp."""
     from moeprint.io import atomic_directory
 
     run = shutil.copytree(inp["run"], tmp_path / "run")
-    run_cli("site", run, check=True)
+    _ok(capsys, "site", run)
     old = _tree_digest(run / "site")
     (run / "site").rename(run / ".site.0123abcd.old")  # the state a SIGKILL at that moment leaves
     (run / ".site.deadbeef.partial").mkdir()  # and a dead writer's temp folder
@@ -224,14 +217,13 @@ def test_killed_overwrite_leaves_the_old_output_which_the_next_writer_restores(i
     assert _tree_digest(run / "site") == old
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".site.lock"]
     target.lock.release()
-    run_cli("site", run, check=True)
+    _ok(capsys, "site", run)
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
 
 
-def test_mask_prompt_with_control_bytes_is_refused(inp):
-    proc = run_cli("mask", inp["model"], "--plan", inp["plan"], "--prompt", "hello\x07\x1b[31m")
-    assert_clean_error(proc)
-    assert "control" in proc.stderr
+def test_mask_prompt_with_control_bytes_is_refused(inp, capsys):
+    code, err = main_in_process(capsys, "mask", inp["model"], "--plan", inp["plan"], "--prompt", "hello\x07\x1b[31m")
+    assert_error_line(code, err, "control characters")
 
 
 def test_a_write_the_filesystem_refuses_is_one_error_line(inp, tmp_path):

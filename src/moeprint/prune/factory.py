@@ -17,6 +17,7 @@ from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.identity import model_sha256
 from moeprint.io import atomic_write_json, atomic_write_text, json_exists, read_json
+from moeprint.names import check_domain
 from moeprint.outputs import OutputLock
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
@@ -101,7 +102,8 @@ def factory_plans(
     if rankings_dir is not None:
         if not rankings_dir.is_dir():
             raise MoeprintError(f"rankings folder {rankings_dir} does not exist.")
-        available = sorted(p.name.split(".json")[0] for p in rankings_dir.glob("*.json*"))
+        available = sorted(check_domain(p.name.split(".json")[0], str(rankings_dir))
+                           for p in rankings_dir.glob("*.json*"))
         if not available:
             raise MoeprintError(f"rankings folder {rankings_dir} has no <domain>.json ranking files.")
         for domain in domains or available:
