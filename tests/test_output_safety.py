@@ -243,3 +243,23 @@ def test_a_write_the_filesystem_refuses_is_one_error_line(inp, tmp_path):
     assert_clean_error(proc)
     assert proc.returncode == 2 and "too large" in proc.stderr.lower(), proc.stderr
     assert not (out / "manifest.json").exists()
+
+
+def test_every_command_that_writes_passes_the_one_output_guard():
+    """Each command, subcommands included, is a guarded command, and each of its `--out` options lands in a
+    parameter the guard reads: a new command cannot skip the check."""
+    import click
+
+    from moeprint.cli import OUTPUT_PARAMS, _GuardedCommand, cli
+
+    def commands(group):
+        for command in group.commands.values():
+            yield from commands(command) if isinstance(command, click.Group) else [command]
+
+    found = list(commands(cli))
+    assert len(found) >= 15
+    for command in found:
+        assert isinstance(command, _GuardedCommand), command.name
+        for param in command.params:
+            if "--out" in getattr(param, "opts", []):
+                assert param.name in OUTPUT_PARAMS, (command.name, param.name)

@@ -95,8 +95,8 @@ class atomic_directory:
         make_output_dir(self.path.parent, self.path)
         self.lock = OutputLock(self.path).acquire()
         try:
-            check_replaceable(self.path, kind, overwrite)  # again: another writer may have finished meanwhile
             self._recover()
+            check_replaceable(self.path, kind, overwrite)  # again: another writer may have finished meanwhile
         except BaseException:
             self.lock.release()
             raise
