@@ -142,6 +142,8 @@ CASES = [
     ("sweep --out is a file", SWEEP + " --out {a_file}", "is a file"),
     ("evaluate --checkpoint of another architecture",
      "evaluate {model} --checkpoint {mixtral} --texts {texts} --no-speculative --out {out}.json", "architecture"),
+    ("evaluate --out checked before the model loads",
+     "evaluate {model_garbage} --plan {plan} --texts {texts} --out {a_file}/result.json", "not a writable directory"),
     ("sweep --out checked before the model loads",
      "sweep {run} --model {model_garbage} --texts {texts} --domains all --sizes 4 --criteria frequency "
      "--random-seeds 0 --unverified-calibration --out {foreign}", "foreign"),
