@@ -265,3 +265,30 @@ def test_every_command_that_writes_passes_the_one_output_guard():
         for param in command.params:
             if "--out" in getattr(param, "opts", []):
                 assert param.name in OUTPUT_PARAMS, (command.name, param.name)
+
+
+def test_a_domain_without_tokens_in_the_segment_gets_no_ranking(tmp_path, capsys):
+    """law has answer tokens, math only prompt tokens: `analyze --segment answer` ranks law and `all` (from
+    law's tokens alone) and writes no ranking for math, so `plan` cannot use an identity order for it."""
+    rng = np.random.default_rng(1)
+    prompts = []
+    for domain, segment in (("law", "answer"), ("math", "prompt")):
+        for i in range(3):
+            ids, w = top_k_from_logits(rng.normal(0, 1, (20, 2, 8)), 2)
+            prompts.append({"prompt_id": f"{domain}-{i}", "domain": domain, "ids": ids, "weights": w,
+                            "token_ids": rng.integers(0, 12, 20), "segments": [segment] * 20})
+    run = write_run(tmp_path / "run", prompts, num_experts=8)
+    _ok(capsys, "analyze", run, "--segment", "answer", "--criteria", "frequency", "--no-stats", "--no-coactivation")
+    ranked = sorted(p.name for p in (run / "fingerprints" / "rankings" / "frequency").iterdir())
+    assert ranked == ["all.json", "law.json"]
+    law = json.loads((run / "fingerprints" / "rankings" / "frequency" / "law.json").read_text())
+    counts = np.zeros((2, 8))  # law's tokens per (layer, expert), counted here
+    for p in prompts[:3]:
+        for layer in range(2):
+            np.add.at(counts[layer], p["ids"][:, layer, :].ravel().astype(int), 1)
+    for layer in range(2):  # frequency order: every expert listed, counts non-increasing along the ranking
+        order = law[f"layer_{layer}"]
+        assert sorted(order) == list(range(8)) and np.all(np.diff(counts[layer][order]) <= 0)
+    code, err = main_in_process(capsys, "plan", run, "--domain", "math", "--experts", "4", "--criterion", "frequency",
+                                "--out", tmp_path / "math.json")
+    assert_error_line(code, err, "unknown domain 'math'")

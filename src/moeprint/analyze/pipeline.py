@@ -58,22 +58,19 @@ def compute_rankings(criterion: str, domains: list[str], usage_of: Callable[[str
         ranked = reference_rankings(summaries, num_layers, num_experts, domains)
         return {d: r for d, r in ranked.items() if d in domains or d == ALL_DOMAIN or d in REVERSED_DOMAINS}
     pooled = usage_of(None)
-    out = {ALL_DOMAIN: rank_experts(_routed(pooled, ALL_DOMAIN), criterion, pooled)}
+    if pooled.n_tokens == 0:  # a ranking of no tokens would be the identity order 0..E-1 dressed up as a result
+        raise MoeprintError("the run has no routed tokens in the chosen segment, so nothing can be ranked; "
+                            "choose another --segment.")
+    out = {ALL_DOMAIN: rank_experts(pooled, criterion, pooled)}
     for d in domains:
-        out[d] = rank_experts(_routed(usage_of(d), d), criterion, pooled)
+        usage = usage_of(d)
+        if usage.n_tokens:  # a domain without routed tokens (e.g. summaries only) gets no ranking file
+            out[d] = rank_experts(usage, criterion, pooled)
     if criterion == "reference":
         for target, source in REVERSED_DOMAINS.items():
             if source in out:
                 out[target] = [r[::-1] for r in out[source]]
     return out
-
-
-def _routed(usage: LayerUsage, domain: str) -> LayerUsage:
-    """A ranking of no tokens would be the identity order 0..E-1 dressed up as a result: refuse it."""
-    if usage.n_tokens == 0:
-        raise MoeprintError(f"domain {domain!r} has no routed tokens in the chosen segment, so it cannot be ranked; "
-                            "choose another --segment or leave the domain out with --domains.")
-    return usage
 
 
 def to_published(ranking: list[list[int]]) -> dict[str, list[int]]:
