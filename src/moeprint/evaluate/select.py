@@ -22,9 +22,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from moeprint.identity import check_same_model
 from moeprint.adapters import MoEAdapter
 from moeprint.errors import MoeprintError
+from moeprint.identity import check_same_model
 
 Kept = tuple[tuple[int, ...], ...]
 
