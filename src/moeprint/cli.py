@@ -7,6 +7,7 @@ input; `main` turns it into one line on stderr and exit code 2 (no traceback).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -14,7 +15,45 @@ from moeprint import __version__
 from moeprint.errors import MoeprintError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Parameters that name what a command writes; every other path parameter is an input.
+OUTPUT_PARAMS = ("out", "out_dir", "out_path")
+# String parameters that may name an input file (`--prompts FILE` or `--prompts BENCHMARK:FILE`).
+PATH_STRING_PARAMS = ("sources", "prompts_path")
+
+
+def _input_paths(command: click.Command, params: dict) -> list[str]:
+    paths = []
+    for p in command.params:
+        if p.name in OUTPUT_PARAMS or params.get(p.name) is None:
+            continue
+        values = params[p.name] if isinstance(params[p.name], (tuple, list)) else [params[p.name]]
+        if isinstance(p.type, click.Path):
+            paths += [str(v) for v in values]
+        elif p.name in PATH_STRING_PARAMS:
+            paths += [v for value in map(str, values) for v in (value, value.partition(":")[2]) if v and Path(v).exists()]
+    return paths
+
+
+class _GuardedCommand(click.Command):
+    """Checks every output path against every input path of the command before it runs (moeprint.outputs):
+    the one place that keeps `--out` from equalling, containing or lying inside what the command reads."""
+
+    def invoke(self, ctx: click.Context):
+        from moeprint.outputs import check_output_path
+
+        inputs = _input_paths(self, ctx.params)
+        for name in OUTPUT_PARAMS:
+            if ctx.params.get(name):
+                check_output_path(ctx.params[name], inputs)
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    command_class = _GuardedCommand
+    group_class = type  # subgroups (testbed) guard their commands too
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="moeprint")
 def cli() -> None:
     """Fingerprint the experts of Mixture-of-Experts models and prune them into domain specialists.
@@ -32,7 +71,8 @@ def cli() -> None:
 @click.option("--prompts", "sources", multiple=True, required=True,
               help="`builtin`, a .jsonl/.csv file, or BENCHMARK[:LOCAL_PATH] (gpqa, mmlu, mmlu_pro, sorry_bench, "
                    "tulu3_persona_if, polyglot). Repeat to combine sources.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str), help="Run directory to write.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Run directory to write.")
 @click.option("--max-new-tokens", default=64, show_default=True, type=int, help="Generation cap per prompt.")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Prompts per generate call.")
 @click.option("--sample/--greedy", "do_sample", default=False, show_default=True, help="Sampling or greedy decoding.")
@@ -68,7 +108,8 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
 
 @cli.command("merge-runs")
 @click.argument("shard_runs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str), help="Merged run directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Merged run directory.")
 def merge_runs_cmd(shard_runs, out_dir):
     """Merge the runs of `moeprint record --shard I/N` into one run.
 
@@ -198,7 +239,8 @@ def _split_list(values: tuple[str, ...]) -> list[str] | None:
 
 @cli.command("import-fingerprinting")
 @click.argument("src", type=click.Path(path_type=str))
-@click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Run directory to create.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Run directory to create.")
 @click.option("--domains-map", type=click.Path(path_type=str), default=None,
               help="JSON {domain: ['dataset/category', ...]} (default: SRC/domains.json).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
@@ -251,7 +293,8 @@ def analyze_cmd(run_dir: str, domains: tuple[str, ...], segment: str, criteria: 
 @cli.command("export-rankings")
 @click.argument("run_dir", type=click.Path(path_type=str))
 @click.option("--criterion", required=True, help="Criterion to rank by (e.g. reference, frequency, lift).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Directory for <domain>.json.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Directory for <domain>.json.")
 @click.option("--domains", multiple=True, help="Domains to export (default: those analyzed).")
 @click.option("--format", "fmt", type=click.Choice(["published", "llmcompressor"]), default="published",
               show_default=True, help="published: {\"layer_0\": [ids best first]}; llmcompressor: the saliency "
@@ -282,7 +325,7 @@ def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[s
               help="CV keeps each group on one side (folder = dataset/category of imported prompt ids).")
 @click.option("--token-baseline", type=int, default=1000, show_default=True,
               help="Also cross-validate on the counts of the N most frequent tokens (0 = skip): the token-mix control.")
-@click.option("--out", "out", type=click.Path(path_type=str), default=None,
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Directory for report.json and model.json (default TRAIN_RUN/classify).")
 def classify_cmd(train_run: str, apply_run: str | None, segment: str, window: int | None, folds: int, l2: float,
                  group_by: str, token_baseline: int, out: str | None) -> None:
@@ -487,6 +530,8 @@ def mask(model, plan_path, prompt, max_new_tokens):
     """
     from moeprint.prune import load_plan, masked_generate
 
+    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in prompt):
+        raise MoeprintError("--prompt holds control characters (other than tab and newline); remove them.")
     click.echo(masked_generate(model, load_plan(plan_path), prompt, max_new_tokens))
 
 
@@ -508,7 +553,7 @@ def mask(model, plan_path, prompt, max_new_tokens):
 @click.option("--max-new-tokens", default=64, show_default=True, help="Generation cap per prompt.")
 @click.option("--draft-tokens", default=4, show_default=True, help="Draft tokens per round as a speculative draft.")
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
-@click.option("--out", required=True, type=click.Path(), help="Result JSON to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_path, lm_eval_tasks, lm_eval_limit,
                      max_tokens, max_new_tokens, draft_tokens, no_speculative, out):
     """Compare a cut (plan or checkpoint) with its base MODEL on the same inputs.
@@ -549,7 +594,7 @@ def _names(value: str) -> list[str]:
 @click.option("--unverified-calibration", is_flag=True,
               help="Sweep even if the run records no prompt texts to check disjointness against.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--out", required=True, type=click.Path(), help="Output folder (results.json/.csv, plots).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots).")
 def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
                   unverified_calibration, overwrite, out):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
@@ -633,6 +678,12 @@ def main(argv: list[str] | None = None) -> None:
     except MoeprintError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except BrokenPipeError:
+        sys.exit(0)
+    except OSError as e:  # the machine, not moeprint: a full disk, a name the filesystem refuses, permissions
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}.", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted.", err=True)
         sys.exit(130)
@@ -644,5 +695,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted.", err=True)
         sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)

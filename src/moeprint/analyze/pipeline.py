@@ -60,9 +60,14 @@ def compute_rankings(criterion: str, domains: list[str], usage_of: Callable[[str
         ranked = reference_rankings(summaries, num_layers, num_experts, domains)
         return {d: r for d, r in ranked.items() if d in domains or d == ALL_DOMAIN or d in REVERSED_DOMAINS}
     pooled = usage_of(None)
+    if pooled.n_tokens == 0:  # a ranking of no tokens would be the identity order 0..E-1 dressed up as a result
+        raise MoeprintError("the run has no routed tokens in the chosen segment, so nothing can be ranked; "
+                            "choose another --segment.")
     out = {ALL_DOMAIN: rank_experts(pooled, criterion, pooled)}
     for d in domains:
-        out[d] = rank_experts(usage_of(d), criterion, pooled)
+        usage = usage_of(d)
+        if usage.n_tokens:  # a domain without routed tokens (e.g. summaries only) gets no ranking file
+            out[d] = rank_experts(usage, criterion, pooled)
     if criterion == "reference":
         for target, source in REVERSED_DOMAINS.items():
             if source in out:
@@ -191,7 +196,7 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
     def usage_of(domain: str | None) -> LayerUsage:
         return scan.sums.select(None if domain is None else [domain], selected)
 
-    with atomic_directory(run.fingerprints_dir, overwrite=True) as tmp:
+    with atomic_directory(run.fingerprints_dir, overwrite=True, kind="fingerprints") as tmp:
         write_parquet(usage_table(scan.sums, known), tmp / "usage.parquet")
         write_parquet(coactivation_table(scan.sums, known), tmp / "coactivation.parquet")
         written: dict[str, list[str]] = {}
@@ -214,7 +219,7 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
 
             plot_specialisation(stats, tmp / "plots")
         atomic_write_json(tmp / "manifest.json", {
-            "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
+            "kind": "fingerprints", "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
             "segments_pooled": selected, "top_n": top_n, "seed": seed,
             "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
             "num_layers": num_layers, "num_experts": num_experts, "top_k": manifest["top_k"],

@@ -24,6 +24,7 @@ from moeprint.evaluate.disjoint import check_disjoint
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_texts
 from moeprint.evaluate.progress import Progress
 from moeprint.evaluate.selection import load_ranking, parse_sizes, random_kept
+from moeprint.identity import check_same_model
 from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
 from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
 from moeprint.run import open_run, software_versions
@@ -73,6 +74,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
         raise MoeprintError(f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
                             f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}.")
     sizes = parse_sizes(spec.sizes, E)
+    check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
 
     # Every plan before any weight is read (bad criteria or domains fail fast).
     signature = model_signature(config)
@@ -91,6 +93,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
                              random_kept(L, E, n, seed), extra={"seed": seed, "base_num_experts": E})
             plans.append((validate_plan(plan, signature), seed))
 
+    target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work
     base = load_model(model_path)
     tok = base.tokenizer
     windows = text.make_windows(texts, tok, spec.max_tokens, base.model)
@@ -137,7 +140,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
                    "mc": {"path": str(mc_path), "sha256": file_sha256(mc_path), "n": len(questions)} if mc_path else None},
         "cuts": cuts,
     }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with target as tmp:
         atomic_write_json(tmp / "results.json", doc)
         atomic_write_text(tmp / "results.csv", to_csv(doc))
         if spec.plots:

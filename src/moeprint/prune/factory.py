@@ -15,7 +15,10 @@ from pathlib import Path
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
+from moeprint.identity import model_sha256
 from moeprint.io import atomic_write_json, atomic_write_text, json_exists, read_json
+from moeprint.names import check_domain
+from moeprint.outputs import OutputLock
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
 from moeprint.prune.plan import file_calibration, model_signature, plan_from_ranking, plan_from_run
@@ -101,7 +104,8 @@ def factory_plans(
     if rankings_dir is not None:
         if not rankings_dir.is_dir():
             raise MoeprintError(f"rankings folder {rankings_dir} does not exist.")
-        available = sorted(p.name.split(".json")[0] for p in rankings_dir.glob("*.json*"))
+        available = sorted(check_domain(p.name.split(".json")[0], str(rankings_dir))
+                           for p in rankings_dir.glob("*.json*"))
         if not available:
             raise MoeprintError(f"rankings folder {rankings_dir} has no <domain>.json ranking files.")
         for domain in domains or available:
@@ -165,13 +169,19 @@ def run_factory(
         named.append((plan, name, n_params))
     if len({name for _, name, _ in named}) != len(named):
         raise MoeprintError(f"name pattern {name_pattern!r} gives two outputs the same name; add {{n}} and {{domain}}.")
+    identity = model_sha256(model_dir)
+    lock = OutputLock(out_dir).acquire()  # one factory per --out; each checkpoint also locks its own folder
     rows: list[FactoryRow] = []
     with CountBar(progress, len(named)) as advance:
         for plan, name, n_params in named:
             target = out_dir / name
             if is_complete(target):
-                if read_json(target / PLAN_FILE)["kept"] != [list(k) for k in plan.kept]:
+                record = read_json(target / PLAN_FILE)
+                if record["kept"] != [list(k) for k in plan.kept]:
                     raise MoeprintError(f"{target} exists with a different plan; remove it or use another --out.")
+                if record.get("source_model_sha256") != identity:
+                    raise MoeprintError(f"{target} exists but was not pruned from these weights of {model_dir} "
+                                        "(source_model_sha256 differs); remove it or use another --out.")
                 status, n_bytes = "skipped (complete)", sum(t.nbytes for t in list_tensors(target))
             else:
                 result = build_checkpoint(model_dir, plan, target, dtype=dtype, shard_size=shard_size, card=card,
@@ -182,6 +192,7 @@ def run_factory(
             rows.append(FactoryRow(name, plan.domain, plan.n_experts, n_params, round(n_bytes / 1e9, 4), status, str(target)))
             advance(name)
     _write_summary(out_dir, rows)
+    lock.release()
     return rows
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_write_json, json_exists, read_json
+from moeprint.names import check_domain, check_label
 from moeprint.run import open_run
 from moeprint.types import PrunePlan
 
@@ -115,7 +116,8 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     rankings_dir = run.fingerprints_dir / "rankings"
     if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
-    criterion = criterion or _default_criterion(run.fingerprints_dir)
+    criterion = check_label(criterion or _default_criterion(run.fingerprints_dir), "criterion")
+    check_domain(domain)
     criterion_dir = rankings_dir / criterion
     if not criterion_dir.is_dir():
         known = ", ".join(sorted(p.name for p in rankings_dir.iterdir() if p.is_dir()))
@@ -188,6 +190,9 @@ def plan_from_json(obj: Any, source: str = "plan") -> PrunePlan:
         raise MoeprintError(f"{source}: `kept` must be a list of integer lists, one per layer.")
     if type(obj["n_experts"]) is not int or type(obj["top_k"]) is not int:
         raise MoeprintError(f"{source}: n_experts and top_k must be integers.")
+    if obj["domain"] != "":  # random selections have no domain
+        check_domain(obj["domain"], source)
+    check_label(obj["criterion"], "criterion", source)
     return PrunePlan(
         base_model=str(obj["base_model"]), architecture=str(obj["architecture"]), domain=str(obj["domain"]),
         criterion=str(obj["criterion"]), n_experts=obj["n_experts"], top_k=obj["top_k"],

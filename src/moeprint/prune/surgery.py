@@ -24,6 +24,7 @@ import torch
 
 from moeprint.adapters import PerExpertName, adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
+from moeprint.identity import model_sha256
 from moeprint.io import atomic_directory
 from moeprint.prune.mxfp4 import BLOCK_SIZE, dequantize_mxfp4
 from moeprint.prune.naming import count_parameters
@@ -167,7 +168,7 @@ def prune_checkpoint(
     n_params = count_parameters((s.name, s.dtype, s.shape) for s in specs)
     result = PruneResult(out_dir, n_params, n_bytes, n_shards)
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, kind="checkpoint") as tmp:
         writer = ShardWriter(tmp, shard_of, n_shards)
         with _progress(progress, n_bytes, out_dir.name) as advance, ShardReader(model_dir) as reader:
             for spec in specs:
@@ -182,7 +183,8 @@ def prune_checkpoint(
             _write_json(tmp / "config.json", _patched_config(config, adapter, plan, dtype))
             _copy_side_files(model_dir, tmp)
             record = {**plan.to_json(), "old_to_new": old_to_new(plan), "source_model": str(model_dir),
-                      "dtype": dtype, "n_parameters": n_params}  # fmt: skip
+                      "source_model_sha256": model_sha256(model_dir), "dtype": dtype,
+                      "n_parameters": n_params}  # fmt: skip
             _write_json(tmp / PLAN_FILE, record)
             if finalize is not None:
                 finalize(tmp, result)

@@ -42,7 +42,7 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     if len(counts) != 1 or indices != list(range(counts.pop())):
         raise MoeprintError(f"shards {', '.join(sorted(shards))} do not cover 0..N-1 exactly once.")
 
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind="recorded") as tmp:
         merged = RunDir(tmp)
         merged.traces_dir.mkdir()
         for run in runs:

@@ -25,7 +25,9 @@ import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
+from moeprint.identity import shard_digests
 from moeprint.io import make_output_dir
+from moeprint.outputs import OutputLock
 from moeprint.prompts import render_prompt
 from moeprint.record import store
 from moeprint.record.hooks import RouterCapture
@@ -83,6 +85,7 @@ def record(
     if run.root.exists() and any(run.root.iterdir()) and not state_file.exists():
         raise MoeprintError(f"{run.root} exists and is not an unfinished recording; choose another --out.")
     _check_writable(run.root)
+    lock = OutputLock(run.root).acquire()  # held until the run is complete: a second writer fails now
 
     tokenizer, model = _load(model_dir, device)
     num_experts, top_k = adapter.num_experts(config), adapter.top_k(config)
@@ -141,6 +144,7 @@ def record(
         "kind": "recorded",
         "model": str(model_dir),
         "model_sha256": state["model_sha256"],
+        "model_weights": shard_digests(model_dir),
         "architecture": config["architectures"][0],
         "num_layers": len(capture.layers),
         "num_experts": num_experts,
@@ -158,6 +162,7 @@ def record(
         "versions": software_versions(),
     }
     run.write_manifest(manifest)
+    lock.release()
     return run.root
 
 

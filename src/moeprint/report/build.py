@@ -230,10 +230,8 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
     summaries = run.root / "published" / "summaries.parquet"
     if summaries.exists():
         sources.insert(1, _PublishedData(main, summaries))
-    if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
-        raise MoeprintError(f"{out} exists and is not a moeprint site; choose another --out.")
 
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=True, kind="site") as tmp:
         data = tmp / "data"
         data.mkdir()
         asset_dir = tmp / "assets"
