@@ -201,12 +201,14 @@ def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) ->
         routers = [t.template.format(layer=layer) for t in adapter.router_tensors]
         if not set(routers) & names:
             raise MoeprintError(f"the checkpoint has no {routers[0]}; it does not match its config (layer {layer}).")
-        fused = adapter.expert_tensors[0].template.format(layer=layer)
-        if ({fused} | {fused + s for s in adapter.quantized_expert_suffixes}) & names:
+        fused = [t.template.format(layer=layer) for t in adapter.expert_tensors]
+        if {f + s for f in fused for s in ("", *adapter.quantized_expert_suffixes)} & names:
             continue
         if not adapter.per_expert_tensors:
-            raise MoeprintError(f"the checkpoint has no {fused}; it does not match its config (layer {layer}).")
-        template = adapter.per_expert_tensors[0]
+            raise MoeprintError(f"the checkpoint has no {fused[0]}; it does not match its config (layer {layer}).")
+        # the layout's spelling (some families are saved under two prefixes): the first template it uses
+        template = next((t for t in adapter.per_expert_tensors if t.format(layer=layer, expert=0) in names),
+                        adapter.per_expert_tensors[0])  # fmt: skip
         present = [e for e in range(n_experts + 1) if template.format(layer=layer, expert=e) in names]
         if present != list(range(n_experts)):
             raise MoeprintError(f"the checkpoint has {len(present)} experts in layer {layer} (checked "

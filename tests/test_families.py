@@ -1,0 +1,263 @@
+"""DeepSeek-V3, GLM-4.5 and Qwen3.5-MoE: config reading (tiny and real public configs), recording, group-limited
+plans and the exactness oracle, each against an independent computation.
+
+- recording: captured ids/weights/logits equal the family's routing written out here from its formula
+  (sigmoid + selection-only correction bias + best-two group scores + top-k + renormalise x scaling for
+  DeepSeek-V3 / GLM-4.5; softmax + top-k + renormalise for Qwen3.5), from each MoE block's input;
+- exactness oracle: a pruned checkpoint loaded with stock AutoModelForCausalLM computes the same logits as the
+  masked base, bit for bit, for the group-valid equivalents of N in {1, top_k, E-1, E}, per-expert and fused;
+- plans: group-limited routing keeps the same number of experts in every group, refused with one line otherwise;
+- parameter counts of the real configs equal the published totals; a cut removes exactly (E-N) experts' weights
+  and router rows per MoE layer.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from family_configs import DEEPSEEK_V3, GLM4_5_AIR, PUBLISHED_TOTALS, QWEN3_5_35B_A3B
+from family_helpers import E, MOE_LAYERS, NEW_FAMILIES, ORACLE_SIZES, TOP_K, build_model, build_tiny, tiny_config
+from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.adapters.base import ExpertGroups
+from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3 as DEEPSEEK_ADAPTER
+from moeprint.adapters.glm4_moe import GLM4_MOE
+from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
+from moeprint.adapters.size import cut_parameter_count, parameter_count, stored_numel
+from moeprint.errors import MoeprintError
+from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking, validate_plan
+from moeprint.record.hooks import RouterCapture
+from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
+
+ADAPTER = {"deepseek_v3": DEEPSEEK_ADAPTER, "glm4_moe": GLM4_MOE, "qwen3_5_moe": QWEN3_5_MOE}
+
+
+@pytest.fixture(scope="module")
+def token_ids():
+    return torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))  # (B, S)
+
+
+# ---- the routing, written out from each family's formula ------------------------------------------------
+def sigmoid_group_routing(x, weight, bias, *, n_group, topk_group, top_k, normalize, scaling):
+    """DeepSeek-V3 / GLM-4.5 routing by hand: sort-based, no call into the adapter."""
+    logits = x.float() @ weight.float().T  # (T, E)
+    scores = 1.0 / (1.0 + torch.exp(-logits))
+    choice = scores + bias  # the correction bias chooses, it does not weigh
+    T, n = choice.shape
+    size = n // n_group
+    best_two = choice.view(T, n_group, size).sort(dim=-1, descending=True).values[..., :2].sum(-1)  # (T, G)
+    groups = best_two.argsort(dim=-1, descending=True)[:, :topk_group]  # (T, topk_group)
+    allowed = torch.zeros(T, n, dtype=torch.bool)
+    for t in range(T):
+        for g in groups[t].tolist():
+            allowed[t, g * size : (g + 1) * size] = True
+    ids = torch.where(allowed, choice, torch.tensor(float("-inf"))).argsort(dim=-1, descending=True)[:, :top_k]
+    weights = scores.gather(1, ids)
+    if normalize:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return ids, weights * scaling, logits
+
+
+def softmax_routing(x, weight, *, top_k):
+    logits = x @ weight.T  # (T, E)
+    probs = torch.exp(logits - logits.max(-1, keepdim=True).values)
+    probs = probs / probs.sum(-1, keepdim=True)
+    top = probs.sort(dim=-1, descending=True)
+    weights = top.values[:, :top_k]
+    return top.indices[:, :top_k], weights / weights.sum(-1, keepdim=True), logits
+
+
+def by_id(ids, weights):
+    """Rows reordered by expert id: routers that take an unsorted top-k may list the same choice in any order."""
+    order = ids.argsort(dim=-1)
+    return ids.gather(1, order), weights.gather(1, order)
+
+
+def expected_routing(family, config, block, x):
+    router = ADAPTER[family].router(block)
+    if family == "qwen3_5_moe":
+        return softmax_routing(x, router.weight, top_k=TOP_K)
+    return sigmoid_group_routing(x, router.weight, router.e_score_correction_bias, n_group=config.n_group,
+                                 topk_group=config.topk_group, top_k=TOP_K, normalize=config.norm_topk_prob,
+                                 scaling=config.routed_scaling_factor)  # fmt: skip
+
+
+# ---- config -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_adapter_reads_tiny_config(family):
+    config = tiny_config(family)
+    adapter = adapter_for(config)
+    assert adapter is ADAPTER[family]
+    assert adapter.moe_layers(config) == MOE_LAYERS[family]
+    assert (adapter.num_experts(config), adapter.top_k(config)) == (E, TOP_K)
+    saved = config.to_dict()  # as transformers writes config.json
+    assert adapter.moe_layers(saved) == MOE_LAYERS[family] and adapter.num_experts(saved) == E
+    pruned = adapter.pruned_config(saved, 4)
+    assert adapter.num_experts(pruned) == 4 and adapter.top_k(pruned) == TOP_K
+    groups = adapter.expert_groups(saved)
+    expected = {"deepseek_v3": (2, 1), "glm4_moe": (1, 1), "qwen3_5_moe": None}[family]
+    assert (groups and (groups.n_group, groups.topk_group)) == expected
+
+
+def test_real_deepseek_v3_config():
+    adapter = adapter_for(DEEPSEEK_V3)
+    assert adapter is DEEPSEEK_ADAPTER
+    assert adapter.moe_layers(DEEPSEEK_V3) == list(range(3, 61))  # 3 dense layers, then 58 MoE layers
+    assert (adapter.num_experts(DEEPSEEK_V3), adapter.top_k(DEEPSEEK_V3)) == (256, 8)
+    groups = adapter.expert_groups(DEEPSEEK_V3)
+    assert (groups.n_group, groups.topk_group) == (8, 4)
+    # the routing reads n_group, topk_group, norm_topk_prob and routed_scaling_factor from these spellings
+    torch.manual_seed(0)
+    logits, bias = torch.randn(6, 256), torch.randn(256) * 0.1
+    ids, weights = adapter.routing(DEEPSEEK_V3)(logits, 8, e_score_correction_bias=bias)
+    x, eye = logits, torch.eye(256)  # logits = x @ I^T
+    want_ids, want_w, _ = sigmoid_group_routing(x, eye, bias, n_group=8, topk_group=4, top_k=8, normalize=True, scaling=2.5)
+    got, want = by_id(ids, weights), by_id(want_ids, want_w)
+    assert torch.equal(got[0], want[0]) and torch.allclose(got[1], want[1], atol=1e-6)
+    pruned = adapter.pruned_config(DEEPSEEK_V3, 16)
+    assert (pruned["n_routed_experts"], pruned["num_experts_per_tok"], pruned["n_group"], pruned["topk_group"]) == (16, 8, 8, 4)
+    signature = model_signature(DEEPSEEK_V3)
+    assert signature["expert_groups"] == [8, 4] and signature["num_layers"] == 58
+    # 8 experts leave 1 per group (a group is scored by its best two); 16 leave 2 and 4 groups hold 8 = top-k
+    assert "keep at least 16" in groups.budget_error(8, 8)
+    assert "split equally" in groups.budget_error(20, 8)
+    assert groups.budget_error(16, 8) is None and groups.budget_error(248, 8) is None
+
+
+def test_real_glm_and_qwen3_5_configs():
+    glm = adapter_for(GLM4_5_AIR)
+    assert glm is GLM4_MOE and glm.moe_layers(GLM4_5_AIR) == list(range(1, 46))
+    assert (glm.num_experts(GLM4_5_AIR), glm.top_k(GLM4_5_AIR)) == (128, 8)
+    groups = glm.expert_groups(GLM4_5_AIR)
+    assert (groups.n_group, groups.topk_group) == (1, 1) and groups.budget_error(1, 8) and groups.budget_error(2, 8) is None
+    qwen = adapter_for(QWEN3_5_35B_A3B)
+    assert qwen is QWEN3_5_MOE and qwen.moe_layers(QWEN3_5_35B_A3B) == list(range(40))
+    assert (qwen.num_experts(QWEN3_5_35B_A3B), qwen.top_k(QWEN3_5_35B_A3B)) == (256, 8)
+    assert qwen.expert_groups(QWEN3_5_35B_A3B) is None
+    pruned = qwen.pruned_config(QWEN3_5_35B_A3B, 4)
+    assert pruned["text_config"]["num_experts"] == 4 and pruned["text_config"]["num_experts_per_tok"] == 4
+    assert QWEN3_5_35B_A3B["text_config"]["num_experts"] == 256  # the input is not modified
+    assert "num_experts" not in pruned and pruned["vision_config"] == QWEN3_5_35B_A3B["vision_config"]
+    # the text config AutoModelForCausalLM loads from such a folder names no architecture, only its type
+    assert adapter_for({**QWEN3_5_35B_A3B["text_config"]}) is QWEN3_5_MOE
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_parameter_count_of_real_config_and_its_cuts(family):
+    config, published_billions = PUBLISHED_TOTALS[family]
+    total = parameter_count(config)
+    assert total // 10**9 == published_billions
+    adapter = adapter_for(config)
+    text = adapter.text_config(config)
+    hidden, inter = text["hidden_size"], text["moe_intermediate_size"]
+    # one routed expert: gate, up, down (3 H x I) + its router row (H) + its correction bias for sigmoid routers
+    per_expert = 3 * hidden * inter + hidden + (0 if family == "qwen3_5_moe" else 1)
+    n_moe, n_total = adapter.num_layers(config), adapter.num_experts(config)
+    for n in (n_total // 2, 16):
+        assert cut_parameter_count(config, n) == total - n_moe * (n_total - n) * per_expert
+
+
+# ---- recording --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_recorded_routing_equals_the_family_formula(family, token_ids):
+    model = build_model(family, seed=1, causal_lm=True)
+    adapter, config = adapter_for(model.config), model.config
+    assert adapter is ADAPTER[family]
+    blocks = adapter.moe_blocks(model)
+    assert [layer for layer, _ in blocks] == MOE_LAYERS[family]
+    inputs = []
+    pre = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, a[0].shape[-1]))) for _, b in blocks]
+    with RouterCapture(model, adapter, logits=True, expert_norms=True) as capture, torch.no_grad():
+        model(token_ids)
+    for h in pre:
+        h.remove()
+    for (layer, block), x, (got,) in zip(blocks, inputs, capture.take()):
+        ids, weights, logits = expected_routing(family, config, block, x)
+        got_ids, got_w = by_id(got["ids"].long(), got["weights"])
+        want_ids, want_w = by_id(ids, weights)
+        assert torch.equal(got_ids, want_ids), f"{family} layer {layer}"
+        assert torch.allclose(got_w, want_w, atol=1e-6)
+        assert torch.allclose(got["logits"], logits, atol=1e-5)
+        experts = adapter.experts(block)
+        for t in range(0, x.shape[0], 4):
+            for slot in range(TOP_K):
+                j = int(got["ids"][t, slot])
+                out = experts(x[t : t + 1], torch.tensor([[j, (j + 1) % E]]), torch.tensor([[1.0, 0.0]]))
+                assert torch.allclose(got["norms"][t, slot], out.norm(), rtol=1e-4, atol=1e-6)
+
+
+# ---- group-limited plans ----------------------------------------------------------------------------------
+def test_plans_keep_an_equal_budget_per_group(tmp_path, capsys):
+    base_dir = build_tiny(tmp_path / "base", "deepseek_v3")
+    signature = model_signature(load_config_dict(base_dir))
+    assert signature["expert_groups"] == [2, 1]
+    ranking = {"layer_0": [0, 1, 2, 3, 4, 5, 6, 7], "layer_1": [7, 3, 6, 2, 5, 1, 4, 0]}
+    plan = plan_from_ranking(ranking, 4, signature, base_model=str(base_dir), domain="law", criterion="test")
+    # groups {0..3} and {4..7}: the best two of each group, in ranking order (not the best four overall)
+    assert plan.kept == ((0, 1, 4, 5), (2, 3, 6, 7))
+    for n, message in ((5, "cannot be split equally over the 2 expert groups"), (2, "keep at least 4")):
+        with pytest.raises(MoeprintError, match=message):
+            plan_from_ranking(ranking, n, signature, base_model=str(base_dir), domain="law", criterion="test")
+    unequal = {**plan.to_json(), "kept": [[0, 1, 2, 4], [2, 3, 6, 7]]}
+    plan_file = tmp_path / "unequal.json"
+    plan_file.write_text(json.dumps(unequal))
+    code, err = main_in_process(capsys, "prune", base_dir, "--plan", plan_file, "--out", tmp_path / "out")
+    assert_error_line(code, err, "layer 0 keeps [3, 1] experts in its 2 expert groups")
+    assert not (tmp_path / "out").exists()
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    with pytest.raises(MoeprintError, match="every group must keep the same number"):
+        with DEEPSEEK_ADAPTER.router_mask(model, [[0, 1, 2, 4], [2, 3, 6, 7]]):
+            pass
+    # a plan made for a model without groups is still validated against this one's groups
+    with pytest.raises(MoeprintError, match="keep at least 4"):
+        validate_plan(plan.__class__(**{**plan.__dict__, "n_experts": 2, "kept": ((0, 4), (1, 5))}), signature)
+    assert ExpertGroups(8, 2, 256).budget_error(16, 8).endswith("fewer than top-k=8 (n_group=8, topk_group=2).")
+
+
+# ---- exactness oracle -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fused", [False, True], ids=["per-expert", "fused"])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids):
+    base_dir = build_tiny(tmp_path / "base", family, seed=2, fused=fused)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    adapter = adapter_for(base.config)
+    assert adapter is ADAPTER[family]
+    signature = model_signature(load_config_dict(base_dir))
+    n_layers = len(MOE_LAYERS[family])
+    with torch.no_grad():
+        base_logits = base(token_ids).logits
+    base_tensors = read_tensors(base_dir)
+    for n in ORACLE_SIZES[family]:
+        plan = plan_from_ranking(random_ranking(n_layers, E, seed=n), n, signature, base_model=str(base_dir),
+                                 domain="law", criterion="test")  # fmt: skip
+        out = tmp_path / f"pruned-{n}"
+        result = build_checkpoint(base_dir, plan, out, card=None, progress=False)
+        pruned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+        assert adapter.num_experts(pruned.config) == n and adapter.top_k(pruned.config) == min(TOP_K, n)
+        with torch.no_grad():
+            pruned_logits, pruned_one = pruned(token_ids).logits, pruned(token_ids[:1, :1]).logits
+            with adapter.router_mask(base, plan.kept):
+                masked_logits, masked_one = base(token_ids).logits, base(token_ids[:1, :1]).logits
+        assert torch.equal(pruned_logits, masked_logits), f"{family} N={n}: pruned != masked base"
+        assert torch.equal(pruned_one, masked_one), f"{family} N={n}: one token (a decode step) differs"
+        assert torch.equal(masked_logits, base_logits) == (n == E)
+        # router rows and the selection-only correction bias are sliced to the kept experts, in kept order
+        for (_, block), (_, pruned_block), keep in zip(adapter.moe_blocks(base), adapter.moe_blocks(pruned), plan.kept):
+            base_router, pruned_router = adapter.router(block), adapter.router(pruned_block)
+            assert torch.equal(pruned_router.weight, base_router.weight[list(keep)])
+            for name in adapter.router_buffers:
+                assert torch.equal(getattr(pruned_router, name), getattr(base_router, name)[list(keep)])
+        whole = pruned if family != "qwen3_5_moe" else _multimodal(out)
+        assert result.n_parameters == stored_numel(whole)
+        tensors = read_tensors(out)
+        untouched = [k for k in base_tensors if ".experts." not in k and ".gate." not in k]
+        assert all(torch.equal(tensors[k], base_tensors[k]) for k in untouched)  # shared experts, dense layers
+
+
+def _multimodal(model_dir):
+    from transformers import Qwen3_5MoeForConditionalGeneration
+
+    return Qwen3_5MoeForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
