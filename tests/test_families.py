@@ -261,3 +261,28 @@ def _multimodal(model_dir):
     from transformers import Qwen3_5MoeForConditionalGeneration
 
     return Qwen3_5MoeForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("family,mtp_name", [("deepseek_v3", "model.layers.3.mlp.experts.5.gate_proj.weight"),
+                                             ("qwen3_5_moe", "mtp.layers.0.mlp.experts.gate_up_proj")])  # fmt: skip
+def test_multi_token_prediction_layers_are_left_out(family, mtp_name, tmp_path):
+    """Hub checkpoints carry MTP modules transformers never loads (DeepSeek-V3's model.layers.61, Qwen3.5's
+    mtp.*): their experts are never recorded, so a cut drops them and says so in the config."""
+    from safetensors.torch import save_file
+
+    base_dir = build_tiny(tmp_path / "base", family)
+    tensors = read_tensors(base_dir)
+    tensors[mtp_name] = torch.ones(E, 4)
+    save_file(tensors, base_dir / "model.safetensors", metadata={"format": "pt"})
+    config = load_config_dict(base_dir)
+    text = config.get("text_config", config)
+    key = "num_nextn_predict_layers" if family == "deepseek_v3" else "mtp_num_hidden_layers"
+    text[key] = 1
+    (base_dir / "config.json").write_text(json.dumps(config))
+    plan = plan_from_ranking(random_ranking(len(MOE_LAYERS[family]), E), 4, model_signature(config),
+                             base_model=str(base_dir), domain="law", criterion="test")  # fmt: skip
+    build_checkpoint(base_dir, plan, tmp_path / "out", card=None, progress=False)
+    out_tensors = read_tensors(tmp_path / "out")
+    assert mtp_name not in out_tensors and set(out_tensors) >= {k for k in tensors if ".experts." not in k and k != mtp_name}
+    out_config = load_config_dict(tmp_path / "out")
+    assert out_config.get("text_config", out_config)[key] == 0

@@ -131,6 +131,10 @@ class MoEAdapter:
     config_section: str | None = None
     # model types of in-memory configs that name no architecture (a text config loaded from a multimodal folder)
     text_model_types: tuple[str, ...] = ()
+    # (tensor-name prefix, config key of its layer count): multi-token-prediction modules that transformers never
+    # loads. They hold experts that no recording ranks, so a cut leaves them out and sets the count to 0 rather
+    # than ship MoE layers whose expert count contradicts the config. `{layer}` counts on from the last layer.
+    mtp: tuple[str, str] | None = None
 
     # ---- config -------------------------------------------------------------------------
     def text_config(self, config: Any) -> Any:
@@ -184,9 +188,23 @@ class MoEAdapter:
             if key == self.num_experts_key or key in text:
                 text[key] = int(n_experts)
         text[self.top_k_key] = min(top_k, int(n_experts))
+        if self.mtp is not None and text.get(self.mtp[1]):
+            text[self.mtp[1]] = 0  # their tensors are left out (mtp_prefixes)
         if nested:
             out[self.config_section] = text
         return out
+
+    def mtp_prefixes(self, config: Any) -> tuple[str, ...]:
+        """Name prefixes of the multi-token-prediction tensors a cut leaves out (none for most families)."""
+        if self.mtp is None:
+            return ()
+        template, key = self.mtp
+        text = self.text_config(config)
+        count = int(config_get(text, key, 0))
+        if count == 0 or "{layer}" not in template:
+            return (template,) if count else ()
+        first = int(_cfg(text, self.num_layers_key))
+        return tuple(template.format(layer=first + i) for i in range(count))
 
     # ---- modules ------------------------------------------------------------------------
     def moe_blocks(self, model: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:

@@ -15,6 +15,8 @@ On disk: `model.layers.{L}.mlp.gate.weight (E,H)`, `mlp.gate.e_score_correction_
 `mlp.experts.{e}.gate_proj|up_proj|down_proj.weight` (FP8 checkpoints add `.weight_scale_inv` per tensor),
 fused at load into `mlp.experts.gate_up_proj (E,2I,H)` / `down_proj (E,H,I)` (both layouts declared).
 Config: `n_routed_experts` (transformers aliases `num_local_experts` to it).
+Multi-token prediction: the hub checkpoints add `num_nextn_predict_layers` MoE layers after the last one
+(`model.layers.61.*` in DeepSeek-V3), which transformers never loads; a cut leaves them out and sets the count to 0.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def _adapter(name: str, architecture: str, scaling_default: float, n_group_defau
         group_keys=("n_group", "topk_group"),
         expert_forward=gated_expert_forward,
         is_moe_layer=_is_moe_layer,
+        mtp=("model.layers.{layer}.", "num_nextn_predict_layers"),
     )
 
 

@@ -11,6 +11,8 @@ names no architecture).
 On disk the hub's folders prefix the text model with `model.language_model.` (the text model alone saves
 `model.`); experts are fused, `mlp.experts.gate_up_proj (E,2I,H)` / `down_proj (E,H,I)`, or per expert
 `mlp.experts.{e}.gate_proj|up_proj|down_proj.weight` as transformers' `save_pretrained` writes them by default.
+Multi-token prediction (`mtp.*`, `text_config.mtp_num_hidden_layers`) is never loaded by transformers; a cut
+leaves it out and sets the count to 0.
 """
 
 from __future__ import annotations
@@ -50,4 +52,5 @@ QWEN3_5_MOE = MoEAdapter(
     expert_forward=gated_expert_forward,
     config_section="text_config",
     text_model_types=("qwen3_5_moe_text",),
+    mtp=("mtp.", "mtp_num_hidden_layers"),
 )

@@ -72,12 +72,15 @@ def output_specs(
     expert_axes: dict[str, tuple[int, int]],
     dtype: str,
     per_expert: dict[str, PerExpertName] | None = None,
+    dropped_prefixes: tuple[str, ...] = (),
 ) -> list[OutTensor]:
     """What the pruned checkpoint holds, computed from input headers only."""
     by_name = {t.name: t for t in tensors}
     renumber = old_to_new(plan)
     specs: list[OutTensor] = []
     for t in tensors:
+        if dropped_prefixes and t.name.startswith(dropped_prefixes):
+            continue  # multi-token-prediction modules (the pruned config says there are none)
         rows, axis, shape = None, 0, t.shape
         if per_expert and t.name in per_expert:
             where = per_expert[t.name]
@@ -189,7 +192,7 @@ def model_output_specs(tensors: list[TensorInfo], plan: PrunePlan, adapter, conf
     """`output_specs` with the adapter's tensor names for this config (MoE layers only)."""
     layers = adapter.moe_layers(config)
     per_expert = adapter.per_expert_tensor_names(layers, adapter.num_experts(config))
-    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert)
+    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config))
 
 
 def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) -> None:
