@@ -28,6 +28,7 @@ from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
 from moeprint.adapters.size import cut_parameter_count, parameter_count, stored_numel
 from moeprint.errors import MoeprintError
+from moeprint.evaluate.selection import random_kept
 from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking, validate_plan
 from moeprint.record.hooks import RouterCapture
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
@@ -215,6 +216,12 @@ def test_plans_keep_an_equal_budget_per_group(tmp_path, capsys):
     with pytest.raises(MoeprintError, match="keep at least 4"):
         validate_plan(plan.__class__(**{**plan.__dict__, "n_experts": 2, "kept": ((0, 4), (1, 5))}), signature)
     assert ExpertGroups(8, 2, 256).budget_error(16, 8).endswith("fewer than top-k=8 (n_group=8, topk_group=2).")
+    # the random baseline draws N / n_group experts in every group, reproducibly
+    groups = ExpertGroups(8, 4, 256)
+    draw = random_kept(3, 256, 24, seed=5, groups=groups)
+    assert draw == random_kept(3, 256, 24, seed=5, groups=groups) and draw != random_kept(3, 256, 24, 6, groups)
+    for kept in draw:
+        assert len(set(kept)) == 24 and all(sum(e // 32 == g for e in kept) == 3 for g in range(8))
 
 
 # ---- exactness oracle -------------------------------------------------------------------------------------
