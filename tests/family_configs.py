@@ -15,6 +15,18 @@ Where the values came from (read for facts; no file was copied):
   Qwen3_5MoeForConditionalGeneration, text_config nesting, 40 layers (3 linear + 1 full attention), 256 experts,
   top-8, moe/shared intermediate 512, hidden 2048, vocab 248320, linear heads 16/32 of dim 128, mtp 1 layer,
   fused experts on disk under model.language_model.layers.N.mlp.experts.gate_up_proj; published as 35B total.
+  The vision_config values (27 blocks of width 1152) are not in that inventory: they are the Qwen3.5 vision
+  tower as transformers' Qwen3_5MoeVisionConfig describes it, with out_hidden_size = the text hidden size.
+- ERNIE-4.5-21B-A3B (baidu/ERNIE-4.5-21B-A3B-PT config.json): four public copies found with the code search
+  agree (MindIE's ernie_moe tests, an MLX Swift test, llm_memory_calculator's fixture "ERNIE_45_21B_A3B",
+  transformers-era keys): hidden 2560, intermediate 12288, moe_intermediate 1536, moe_k 6, 64 experts, 2 shared,
+  MoE layers 1..27 every layer, 28 layers, 20 heads / 4 KV heads, vocab 103424, tied embeddings; published
+  as 21B total (21.8B per that fixture's comment).
+- MiniMax-M2 (MiniMaxAI/MiniMax-M2 config.json): public copies found with the code search give architectures,
+  model_type minimax_m2, hidden 3072, 62 layers, 256 experts, top-8 (a Rust config test), the router weight and
+  `mlp.e_score_correction_bias` kept in float32 (an engine's loader); the other dimensions are transformers
+  5.24's MiniMaxM2Config defaults, which describe this model (48 heads / 8 KV heads of 128, intermediate 1536,
+  vocab 200064). Published as 230B total.
 """
 
 from __future__ import annotations
@@ -68,5 +80,26 @@ QWEN3_5_35B_A3B = {
     },
 }  # fmt: skip
 
-# (config, published total in billions, as the model cards state it: whole billions, truncated)
-PUBLISHED_TOTALS = {"deepseek_v3": (DEEPSEEK_V3, 671), "glm4_moe": (GLM4_5_AIR, 106), "qwen3_5_moe": (QWEN3_5_35B_A3B, 35)}
+ERNIE4_5_21B_A3B = {
+    "architectures": ["Ernie4_5_MoeForCausalLM"], "model_type": "ernie4_5_moe", "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 0, "hidden_act": "silu", "hidden_size": 2560, "intermediate_size": 12288,
+    "max_position_embeddings": 131072, "moe_intermediate_size": 1536, "moe_k": 6, "moe_layer_end_index": 27,
+    "moe_layer_interval": 1, "moe_layer_start_index": 1, "moe_num_experts": 64, "moe_num_shared_experts": 2,
+    "head_dim": 128, "num_attention_heads": 20, "num_hidden_layers": 28, "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": True, "use_bias": False,
+    "vocab_size": 103424,
+}  # fmt: skip
+
+MINIMAX_M2 = {
+    "architectures": ["MiniMaxM2ForCausalLM"], "model_type": "minimax_m2", "hidden_size": 3072,
+    "intermediate_size": 1536, "num_hidden_layers": 62, "num_attention_heads": 48, "num_key_value_heads": 8,
+    "head_dim": 128, "num_local_experts": 256, "num_experts_per_tok": 8, "vocab_size": 200064,
+    "max_position_embeddings": 196608, "rms_norm_eps": 1e-06, "tie_word_embeddings": False,
+}  # fmt: skip
+
+# (config, published total in billions, the unit of its last digit): the model cards round ("230B", "106B"),
+# so a count is checked to lie within one unit of the published figure
+PUBLISHED_TOTALS = {
+    "deepseek_v3": (DEEPSEEK_V3, 671, 1), "glm4_moe": (GLM4_5_AIR, 106, 1), "qwen3_5_moe": (QWEN3_5_35B_A3B, 35, 1),
+    "ernie4_5_moe": (ERNIE4_5_21B_A3B, 21, 1), "minimax_m2": (MINIMAX_M2, 230, 10),
+}

@@ -3,6 +3,8 @@
 - DeepSeek-V3: 3 layers (the first dense), 8 experts in 2 groups of 4, a token may use 1 group, top-2,
   renormalised, scaled by 2.5; random `e_score_correction_bias` (selection only) so that choice and weights differ.
 - GLM-4.5: 3 layers (the first dense), 8 experts, one group, top-2, not renormalised, scaled by 1.0 (as released).
+- ERNIE-4.5: 3 layers (the first dense), 8 experts top-2, one shared expert, a random (1, E) correction bias.
+- MiniMax-M2: 2 layers, 8 experts top-2, a random correction bias on the MoE block.
 - Qwen3.5-MoE: the hub's multimodal wrapper (Qwen3_5MoeForConditionalGeneration, a 1-block vision tower) around
   4 text layers (3 Gated-DeltaNet + 1 full attention), 8 experts top-2, a gated shared expert.
 `save_pretrained` writes per-expert tensors; `fused=True` writes `mlp.experts.gate_up_proj` (E,2I,H), as the
@@ -15,16 +17,18 @@ from pathlib import Path
 
 import torch
 
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_5_moe")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_5_moe", "ernie4_5_moe", "minimax_m2")
 E, TOP_K = 8, 2
-MOE_LAYERS = {"deepseek_v3": [1, 2], "glm4_moe": [1, 2], "qwen3_5_moe": [0, 1, 2, 3]}
+MOE_LAYERS = {"deepseek_v3": [1, 2], "glm4_moe": [1, 2], "qwen3_5_moe": [0, 1, 2, 3], "ernie4_5_moe": [1, 2],
+              "minimax_m2": [0, 1]}
 # per family, the expert counts the oracle runs: {1, top_k, E-1, E} or their group-valid equivalents
 # (DeepSeek-V3 here: 2 groups, at least 2 per group -> 4, 6, 8; GLM: 1 group of at least 2 -> 2, 7, 8)
-ORACLE_SIZES = {"deepseek_v3": (4, 6, 8), "glm4_moe": (2, 7, 8), "qwen3_5_moe": (1, 2, 7, 8)}
+ORACLE_SIZES = {"deepseek_v3": (4, 6, 8), "glm4_moe": (2, 7, 8), "qwen3_5_moe": (1, 2, 7, 8), "ernie4_5_moe": (1, 2, 7, 8),
+                "minimax_m2": (1, 2, 7, 8)}
 
 
 def tiny_config(family: str):
-    from transformers import DeepseekV3Config, Glm4MoeConfig, Qwen3_5MoeConfig
+    from transformers import DeepseekV3Config, Ernie4_5_MoeConfig, Glm4MoeConfig, MiniMaxM2Config, Qwen3_5MoeConfig
 
     common = dict(vocab_size=64, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_experts_per_tok=TOP_K,
                   max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=None, eos_token_id=None,
@@ -40,6 +44,14 @@ def tiny_config(family: str):
                              moe_intermediate_size=16, n_routed_experts=E, n_group=1, topk_group=1, head_dim=8,
                              first_k_dense_replace=1, n_shared_experts=1, norm_topk_prob=False,
                              routed_scaling_factor=1.0, **common)  # fmt: skip
+    if family == "ernie4_5_moe":
+        moe = dict(moe_num_experts=E, moe_k=TOP_K, moe_num_shared_experts=1, moe_layer_start_index=1)
+        rest = {k: v for k, v in common.items() if k != "num_experts_per_tok"}
+        return Ernie4_5_MoeConfig(architectures=["Ernie4_5_MoeForCausalLM"], num_hidden_layers=3, intermediate_size=48,
+                                  moe_intermediate_size=16, **moe, **rest)  # fmt: skip
+    if family == "minimax_m2":
+        return MiniMaxM2Config(architectures=["MiniMaxM2ForCausalLM"], num_hidden_layers=2, intermediate_size=16,
+                               head_dim=8, num_local_experts=E, **common)  # fmt: skip
     if family == "qwen3_5_moe":
         text = dict(common, num_hidden_layers=4, head_dim=8, moe_intermediate_size=16, shared_expert_intermediate_size=16,
                     num_experts=E, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
@@ -56,8 +68,8 @@ def randomise_routers(model: torch.nn.Module) -> None:
         for name, p in model.named_parameters():
             if name.endswith("mlp.gate.weight"):
                 p.normal_(0.0, 0.5)
-        for name, b in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
+        for name, b in [*model.named_buffers(), *model.named_parameters()]:
+            if name.endswith("e_score_correction_bias"):  # a buffer in DeepSeek-V3 / MiniMax, a parameter in ERNIE
                 b.normal_(0.0, 0.3)
 
 

@@ -19,11 +19,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from family_configs import DEEPSEEK_V3, GLM4_5_AIR, PUBLISHED_TOTALS, QWEN3_5_35B_A3B
+from family_configs import DEEPSEEK_V3, ERNIE4_5_21B_A3B, GLM4_5_AIR, MINIMAX_M2, PUBLISHED_TOTALS, QWEN3_5_35B_A3B
 from family_helpers import E, MOE_LAYERS, NEW_FAMILIES, ORACLE_SIZES, TOP_K, build_model, build_tiny, tiny_config
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3 as DEEPSEEK_ADAPTER
+from moeprint.adapters.ernie4_5_moe import ERNIE4_5_MOE
+from moeprint.adapters.minimax_m2 import MINIMAX_M2 as MINIMAX_M2_ADAPTER
 from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
 from moeprint.adapters.size import cut_parameter_count, parameter_count, stored_numel
@@ -33,7 +35,8 @@ from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking,
 from moeprint.record.hooks import RouterCapture
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
-ADAPTER = {"deepseek_v3": DEEPSEEK_ADAPTER, "glm4_moe": GLM4_MOE, "qwen3_5_moe": QWEN3_5_MOE}
+ADAPTER = {"deepseek_v3": DEEPSEEK_ADAPTER, "glm4_moe": GLM4_MOE, "qwen3_5_moe": QWEN3_5_MOE, "ernie4_5_moe": ERNIE4_5_MOE,
+           "minimax_m2": MINIMAX_M2_ADAPTER}
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +80,28 @@ def by_id(ids, weights):
     return ids.gather(1, order), weights.gather(1, order)
 
 
+def biased_choice_routing(x, weight, bias, *, top_k, sigmoid, norm_min=0.0):
+    """ERNIE-4.5 (softmax) / MiniMax-M2 (sigmoid): the bias chooses among all experts, weights renormalised."""
+    logits = x.float() @ weight.float().T  # (T, E)
+    if sigmoid:
+        scores = 1.0 / (1.0 + torch.exp(-logits))
+    else:
+        scores = torch.exp(logits - logits.max(-1, keepdim=True).values)
+        scores = scores / scores.sum(-1, keepdim=True)
+    ids = (scores + bias.reshape(-1)).argsort(dim=-1, descending=True)[:, :top_k]
+    weights = scores.gather(1, ids)
+    return ids, weights / weights.sum(-1, keepdim=True).clamp(min=norm_min), logits
+
+
 def expected_routing(family, config, block, x):
     router = ADAPTER[family].router(block)
     if family == "qwen3_5_moe":
         return softmax_routing(x, router.weight, top_k=TOP_K)
+    if family == "ernie4_5_moe":
+        bias = router.moe_statics.e_score_correction_bias
+        return biased_choice_routing(x, router.weight, bias, top_k=TOP_K, sigmoid=False, norm_min=config.moe_norm_min)
+    if family == "minimax_m2":
+        return biased_choice_routing(x, router.weight, block.e_score_correction_bias, top_k=TOP_K, sigmoid=True)
     return sigmoid_group_routing(x, router.weight, router.e_score_correction_bias, n_group=config.n_group,
                                  topk_group=config.topk_group, top_k=TOP_K, normalize=config.norm_topk_prob,
                                  scaling=config.routed_scaling_factor)  # fmt: skip
@@ -99,7 +120,7 @@ def test_adapter_reads_tiny_config(family):
     pruned = adapter.pruned_config(saved, 4)
     assert adapter.num_experts(pruned) == 4 and adapter.top_k(pruned) == TOP_K
     groups = adapter.expert_groups(saved)
-    expected = {"deepseek_v3": (2, 1), "glm4_moe": (1, 1), "qwen3_5_moe": None}[family]
+    expected = {"deepseek_v3": (2, 1), "glm4_moe": (1, 1)}.get(family)
     assert (groups and (groups.n_group, groups.topk_group)) == expected
 
 
@@ -128,6 +149,29 @@ def test_real_deepseek_v3_config():
     assert groups.budget_error(16, 8) is None and groups.budget_error(248, 8) is None
 
 
+def test_real_ernie_and_minimax_configs():
+    ernie = adapter_for(ERNIE4_5_21B_A3B)
+    assert ernie is ERNIE4_5_MOE and ernie.moe_layers(ERNIE4_5_21B_A3B) == list(range(1, 28))
+    assert (ernie.num_experts(ERNIE4_5_21B_A3B), ernie.top_k(ERNIE4_5_21B_A3B)) == (64, 6)
+    assert ernie.moe_layers({**ERNIE4_5_21B_A3B, "moe_layer_end_index": -1}) == list(range(1, 28))
+    assert ernie.moe_layers({**ERNIE4_5_21B_A3B, "moe_layer_interval": 2}) == list(range(1, 28, 2))
+    pruned = ernie.pruned_config(ERNIE4_5_21B_A3B, 4)
+    assert (pruned["moe_num_experts"], pruned["moe_k"]) == (4, 4)
+    minimax = adapter_for(MINIMAX_M2)
+    assert minimax is MINIMAX_M2_ADAPTER and minimax.moe_layers(MINIMAX_M2) == list(range(62))
+    assert (minimax.num_experts(MINIMAX_M2), minimax.top_k(MINIMAX_M2)) == (256, 8)
+    pruned = minimax.pruned_config(MINIMAX_M2, 16)
+    assert (pruned["num_local_experts"], pruned["num_experts_per_tok"]) == (16, 8)
+    # the routing keywords these families read: the bias chooses, the weights are renormalised probabilities
+    torch.manual_seed(0)
+    logits, bias = torch.randn(5, 64), torch.randn(64) * 0.05
+    for adapter, config, sigmoid in ((ernie, ERNIE4_5_21B_A3B, False), (minimax, MINIMAX_M2, True)):
+        ids, weights = adapter.routing(config)(logits, 6, e_score_correction_bias=bias)
+        want = biased_choice_routing(logits, torch.eye(64), bias, top_k=6, sigmoid=sigmoid, norm_min=1e-12)
+        got, want = by_id(ids, weights), by_id(want[0], want[1])
+        assert torch.equal(got[0], want[0]) and torch.allclose(got[1], want[1], atol=1e-6)
+
+
 def test_real_glm_and_qwen3_5_configs():
     glm = adapter_for(GLM4_5_AIR)
     assert glm is GLM4_MOE and glm.moe_layers(GLM4_5_AIR) == list(range(1, 46))
@@ -148,13 +192,14 @@ def test_real_glm_and_qwen3_5_configs():
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_parameter_count_of_real_config_and_its_cuts(family):
-    config, published_billions = PUBLISHED_TOTALS[family]
+    config, published, unit = PUBLISHED_TOTALS[family]
     total = parameter_count(config)
-    assert total // 10**9 == published_billions
+    assert abs(total / 1e9 - published) < unit, f"{family}: {total / 1e9:.2f}B vs published {published}B"
     adapter = adapter_for(config)
     text = adapter.text_config(config)
-    hidden, inter = text["hidden_size"], text["moe_intermediate_size"]
+    hidden = text["hidden_size"]
     # one routed expert: gate, up, down (3 H x I) + its router row (H) + its correction bias for sigmoid routers
+    inter = text["intermediate_size" if family == "minimax_m2" else "moe_intermediate_size"]  # MiniMax-M2's experts
     per_expert = 3 * hidden * inter + hidden + (0 if family == "qwen3_5_moe" else 1)
     n_moe, n_total = adapter.num_layers(config), adapter.num_experts(config)
     for n in (n_total // 2, 16):
@@ -255,12 +300,14 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
         for (_, block), (_, pruned_block), keep in zip(adapter.moe_blocks(base), adapter.moe_blocks(pruned), plan.kept):
             base_router, pruned_router = adapter.router(block), adapter.router(pruned_block)
             assert torch.equal(pruned_router.weight, base_router.weight[list(keep)])
-            for name in adapter.router_buffers:
-                assert torch.equal(getattr(pruned_router, name), getattr(base_router, name)[list(keep)])
+            for b in adapter.router_buffers:
+                kept_part = adapter.router_buffer(block, b).index_select(b.axis, torch.tensor(keep))
+                assert torch.equal(adapter.router_buffer(pruned_block, b), kept_part)
         whole = pruned if family != "qwen3_5_moe" else _multimodal(out)
         assert result.n_parameters == stored_numel(whole)
         tensors = read_tensors(out)
-        untouched = [k for k in base_tensors if ".experts." not in k and ".gate." not in k]
+        sliced = adapter.expert_axis_tensors(MOE_LAYERS[family])  # expert and router tensors of the MoE layers
+        untouched = [k for k in base_tensors if k not in sliced and ".experts." not in k]
         assert all(torch.equal(tensors[k], base_tensors[k]) for k in untouched)  # shared experts, dense layers
 
 
@@ -293,3 +340,21 @@ def test_multi_token_prediction_layers_are_left_out(family, mtp_name, tmp_path):
     assert mtp_name not in out_tensors and set(out_tensors) >= {k for k in tensors if ".experts." not in k and k != mtp_name}
     out_config = load_config_dict(tmp_path / "out")
     assert out_config.get("text_config", out_config)[key] == 0
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_oracle_in_bfloat16(family, tmp_path, token_ids):
+    """In bf16 the routers' own casts matter (DeepSeek-V3 / ERNIE keep the router in float32, ERNIE casts its
+    weights back to bf16): the mask must make the same casts for the equality to stay bitwise."""
+    base_dir = build_tiny(tmp_path / "base", family, seed=3)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16).eval()
+    adapter = adapter_for(base.config)
+    n = ORACLE_SIZES[family][1]
+    plan = plan_from_ranking(random_ranking(len(MOE_LAYERS[family]), E, seed=7), n, model_signature(load_config_dict(base_dir)),
+                             base_model=str(base_dir), domain="law", criterion="test")  # fmt: skip
+    build_checkpoint(base_dir, plan, tmp_path / "out", card=None, progress=False)
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        with adapter.router_mask(base, plan.kept):
+            masked = base(token_ids).logits
+        assert torch.equal(pruned(token_ids).logits, masked), f"{family} bf16 N={n}"

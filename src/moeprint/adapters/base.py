@@ -39,6 +39,18 @@ class PerExpertName:
 
 
 @dataclass(frozen=True)
+class RouterBuffer:
+    """A per-expert tensor the routing reads besides the router weight (a selection-only correction bias):
+    passed to `logits_to_topk` as `keyword`, found at `path` under the router (or under the MoE block when
+    `on_block`), its expert axis `axis`. Masks slice it to the kept experts, like the router weight."""
+
+    keyword: str
+    path: str
+    axis: int = 0
+    on_block: bool = False
+
+
+@dataclass(frozen=True)
 class ExpertGroups:
     """Group-limited routing (DeepSeek-V3 style): experts form `n_group` contiguous groups; a token first picks
     the `topk_group` groups whose best two experts score highest, then its top-k inside them. A pruned model
@@ -122,9 +134,11 @@ class MoEAdapter:
     routing_options: tuple[tuple[str, str, Any], ...] = ()
     # (config, layer) -> whether decoder layer `layer` is a MoE layer (None: every layer is)
     is_moe_layer: Callable[[Any, int], bool] | None = None
-    # router-module buffers with an expert axis, passed to logits_to_topk by name (e.g. the selection-only
+    # per-expert tensors the routing reads besides the router weight (e.g. the selection-only
     # `e_score_correction_bias`): masks slice them to the kept experts like the router weight
-    router_buffers: tuple[str, ...] = ()
+    router_buffers: tuple[RouterBuffer, ...] = ()
+    # the router casts its weights to the input's dtype (ERNIE-4.5); the mask hook does the same
+    weights_in_input_dtype: bool = False
     # (n_group key, topk_group key): group-limited routing; plans keep an equal budget per group
     group_keys: tuple[str, str] | None = None
     # multimodal configs nest the language model's keys (e.g. "text_config"); read there when present
@@ -226,6 +240,9 @@ class MoEAdapter:
     def experts(self, block: torch.nn.Module) -> torch.nn.Module:
         return getattr(block, self.experts_attr)
 
+    def router_buffer(self, block: torch.nn.Module, buffer: RouterBuffer) -> torch.Tensor:
+        return _get_path(block if buffer.on_block else self.router(block), buffer.path)
+
     def is_fused(self, block: torch.nn.Module) -> bool:
         return type(block).__name__ in self.fused_moe_classes
 
@@ -300,15 +317,26 @@ class MoEAdapter:
                 router = self.router(block)
                 keep_ids = torch.tensor(list(keep), dtype=torch.long, device=router.weight.device)
                 if rows is None:
-                    rows = RouterRows.gather(router, keep_ids, self.router_buffers)
+                    rows = RouterRows.gather(router, keep_ids)
+                if self.router_buffers and not rows.buffers:  # healed rows replace the weights, not the buffers
+                    rows = RouterRows(rows.weight, rows.bias, self._kept_buffers(block, keep_ids))
                 rows = rows.to(router.weight)
                 if self.is_fused(block):
                     stack.enter_context(_rows_written_in_place(router, keep_ids, rows))
                 else:
-                    hook = _kept_rows_routing(route, keep_ids, rows, min(top_k, len(keep)), n_total)
+                    hook = _kept_rows_routing(route, keep_ids, rows, min(top_k, len(keep)), n_total,
+                                              self.weights_in_input_dtype)  # fmt: skip
                     # prepend: every other hook on the router (recording) sees the masked routing
                     stack.callback(router.register_forward_hook(hook, prepend=True).remove)
             yield
+
+
+    def _kept_buffers(self, block: torch.nn.Module, keep_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {
+                b.keyword: self.router_buffer(block, b).index_select(b.axis, keep_ids).contiguous()  # (n,) or (1, n)
+                for b in self.router_buffers
+            }
 
 
 @dataclass(frozen=True)
@@ -321,13 +349,12 @@ class RouterRows:
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def gather(cls, router: torch.nn.Module, keep_ids: torch.Tensor, buffers: Sequence[str] = ()) -> "RouterRows":
+    def gather(cls, router: torch.nn.Module, keep_ids: torch.Tensor) -> "RouterRows":
         with torch.no_grad():
             bias = getattr(router, "bias", None)
             return cls(
                 router.weight.index_select(0, keep_ids).contiguous(),  # (n, H): what the pruned router holds
                 None if bias is None else bias.index_select(0, keep_ids).contiguous(),  # (n,)
-                {name: getattr(router, name).index_select(0, keep_ids).contiguous() for name in buffers},  # (n,) each
             )
 
     def to(self, like: torch.Tensor) -> "RouterRows":
@@ -336,12 +363,14 @@ class RouterRows:
         return RouterRows(self.weight.to(device=like.device, dtype=like.dtype), bias, buffers)
 
 
-def _kept_rows_routing(route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int):
+def _kept_rows_routing(route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int, cast: bool):
     def hook(module: torch.nn.Module, args: tuple, output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = args[0].reshape(-1, rows.weight.shape[1])  # (N, H)
         # in the router's dtype, as routers that keep their weight in float32 (DeepSeek-V3) cast the input
         logits_kept = torch.nn.functional.linear(hidden.to(rows.weight.dtype), rows.weight, rows.bias)  # (N, n)
         ids_kept, weights = route(logits_kept, top_k, **rows.buffers)  # (N, k') ids among the kept experts
+        if cast:
+            weights = weights.to(args[0].dtype)
         masked = logits_kept.new_full((hidden.shape[0], n_total), float("-inf"))
         masked[:, keep_ids] = logits_kept  # (N, E): dropped experts at -inf, for recording
         return masked, weights, keep_ids[ids_kept]

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from moeprint.adapters.base import ExpertTensor, MoEAdapter, config_get
+from moeprint.adapters.base import ExpertTensor, MoEAdapter, RouterBuffer, config_get
 from moeprint.adapters.common import gated_expert_forward, router_output_to_topk
 
 
@@ -98,7 +98,7 @@ def _adapter(name: str, architecture: str, scaling_default: float, n_group_defau
             ("normalize", "norm_topk_prob", True),
             ("scaling", "routed_scaling_factor", scaling_default),
         ),
-        router_buffers=("e_score_correction_bias",),
+        router_buffers=(RouterBuffer("e_score_correction_bias", "e_score_correction_bias"),),
         group_keys=("n_group", "topk_group"),
         expert_forward=gated_expert_forward,
         is_moe_layer=_is_moe_layer,
