@@ -27,6 +27,13 @@ Where the values came from (read for facts; no file was copied):
   `mlp.e_score_correction_bias` kept in float32 (an engine's loader); the other dimensions are transformers
   5.24's MiniMaxM2Config defaults, which describe this model (48 heads / 8 KV heads of 128, intermediate 1536,
   vocab 200064). Published as 230B total.
+- Llama-4-Scout-17B-16E (meta-llama/Llama-4-Scout-17B-16E config.json): public copies of its text_config found with
+  the code search (a vLLM issue quoting a fine-tune's config.json, an unsloth mirror's text_config in a test, a
+  printed Llama4Config): hidden 5120, intermediate 8192 (experts) / 16384 (dense MLP), 48 layers all MoE
+  (`moe_layers` 0..47), 40 heads / 8 KV heads of 128, 16 experts top-1, vocab 202048, qk norm, untied
+  embeddings. The vision_config values (34 layers of width 1408, 16 heads, intermediate 5632, 336 px / 14 px
+  patches, output 4096) are recalled, not read from a file here; the vision tower is under 1B of the total.
+  Published as 109B total.
 """
 
 from __future__ import annotations
@@ -97,9 +104,27 @@ MINIMAX_M2 = {
     "max_position_embeddings": 196608, "rms_norm_eps": 1e-06, "tie_word_embeddings": False,
 }  # fmt: skip
 
+LLAMA4_SCOUT = {
+    "architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "boi_token_index": 200080,
+    "eoi_token_index": 200081, "image_token_index": 200092, "tie_word_embeddings": False,
+    "text_config": {
+        "model_type": "llama4_text", "attention_bias": False, "attention_chunk_size": 8192, "head_dim": 128,
+        "hidden_act": "silu", "hidden_size": 5120, "interleave_moe_layer_step": 1, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "max_position_embeddings": 10485760, "moe_layers": list(range(48)),
+        "num_attention_heads": 40, "num_experts_per_tok": 1, "num_hidden_layers": 48, "num_key_value_heads": 8,
+        "num_local_experts": 16, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "use_qk_norm": True,
+        "vocab_size": 202048, "tie_word_embeddings": False,
+    },
+    "vision_config": {
+        "model_type": "llama4_vision_model", "hidden_size": 1408, "num_hidden_layers": 34, "num_attention_heads": 16,
+        "intermediate_size": 5632, "image_size": 336, "patch_size": 14, "vision_output_dim": 4096,
+        "projector_input_dim": 4096, "projector_output_dim": 4096, "pixel_shuffle_ratio": 0.5,
+    },
+}  # fmt: skip
+
 # (config, published total in billions, the unit of its last digit): the model cards round ("230B", "106B"),
 # so a count is checked to lie within one unit of the published figure
 PUBLISHED_TOTALS = {
     "deepseek_v3": (DEEPSEEK_V3, 671, 1), "glm4_moe": (GLM4_5_AIR, 106, 1), "qwen3_5_moe": (QWEN3_5_35B_A3B, 35, 1),
-    "ernie4_5_moe": (ERNIE4_5_21B_A3B, 21, 1), "minimax_m2": (MINIMAX_M2, 230, 10),
+    "ernie4_5_moe": (ERNIE4_5_21B_A3B, 21, 1), "minimax_m2": (MINIMAX_M2, 230, 10), "llama4": (LLAMA4_SCOUT, 109, 1),
 }

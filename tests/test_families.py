@@ -1,11 +1,13 @@
-"""DeepSeek-V3, GLM-4.5 and Qwen3.5-MoE: config reading (tiny and real public configs), recording, group-limited
+"""DeepSeek-V3, GLM-4.5, Qwen3.5-MoE, ERNIE-4.5, MiniMax-M2 and Llama-4: config reading (tiny and real public configs), recording, group-limited
 plans and the exactness oracle, each against an independent computation.
 
 - recording: captured ids/weights/logits equal the family's routing written out here from its formula
   (sigmoid + selection-only correction bias + best-two group scores + top-k + renormalise x scaling for
-  DeepSeek-V3 / GLM-4.5; softmax + top-k + renormalise for Qwen3.5), from each MoE block's input;
+  DeepSeek-V3 / GLM-4.5; softmax + top-k + renormalise for Qwen3.5; softmax or sigmoid + selection-only bias
+  for ERNIE-4.5 / MiniMax-M2; top-k of the logits with sigmoid weights for Llama-4), from each MoE block's input;
 - exactness oracle: a pruned checkpoint loaded with stock AutoModelForCausalLM computes the same logits as the
-  masked base, bit for bit, for the group-valid equivalents of N in {1, top_k, E-1, E}, per-expert and fused;
+  masked base, bit for bit, for N in {1, top_k, E-1, E} or their group-valid equivalents, per-expert and fused,
+  and once in bfloat16;
 - plans: group-limited routing keeps the same number of experts in every group, refused with one line otherwise;
 - parameter counts of the real configs equal the published totals; a cut removes exactly (E-N) experts' weights
   and router rows per MoE layer.
@@ -19,12 +21,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from family_configs import DEEPSEEK_V3, ERNIE4_5_21B_A3B, GLM4_5_AIR, MINIMAX_M2, PUBLISHED_TOTALS, QWEN3_5_35B_A3B
+from family_configs import (
+    DEEPSEEK_V3, ERNIE4_5_21B_A3B, GLM4_5_AIR, LLAMA4_SCOUT, MINIMAX_M2, PUBLISHED_TOTALS, QWEN3_5_35B_A3B,
+)  # fmt: skip
 from family_helpers import E, MOE_LAYERS, NEW_FAMILIES, ORACLE_SIZES, TOP_K, build_model, build_tiny, tiny_config
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3 as DEEPSEEK_ADAPTER
 from moeprint.adapters.ernie4_5_moe import ERNIE4_5_MOE
+from moeprint.adapters.llama4 import LLAMA4
 from moeprint.adapters.minimax_m2 import MINIMAX_M2 as MINIMAX_M2_ADAPTER
 from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
@@ -36,7 +41,7 @@ from moeprint.record.hooks import RouterCapture
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
 ADAPTER = {"deepseek_v3": DEEPSEEK_ADAPTER, "glm4_moe": GLM4_MOE, "qwen3_5_moe": QWEN3_5_MOE, "ernie4_5_moe": ERNIE4_5_MOE,
-           "minimax_m2": MINIMAX_M2_ADAPTER}
+           "minimax_m2": MINIMAX_M2_ADAPTER, "llama4": LLAMA4}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +107,10 @@ def expected_routing(family, config, block, x):
         return biased_choice_routing(x, router.weight, bias, top_k=TOP_K, sigmoid=False, norm_min=config.moe_norm_min)
     if family == "minimax_m2":
         return biased_choice_routing(x, router.weight, block.e_score_correction_bias, top_k=TOP_K, sigmoid=True)
+    if family == "llama4":  # top-k of the logits, each weighed by its sigmoid
+        logits = x @ router.weight.T  # (T, E)
+        ids = logits.argsort(dim=-1, descending=True)[:, :TOP_K]
+        return ids, 1.0 / (1.0 + torch.exp(-logits.gather(1, ids))), logits
     return sigmoid_group_routing(x, router.weight, router.e_score_correction_bias, n_group=config.n_group,
                                  topk_group=config.topk_group, top_k=TOP_K, normalize=config.norm_topk_prob,
                                  scaling=config.routed_scaling_factor)  # fmt: skip
@@ -172,6 +181,20 @@ def test_real_ernie_and_minimax_configs():
         assert torch.equal(got[0], want[0]) and torch.allclose(got[1], want[1], atol=1e-6)
 
 
+def test_real_llama4_scout_config():
+    adapter = adapter_for(LLAMA4_SCOUT)
+    assert adapter is LLAMA4 and adapter.moe_layers(LLAMA4_SCOUT) == list(range(48))
+    assert (adapter.num_experts(LLAMA4_SCOUT), adapter.top_k(LLAMA4_SCOUT)) == (16, 1)
+    text = {k: v for k, v in LLAMA4_SCOUT["text_config"].items() if k != "moe_layers"}
+    assert adapter.moe_layers({**text, "interleave_moe_layer_step": 2}) == list(range(1, 48, 2))  # Maverick's rule
+    pruned = adapter.pruned_config(LLAMA4_SCOUT, 4)
+    assert pruned["text_config"]["num_local_experts"] == 4 and pruned["text_config"]["num_experts_per_tok"] == 1
+    assert adapter_for(text) is LLAMA4  # the text config of a loaded model names only its type
+    logits = torch.randn(5, 16)
+    ids, weights = adapter.routing(LLAMA4_SCOUT)(logits, 1)
+    assert torch.equal(ids[:, 0], logits.argmax(-1)) and torch.allclose(weights[:, 0], torch.sigmoid(logits.max(-1).values))
+
+
 def test_real_glm_and_qwen3_5_configs():
     glm = adapter_for(GLM4_5_AIR)
     assert glm is GLM4_MOE and glm.moe_layers(GLM4_5_AIR) == list(range(1, 46))
@@ -199,8 +222,8 @@ def test_parameter_count_of_real_config_and_its_cuts(family):
     text = adapter.text_config(config)
     hidden = text["hidden_size"]
     # one routed expert: gate, up, down (3 H x I) + its router row (H) + its correction bias for sigmoid routers
-    inter = text["intermediate_size" if family == "minimax_m2" else "moe_intermediate_size"]  # MiniMax-M2's experts
-    per_expert = 3 * hidden * inter + hidden + (0 if family == "qwen3_5_moe" else 1)
+    inter = text["intermediate_size" if family in ("minimax_m2", "llama4") else "moe_intermediate_size"]
+    per_expert = 3 * hidden * inter + hidden + (1 if adapter.router_buffers else 0)
     n_moe, n_total = adapter.num_layers(config), adapter.num_experts(config)
     for n in (n_total // 2, 16):
         assert cut_parameter_count(config, n) == total - n_moe * (n_total - n) * per_expert
@@ -231,7 +254,12 @@ def test_recorded_routing_equals_the_family_formula(family, token_ids):
         for t in range(0, x.shape[0], 4):
             for slot in range(TOP_K):
                 j = int(got["ids"][t, slot])
-                out = experts(x[t : t + 1], torch.tensor([[j, (j + 1) % E]]), torch.tensor([[1.0, 0.0]]))
+                if family == "llama4":  # the model's experts module takes every expert's (scaled) input
+                    routed_in = torch.zeros(E, x.shape[-1])
+                    routed_in[j] = x[t]
+                    out = experts(routed_in).view(E, -1)[j]
+                else:  # weight 1 on expert j and 0 on another one
+                    out = experts(x[t : t + 1], torch.tensor([[j, (j + 1) % E]]), torch.tensor([[1.0, 0.0]]))
                 assert torch.allclose(got["norms"][t, slot], out.norm(), rtol=1e-4, atol=1e-6)
 
 
@@ -270,8 +298,11 @@ def test_plans_keep_an_equal_budget_per_group(tmp_path, capsys):
 
 
 # ---- exactness oracle -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fused", [False, True], ids=["per-expert", "fused"])
-@pytest.mark.parametrize("family", NEW_FAMILIES)
+# every on-disk layout each family's checkpoints use (Llama-4 saves fused experts in both save formats)
+LAYOUTS = [(f, fused) for f in NEW_FAMILIES for fused in (False, True) if not (f == "llama4" and not fused)]
+
+
+@pytest.mark.parametrize("family,fused", LAYOUTS, ids=[f"{f}-{'fused' if x else 'per-expert'}" for f, x in LAYOUTS])
 def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids):
     base_dir = build_tiny(tmp_path / "base", family, seed=2, fused=fused)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
@@ -303,7 +334,7 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
             for b in adapter.router_buffers:
                 kept_part = adapter.router_buffer(block, b).index_select(b.axis, torch.tensor(keep))
                 assert torch.equal(adapter.router_buffer(pruned_block, b), kept_part)
-        whole = pruned if family != "qwen3_5_moe" else _multimodal(out)
+        whole = _multimodal(family, out) if family in ("qwen3_5_moe", "llama4") else pruned
         assert result.n_parameters == stored_numel(whole)
         tensors = read_tensors(out)
         sliced = adapter.expert_axis_tensors(MOE_LAYERS[family])  # expert and router tensors of the MoE layers
@@ -311,10 +342,11 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
         assert all(torch.equal(tensors[k], base_tensors[k]) for k in untouched)  # shared experts, dense layers
 
 
-def _multimodal(model_dir):
-    from transformers import Qwen3_5MoeForConditionalGeneration
+def _multimodal(family, model_dir):
+    import transformers
 
-    return Qwen3_5MoeForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    arch = tiny_config(family).architectures[0]
+    return getattr(transformers, arch).from_pretrained(model_dir, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("family,mtp_name", [("deepseek_v3", "model.layers.3.mlp.experts.5.gate_proj.weight"),

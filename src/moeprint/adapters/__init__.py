@@ -10,6 +10,7 @@ from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3
 from moeprint.adapters.ernie4_5_moe import ERNIE4_5_MOE
 from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.gpt_oss import GPT_OSS
+from moeprint.adapters.llama4 import LLAMA4
 from moeprint.adapters.minimax_m2 import MINIMAX_M2
 from moeprint.adapters.mixtral import MIXTRAL
 from moeprint.adapters.olmoe import OLMOE
@@ -18,7 +19,7 @@ from moeprint.adapters.qwen3_moe import QWEN3_MOE
 from moeprint.errors import MoeprintError
 from moeprint.io import read_json
 
-_ALL = (GPT_OSS, MIXTRAL, QWEN3_MOE, OLMOE, DEEPSEEK_V3, GLM4_MOE, QWEN3_5_MOE, ERNIE4_5_MOE, MINIMAX_M2)
+_ALL = (GPT_OSS, MIXTRAL, QWEN3_MOE, OLMOE, DEEPSEEK_V3, GLM4_MOE, QWEN3_5_MOE, ERNIE4_5_MOE, MINIMAX_M2, LLAMA4)
 ADAPTERS: dict[str, MoEAdapter] = {arch: a for a in _ALL for arch in a.architectures}
 _BY_TEXT_MODEL_TYPE = {t: a.architectures[0] for a in _ALL for t in a.text_model_types}
 

@@ -139,6 +139,9 @@ class MoEAdapter:
     router_buffers: tuple[RouterBuffer, ...] = ()
     # the router casts its weights to the input's dtype (ERNIE-4.5); the mask hook does the same
     weights_in_input_dtype: bool = False
+    # routers whose output is not (logits, weights, ids) (Llama-4: (scores (N,E), logits (N,E))): builds the mask
+    # hook's return from the kept logits (N,n), top-k, the kept ids (n,) and E, as the pruned router computes it
+    masked_router_output: Callable[[torch.Tensor, int, torch.Tensor, int], Any] | None = None
     # (n_group key, topk_group key): group-limited routing; plans keep an equal budget per group
     group_keys: tuple[str, str] | None = None
     # multimodal configs nest the language model's keys (e.g. "text_config"); read there when present
@@ -325,7 +328,7 @@ class MoEAdapter:
                     stack.enter_context(_rows_written_in_place(router, keep_ids, rows))
                 else:
                     hook = _kept_rows_routing(route, keep_ids, rows, min(top_k, len(keep)), n_total,
-                                              self.weights_in_input_dtype)  # fmt: skip
+                                              self.weights_in_input_dtype, self.masked_router_output)  # fmt: skip
                     # prepend: every other hook on the router (recording) sees the masked routing
                     stack.callback(router.register_forward_hook(hook, prepend=True).remove)
             yield
@@ -363,11 +366,14 @@ class RouterRows:
         return RouterRows(self.weight.to(device=like.device, dtype=like.dtype), bias, buffers)
 
 
-def _kept_rows_routing(route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int, cast: bool):
-    def hook(module: torch.nn.Module, args: tuple, output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _kept_rows_routing(route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int, cast: bool,
+                       output_form=None):  # fmt: skip
+    def hook(module: torch.nn.Module, args: tuple, output: Any) -> tuple[torch.Tensor, ...]:
         hidden = args[0].reshape(-1, rows.weight.shape[1])  # (N, H)
         # in the router's dtype, as routers that keep their weight in float32 (DeepSeek-V3) cast the input
         logits_kept = torch.nn.functional.linear(hidden.to(rows.weight.dtype), rows.weight, rows.bias)  # (N, n)
+        if output_form is not None:
+            return output_form(logits_kept, top_k, keep_ids, n_total)
         ids_kept, weights = route(logits_kept, top_k, **rows.buffers)  # (N, k') ids among the kept experts
         if cast:
             weights = weights.to(args[0].dtype)
