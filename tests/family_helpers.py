@@ -83,13 +83,14 @@ def randomise_routers(model: torch.nn.Module) -> None:
                 b.normal_(0.0, 0.3)
 
 
-def build_model(family: str, seed: int = 0, causal_lm: bool = False) -> torch.nn.Module:
+def build_model(family: str, seed: int = 0, causal_lm: bool = False, vocab_size: int = 64) -> torch.nn.Module:
     """The model as saved (Qwen3.5: the multimodal wrapper) or, with `causal_lm`, as AutoModelForCausalLM
     loads it (Qwen3.5: the text model alone, whose config names no architecture)."""
     from transformers import AutoModelForCausalLM, Llama4ForConditionalGeneration, Qwen3_5MoeForConditionalGeneration
 
     torch.manual_seed(seed)
     config = tiny_config(family)
+    config.get_text_config().vocab_size = vocab_size
     multimodal = {"qwen3_5_moe": Qwen3_5MoeForConditionalGeneration, "llama4": Llama4ForConditionalGeneration}
     if family in multimodal and causal_lm:
         model = AutoModelForCausalLM.from_config(config.text_config, dtype=torch.float32)
@@ -101,7 +102,13 @@ def build_model(family: str, seed: int = 0, causal_lm: bool = False) -> torch.nn
     return model.eval()
 
 
-def build_tiny(out_dir: Path, family: str, seed: int = 0, fused: bool = False) -> Path:
-    """Write a random tiny model of `family` (fp32 safetensors) in the per-expert or the fused layout."""
-    build_model(family, seed).save_pretrained(out_dir, save_original_format=not fused)
+def build_tiny(out_dir: Path, family: str, seed: int = 0, fused: bool = False, tokenizer: bool = False) -> Path:
+    """Write a random tiny model of `family` (fp32 safetensors) in the per-expert or the fused layout, with the
+    testbed's small BPE tokenizer if asked."""
+    vocab = 64
+    if tokenizer:
+        from moeprint.testbed.tiny import build_tokenizer
+
+        vocab = len(build_tokenizer(out_dir, vocab_size=256))
+    build_model(family, seed, vocab_size=vocab).save_pretrained(out_dir, save_original_format=not fused)
     return Path(out_dir)

@@ -38,6 +38,7 @@ from moeprint.errors import MoeprintError
 from moeprint.evaluate.selection import random_kept
 from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking, validate_plan
 from moeprint.record.hooks import RouterCapture
+from conftest import run_cli
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
 ADAPTER = {"deepseek_v3": DEEPSEEK_ADAPTER, "glm4_moe": GLM4_MOE, "qwen3_5_moe": QWEN3_5_MOE, "ernie4_5_moe": ERNIE4_5_MOE,
@@ -390,3 +391,35 @@ def test_oracle_in_bfloat16(family, tmp_path, token_ids):
         with adapter.router_mask(base, plan.kept):
             masked = base(token_ids).logits
         assert torch.equal(pruned(token_ids).logits, masked), f"{family} bf16 N={n}"
+
+
+@pytest.mark.slow
+def test_record_plan_prune_cli_keeps_the_groups(tmp_path, capsys):
+    """`moeprint record` (subprocess), `analyze`, `plan` and `prune` on a DeepSeek-V3 with 2 expert groups: the run
+    records the groups, plans from it keep 2 experts per group, an impossible size is refused with one line."""
+    model_dir = build_tiny(tmp_path / "ds", "deepseek_v3", tokenizer=True)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "domain": "math", "text": t}) + "\n"
+                               for i, t in enumerate(["one two three", "four five six seven"])))  # fmt: skip
+    run = tmp_path / "run"
+    proc = run_cli("record", model_dir, "--prompts", prompts, "--out", run, "--max-new-tokens", "2")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["expert_groups"] == [2, 1] and manifest["moe_layers"] == [1, 2]
+    code, err = main_in_process(capsys, "analyze", run)
+    assert code == 0, err
+    code, err = main_in_process(capsys, "plan", run, "--domain", "math", "--experts", "4", "--criterion", "frequency",
+                                "--out", tmp_path / "plan.json")  # fmt: skip
+    assert code == 0, err
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    ranking = json.loads((run / "fingerprints" / "rankings" / "frequency" / "math.json").read_text())
+    for layer, kept in enumerate(plan["kept"]):  # the best two of each group, in the run's own ranking order
+        ranked = ranking[f"layer_{layer}"]
+        assert kept == sorted([e for e in ranked if e < 4][:2] + [e for e in ranked if e >= 4][:2])
+    code, err = main_in_process(capsys, "plan", run, "--domain", "math", "--experts", "3", "--criterion", "frequency",
+                                "--out", tmp_path / "bad.json")  # fmt: skip
+    assert_error_line(code, err, "3 experts cannot be split equally over the 2 expert groups")
+    assert not (tmp_path / "bad.json").exists()
+    code, err = main_in_process(capsys, "prune", model_dir, "--plan", tmp_path / "plan.json", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["n_routed_experts"] == 4
