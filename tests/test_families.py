@@ -37,7 +37,7 @@ from moeprint.adapters.size import cut_parameter_count, parameter_count, stored_
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.selection import random_kept
 from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking, validate_plan
-from moeprint.record.hooks import RouterCapture
+from arch_helpers import record_with_inputs
 from conftest import run_cli
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
@@ -238,13 +238,8 @@ def test_recorded_routing_equals_the_family_formula(family, token_ids):
     assert adapter is ADAPTER[family]
     blocks = adapter.moe_blocks(model)
     assert [layer for layer, _ in blocks] == MOE_LAYERS[family]
-    inputs = []
-    pre = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, a[0].shape[-1]))) for _, b in blocks]
-    with RouterCapture(model, adapter, logits=True, expert_norms=True) as capture, torch.no_grad():
-        model(token_ids)
-    for h in pre:
-        h.remove()
-    for (layer, block), x, (got,) in zip(blocks, inputs, capture.take()):
+    calls, inputs = record_with_inputs(model, adapter, token_ids)
+    for (layer, block), x, (got,) in zip(blocks, inputs, calls):
         ids, weights, logits = expected_routing(family, config, block, x)
         got_ids, got_w = by_id(got["ids"].long(), got["weights"])
         want_ids, want_w = by_id(ids, weights)

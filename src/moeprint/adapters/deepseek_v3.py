@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, RouterBuffer, config_get
-from moeprint.adapters.common import gated_expert_forward, router_output_to_topk
+from moeprint.adapters.common import fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk
 
 
 def group_limited_sigmoid_topk(
@@ -60,11 +60,7 @@ def _is_moe_layer(config: Any, layer: int) -> bool:
     return layer >= int(config_get(config, "first_k_dense_replace", 0))
 
 
-_PER_EXPERT = tuple(
-    f"model.layers.{{layer}}.mlp.experts.{{expert}}.{proj}.{suffix}"
-    for proj in ("gate_proj", "up_proj", "down_proj")
-    for suffix in ("weight", "weight_scale_inv")  # FP8 block scales travel with their expert
-)
+_MLP = "model.layers.{layer}.mlp"
 
 
 def _adapter(name: str, architecture: str, scaling_default: float, n_group_default: int) -> MoEAdapter:
@@ -81,15 +77,10 @@ def _adapter(name: str, architecture: str, scaling_default: float, n_group_defau
         moe_attr="mlp",
         router_attr="gate",
         experts_attr="experts",
-        expert_tensors=(
-            ExpertTensor("model.layers.{layer}.mlp.experts.gate_up_proj"),
-            ExpertTensor("model.layers.{layer}.mlp.experts.down_proj"),
-        ),
-        router_tensors=(
-            ExpertTensor("model.layers.{layer}.mlp.gate.weight"),
-            ExpertTensor("model.layers.{layer}.mlp.gate.e_score_correction_bias"),
-        ),
-        per_expert_tensors=_PER_EXPERT,
+        expert_tensors=fused_expert_tensors(_MLP),
+        router_tensors=(ExpertTensor(f"{_MLP}.gate.weight"), ExpertTensor(f"{_MLP}.gate.e_score_correction_bias")),
+        # FP8 block scales travel with their expert
+        per_expert_tensors=per_expert_tensors(_MLP, suffixes=("weight", "weight_scale_inv")),
         router_output_to_topk=router_output_to_topk,
         logits_to_topk=group_limited_sigmoid_topk,
         routing_options=(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, RouterBuffer, config_get
-from moeprint.adapters.common import gated_expert_forward, router_output_to_topk
+from moeprint.adapters.common import fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk
 
 
 def _logits_to_topk(
@@ -57,13 +57,13 @@ ERNIE4_5_MOE = MoEAdapter(
     moe_attr="mlp",
     router_attr="gate",
     experts_attr="experts",
-    expert_tensors=(ExpertTensor(f"{_MLP}.experts.gate_up_proj"), ExpertTensor(f"{_MLP}.experts.down_proj")),
+    expert_tensors=fused_expert_tensors(_MLP),
     router_tensors=(
         ExpertTensor(f"{_MLP}.gate.weight"),
         ExpertTensor(f"{_MLP}.moe_statics.e_score_correction_bias", axis=1),  # (1, E) as the hub stores it
         ExpertTensor(f"{_MLP}.gate.moe_statics.e_score_correction_bias", axis=1),  # fused layout
     ),
-    per_expert_tensors=tuple(f"{_MLP}.experts.{{expert}}.{proj}.weight" for proj in ("gate_proj", "up_proj", "down_proj")),
+    per_expert_tensors=per_expert_tensors(_MLP),
     router_output_to_topk=router_output_to_topk,
     logits_to_topk=_logits_to_topk,
     routing_options=(("norm_min", "moe_norm_min", 1e-12),),

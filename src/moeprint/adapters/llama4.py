@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, config_get
+from moeprint.adapters.common import fused_expert_tensors
 
 _PREFIXES = ("language_model.model.layers.{layer}.feed_forward", "model.layers.{layer}.feed_forward")
 
@@ -80,9 +81,7 @@ LLAMA4 = MoEAdapter(
     moe_attr="feed_forward",
     router_attr="router",
     experts_attr="experts",
-    expert_tensors=tuple(
-        ExpertTensor(f"{prefix}.experts.{proj}") for proj in ("gate_up_proj", "down_proj") for prefix in _PREFIXES
-    ),
+    expert_tensors=fused_expert_tensors(*_PREFIXES),
     router_tensors=tuple(ExpertTensor(f"{prefix}.router.weight") for prefix in _PREFIXES),
     router_output_to_topk=_router_output_to_topk,
     logits_to_topk=_logits_to_topk,

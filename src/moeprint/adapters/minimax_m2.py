@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, RouterBuffer
-from moeprint.adapters.common import gated_expert_forward, router_output_to_topk
+from moeprint.adapters.common import fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk
 
 
 def _logits_to_topk(
@@ -40,20 +40,14 @@ MINIMAX_M2 = MoEAdapter(
     moe_attr="mlp",
     router_attr="gate",
     experts_attr="experts",
-    expert_tensors=(
-        ExpertTensor("model.layers.{layer}.mlp.experts.gate_up_proj"),
-        ExpertTensor("model.layers.{layer}.mlp.experts.down_proj"),
-    ),
+    expert_tensors=fused_expert_tensors("model.layers.{layer}.mlp"),
     router_tensors=tuple(
         ExpertTensor(f"model.layers.{{layer}}.{block}.{name}")
         for block in ("block_sparse_moe", "mlp")
         for name in ("gate.weight", "e_score_correction_bias")
     ),
-    per_expert_tensors=tuple(
-        f"model.layers.{{layer}}.block_sparse_moe.experts.{{expert}}.{w}.{suffix}"
-        for w in ("w1", "w2", "w3")
-        for suffix in ("weight", "weight_scale_inv")
-    ),
+    per_expert_tensors=per_expert_tensors("model.layers.{layer}.block_sparse_moe", projs=("w1", "w2", "w3"),
+                                          suffixes=("weight", "weight_scale_inv")),  # fmt: skip
     router_output_to_topk=router_output_to_topk,
     logits_to_topk=_logits_to_topk,
     router_buffers=(RouterBuffer("e_score_correction_bias", "e_score_correction_bias", on_block=True),),

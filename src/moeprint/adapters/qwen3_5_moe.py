@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter
-from moeprint.adapters.common import gated_expert_forward, router_output_to_topk, softmax_topk
+from moeprint.adapters.common import (
+    fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk, softmax_topk,
+)  # fmt: skip
 
 _PREFIXES = ("model.language_model.layers.{layer}.mlp", "model.layers.{layer}.mlp")
 
@@ -40,13 +42,9 @@ QWEN3_5_MOE = MoEAdapter(
     moe_attr="mlp",
     router_attr="gate",
     experts_attr="experts",
-    expert_tensors=tuple(
-        ExpertTensor(f"{prefix}.experts.{proj}") for proj in ("gate_up_proj", "down_proj") for prefix in _PREFIXES
-    ),
+    expert_tensors=fused_expert_tensors(*_PREFIXES),
     router_tensors=tuple(ExpertTensor(f"{prefix}.gate.weight") for prefix in _PREFIXES),
-    per_expert_tensors=tuple(
-        f"{prefix}.experts.{{expert}}.{proj}.weight" for prefix in _PREFIXES for proj in ("gate_proj", "up_proj", "down_proj")
-    ),
+    per_expert_tensors=per_expert_tensors(*_PREFIXES),
     router_output_to_topk=router_output_to_topk,
     logits_to_topk=_logits_to_topk,
     expert_forward=gated_expert_forward,
