@@ -306,6 +306,9 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
     assert adapter is ADAPTER[family]
     signature = model_signature(load_config_dict(base_dir))
     n_layers = len(MOE_LAYERS[family])
+    in_memory = model_signature(base.config.to_dict())  # Qwen3.5 / Llama-4: a text config naming no architecture
+    assert {k: in_memory[k] for k in ("num_layers", "num_experts", "top_k")} == {
+        k: signature[k] for k in ("num_layers", "num_experts", "top_k")}  # fmt: skip
     with torch.no_grad():
         base_logits = base(token_ids).logits
     base_tensors = read_tensors(base_dir)
@@ -313,6 +316,7 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
         plan = plan_from_ranking(random_ranking(n_layers, E, seed=n), n, signature, base_model=str(base_dir),
                                  domain="law", criterion="test")  # fmt: skip
         out = tmp_path / f"pruned-{n}"
+        validate_plan(plan, in_memory)  # as `evaluate` checks a plan against the loaded base
         result = build_checkpoint(base_dir, plan, out, card=None, progress=False)
         pruned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         assert adapter.num_experts(pruned.config) == n and adapter.top_k(pruned.config) == min(TOP_K, n)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.adapters import ADAPTERS, adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_write_json, json_exists, read_json
@@ -25,8 +25,10 @@ PLAN_KEYS = ("base_model", "architecture", "domain", "criterion", "n_experts", "
 def model_signature(config: dict[str, Any]) -> dict[str, Any]:
     """What a plan must agree with: architecture and the routing geometry of the base model."""
     adapter = adapter_for(config)
+    archs = config.get("architectures")
     signature = {
-        "architecture": config["architectures"][0],
+        # a text config loaded from a multimodal folder names no architecture: the family's (hub) class
+        "architecture": archs[0] if archs else adapter.architectures[0],
         "num_layers": adapter.num_layers(config),
         "num_experts": adapter.num_experts(config),
         "top_k": adapter.top_k(config),
@@ -47,7 +49,8 @@ def _groups(signature: dict[str, Any]) -> ExpertGroups | None:
 def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
     """Check a plan against a model's signature (architecture, layers, experts, top-k); return it unchanged."""
     where = f"plan for {plan.domain!r} ({plan.n_experts} experts)"
-    if plan.architecture != signature["architecture"]:
+    same_family = ADAPTERS.get(plan.architecture, plan) is ADAPTERS.get(signature["architecture"])  # e.g. the
+    if plan.architecture != signature["architecture"] and not same_family:  # multimodal and text-only classes
         raise MoeprintError(f"{where} is for {plan.architecture}, but the model is {signature['architecture']}.")
     n_layers, n_total = signature["num_layers"], signature["num_experts"]
     recorded = plan.extra.get("base_num_experts")
