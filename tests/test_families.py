@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from family_configs import (
-    DEEPSEEK_V3, ERNIE4_5_21B_A3B, GLM4_5_AIR, LLAMA4_SCOUT, MINIMAX_M2, PUBLISHED_TOTALS, QWEN3_5_35B_A3B,
+    DEEPSEEK_V3, ERNIE4_5_21B_A3B, GLM4_5_AIR, KIMI_K2, LLAMA4_SCOUT, MINIMAX_M2, PUBLISHED_TOTALS, QWEN3_5_35B_A3B,
 )  # fmt: skip
 from family_helpers import E, MOE_LAYERS, NEW_FAMILIES, ORACLE_SIZES, TOP_K, build_model, build_tiny, tiny_config
 from moeprint.adapters import adapter_for, load_config_dict
@@ -194,6 +194,20 @@ def test_real_llama4_scout_config():
     logits = torch.randn(5, 16)
     ids, weights = adapter.routing(LLAMA4_SCOUT)(logits, 1)
     assert torch.equal(ids[:, 0], logits.argmax(-1)) and torch.allclose(weights[:, 0], torch.sigmoid(logits.max(-1).values))
+
+
+def test_real_kimi_k2_config():
+    """DeepSeek-V3's class with one expert group: any N >= 2 keeps the routing."""
+    adapter = adapter_for(KIMI_K2)
+    assert adapter is DEEPSEEK_ADAPTER and adapter.moe_layers(KIMI_K2) == list(range(1, 61))
+    assert (adapter.num_experts(KIMI_K2), adapter.top_k(KIMI_K2)) == (384, 8)
+    groups = adapter.expert_groups(KIMI_K2)
+    assert (groups.n_group, groups.topk_group) == (1, 1) and groups.budget_error(2, 8) is None
+    assert "keep at least 2" in groups.budget_error(1, 8)
+    total = parameter_count(KIMI_K2)
+    assert abs(total / 1e12 - 1) < 0.1  # published as "1T"
+    per_expert = 3 * 7168 * 2048 + 7168 + 1  # gate, up, down + router row + correction bias
+    assert cut_parameter_count(KIMI_K2, 96) == total - 60 * (384 - 96) * per_expert
 
 
 def test_real_glm_and_qwen3_5_configs():

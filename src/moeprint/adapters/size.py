@@ -18,16 +18,16 @@ from moeprint.errors import MoeprintError
 def parameter_count(config: dict[str, Any]) -> int:
     """Parameters (and persistent buffers) of the model `config` describes (a config.json dict)."""
     import transformers
-    from transformers import AutoConfig
 
     adapter_for(config)  # refuses unknown or dense architectures with one clear line
-    fields = dict(config)
-    model_type, arch = fields.pop("model_type", None), config["architectures"][0]
-    fields.pop("quantization_config", None)  # the count is of parameters, not of their storage
-    if model_type is None or not hasattr(transformers, arch):
-        raise MoeprintError(f"config names model type {model_type!r} / {arch}, which transformers does not know.")
+    arch = config["architectures"][0]
+    if not hasattr(transformers, arch):
+        raise MoeprintError(f"transformers {transformers.__version__} has no class {arch}.")
+    # the class's own config class, not the model type: Kimi-K2 names a type transformers does not register
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "quantization_config", "auto_map")}
+    model_class = getattr(transformers, arch)
     with torch.device("meta"):
-        model = getattr(transformers, arch)._from_config(AutoConfig.for_model(model_type, **fields))
+        model = model_class._from_config(model_class.config_class(**fields))
     return stored_numel(model)
 
 
