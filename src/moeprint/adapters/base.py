@@ -333,7 +333,6 @@ class MoEAdapter:
                     stack.callback(router.register_forward_hook(hook, prepend=True).remove)
             yield
 
-
     def _kept_buffers(self, block: torch.nn.Module, keep_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return {
@@ -345,7 +344,7 @@ class MoEAdapter:
 @dataclass(frozen=True)
 class RouterRows:
     """The router rows of one MoE layer's kept experts, in kept order: weight (n,H), bias (n) or None, and the
-    router's per-expert buffers (`MoEAdapter.router_buffers`, each (n,)), which keep their own dtype."""
+    routing's per-expert tensors (`MoEAdapter.router_buffers` by keyword, (n,) or (1, n)), in their own dtype."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
