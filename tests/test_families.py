@@ -1,5 +1,6 @@
-"""DeepSeek-V3, GLM-4.5, Qwen3.5-MoE, ERNIE-4.5, MiniMax-M2 and Llama-4: config reading (tiny and real public configs), recording, group-limited
-plans and the exactness oracle, each against an independent computation.
+"""DeepSeek-V3 (and Kimi-K2), GLM-4.5, Qwen3.5-MoE, ERNIE-4.5, MiniMax-M2 and Llama-4: config reading (tiny and
+published configs), recording, group-limited plans and the exactness oracle, each against an independent
+computation. (No test name says "real": these need no data, so `-k "not real"` must not skip them.)
 
 - recording: captured ids/weights/logits equal the family's routing written out here from its formula
   (sigmoid + selection-only correction bias + best-two group scores + top-k + renormalise x scaling for
@@ -9,7 +10,7 @@ plans and the exactness oracle, each against an independent computation.
   masked base, bit for bit, for N in {1, top_k, E-1, E} or their group-valid equivalents, per-expert and fused,
   and once in bfloat16;
 - plans: group-limited routing keeps the same number of experts in every group, refused with one line otherwise;
-- parameter counts of the real configs equal the published totals; a cut removes exactly (E-N) experts' weights
+- parameter counts of the published configs equal the published totals; a cut removes exactly (E-N) experts' weights
   and router rows per MoE layer.
 """
 
@@ -134,7 +135,7 @@ def test_adapter_reads_tiny_config(family):
     assert (groups and (groups.n_group, groups.topk_group)) == expected
 
 
-def test_real_deepseek_v3_config():
+def test_published_config_of_deepseek_v3():
     adapter = adapter_for(DEEPSEEK_V3)
     assert adapter is DEEPSEEK_ADAPTER
     assert adapter.moe_layers(DEEPSEEK_V3) == list(range(3, 61))  # 3 dense layers, then 58 MoE layers
@@ -159,7 +160,7 @@ def test_real_deepseek_v3_config():
     assert groups.budget_error(16, 8) is None and groups.budget_error(248, 8) is None
 
 
-def test_real_ernie_and_minimax_configs():
+def test_published_configs_of_ernie_and_minimax():
     ernie = adapter_for(ERNIE4_5_21B_A3B)
     assert ernie is ERNIE4_5_MOE and ernie.moe_layers(ERNIE4_5_21B_A3B) == list(range(1, 28))
     assert (ernie.num_experts(ERNIE4_5_21B_A3B), ernie.top_k(ERNIE4_5_21B_A3B)) == (64, 6)
@@ -182,7 +183,7 @@ def test_real_ernie_and_minimax_configs():
         assert torch.equal(got[0], want[0]) and torch.allclose(got[1], want[1], atol=1e-6)
 
 
-def test_real_llama4_scout_config():
+def test_published_config_of_llama4_scout():
     adapter = adapter_for(LLAMA4_SCOUT)
     assert adapter is LLAMA4 and adapter.moe_layers(LLAMA4_SCOUT) == list(range(48))
     assert (adapter.num_experts(LLAMA4_SCOUT), adapter.top_k(LLAMA4_SCOUT)) == (16, 1)
@@ -196,7 +197,7 @@ def test_real_llama4_scout_config():
     assert torch.equal(ids[:, 0], logits.argmax(-1)) and torch.allclose(weights[:, 0], torch.sigmoid(logits.max(-1).values))
 
 
-def test_real_kimi_k2_config():
+def test_published_config_of_kimi_k2():
     """DeepSeek-V3's class with one expert group: any N >= 2 keeps the routing."""
     adapter = adapter_for(KIMI_K2)
     assert adapter is DEEPSEEK_ADAPTER and adapter.moe_layers(KIMI_K2) == list(range(1, 61))
@@ -210,7 +211,7 @@ def test_real_kimi_k2_config():
     assert cut_parameter_count(KIMI_K2, 96) == total - 60 * (384 - 96) * per_expert
 
 
-def test_real_glm_and_qwen3_5_configs():
+def test_published_configs_of_glm_and_qwen3_5():
     glm = adapter_for(GLM4_5_AIR)
     assert glm is GLM4_MOE and glm.moe_layers(GLM4_5_AIR) == list(range(1, 46))
     assert (glm.num_experts(GLM4_5_AIR), glm.top_k(GLM4_5_AIR)) == (128, 8)
@@ -229,7 +230,7 @@ def test_real_glm_and_qwen3_5_configs():
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_parameter_count_of_real_config_and_its_cuts(family):
+def test_parameter_count_of_published_config_and_its_cuts(family):
     config, published, unit = PUBLISHED_TOTALS[family]
     total = parameter_count(config)
     assert abs(total / 1e9 - published) < unit, f"{family}: {total / 1e9:.2f}B vs published {published}B"
