@@ -437,3 +437,26 @@ def test_record_plan_prune_cli_keeps_the_groups(tmp_path, capsys):
     code, err = main_in_process(capsys, "prune", model_dir, "--plan", tmp_path / "plan.json", "--out", tmp_path / "out")
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "config.json").read_text())["n_routed_experts"] == 4
+
+
+@pytest.mark.parametrize("family,scale", [("deepseek_v3", "model.layers.{layer}.mlp.experts.{e}.down_proj.weight_scale_inv"),
+                                          ("minimax_m2", "model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight_scale_inv")])  # fmt: skip
+def test_fp8_block_scales_follow_their_expert(family, scale, tmp_path):
+    """FP8 hub checkpoints (DeepSeek-V3, MiniMax-M2) store a `weight_scale_inv` beside each expert weight: a cut
+    renames a kept expert's scales with it and leaves a dropped expert's out."""
+    from safetensors.torch import save_file
+
+    base_dir = build_tiny(tmp_path / "base", family)
+    tensors = read_tensors(base_dir)
+    for layer in MOE_LAYERS[family]:
+        for e in range(E):
+            tensors[scale.format(layer=layer, e=e)] = torch.full((2, 2), float(100 * layer + e))
+    save_file(tensors, base_dir / "model.safetensors", metadata={"format": "pt"})
+    plan = plan_from_ranking(random_ranking(len(MOE_LAYERS[family]), E, seed=3), 4, model_signature(load_config_dict(base_dir)),
+                             base_model=str(base_dir), domain="law", criterion="test")  # fmt: skip
+    build_checkpoint(base_dir, plan, tmp_path / "out", card=None, progress=False)
+    out = read_tensors(tmp_path / "out")
+    for slot, layer in enumerate(MOE_LAYERS[family]):
+        for new, old in enumerate(plan.kept[slot]):
+            assert torch.equal(out[scale.format(layer=layer, e=new)], torch.full((2, 2), float(100 * layer + old)))
+        assert scale.format(layer=layer, e=4) not in out
