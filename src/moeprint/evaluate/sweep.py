@@ -90,7 +90,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
     for seed in range(spec.random_seeds):
         for n in sizes:
             plan = PrunePlan(str(model_path), signature["architecture"], "", "random", n, k,
-                             random_kept(L, E, n, seed), extra={"seed": seed, "base_num_experts": E})
+                             random_kept(L, E, n, seed, adapter.expert_groups(config)), extra={"seed": seed, "base_num_experts": E})
             plans.append((validate_plan(plan, signature), seed))
 
     target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work

@@ -2,7 +2,8 @@
 
 A ranking is the published `{"layer_0": [expert ids best first], ...}` format, either from a run's
 fingerprints (`RUN/fingerprints/rankings/<criterion>/<domain>.json`) or a published
-`topical_analytics/<domain>.json`. A plan keeps the first N ids of every layer, ascending.
+`topical_analytics/<domain>.json`. A plan keeps the first N ids of every layer, ascending; with group-limited
+routing (DeepSeek-V3) the first N / n_group ids of every expert group.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.adapters import ADAPTERS, adapter_for, load_config_dict
+from moeprint.adapters.base import ExpertGroups
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_write_json, json_exists, read_json
 from moeprint.names import check_domain, check_label
@@ -24,18 +26,32 @@ PLAN_KEYS = ("base_model", "architecture", "domain", "criterion", "n_experts", "
 def model_signature(config: dict[str, Any]) -> dict[str, Any]:
     """What a plan must agree with: architecture and the routing geometry of the base model."""
     adapter = adapter_for(config)
-    return {
-        "architecture": config["architectures"][0],
+    archs = config.get("architectures")
+    signature = {
+        # a text config loaded from a multimodal folder names no architecture: the family's (hub) class
+        "architecture": archs[0] if archs else adapter.architectures[0],
         "num_layers": adapter.num_layers(config),
         "num_experts": adapter.num_experts(config),
         "top_k": adapter.top_k(config),
     }
+    groups = adapter.expert_groups(config)
+    if groups is not None:  # group-limited routing: plans keep the same number of experts in every group
+        signature["expert_groups"] = [groups.n_group, groups.topk_group]
+    return signature
+
+
+def _groups(signature: dict[str, Any]) -> ExpertGroups | None:
+    if not signature.get("expert_groups"):
+        return None
+    n_group, topk_group = signature["expert_groups"]
+    return ExpertGroups(int(n_group), int(topk_group), int(signature["num_experts"]))
 
 
 def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
     """Check a plan against a model's signature (architecture, layers, experts, top-k); return it unchanged."""
     where = f"plan for {plan.domain!r} ({plan.n_experts} experts)"
-    if plan.architecture != signature["architecture"]:
+    same_family = ADAPTERS.get(plan.architecture, plan) is ADAPTERS.get(signature["architecture"])  # e.g. the
+    if plan.architecture != signature["architecture"] and not same_family:  # multimodal and text-only classes
         raise MoeprintError(f"{where} is for {plan.architecture}, but the model is {signature['architecture']}.")
     n_layers, n_total = signature["num_layers"], signature["num_experts"]
     recorded = plan.extra.get("base_num_experts")
@@ -47,6 +63,9 @@ def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
         raise MoeprintError(f"{where}: the number of experts must be between 1 and {n_total}, got {plan.n_experts}.")
     if plan.num_layers != n_layers:
         raise MoeprintError(f"{where} covers {plan.num_layers} layers, but the model has {n_layers} MoE layers.")
+    groups = _groups(signature)
+    if groups is not None and (error := groups.budget_error(plan.n_experts, plan.top_k)):
+        raise MoeprintError(f"{where}: {error}")
     for layer, kept in enumerate(plan.kept):
         if len(kept) != plan.n_experts:
             raise MoeprintError(f"{where}: layer {layer} keeps {len(kept)} experts instead of {plan.n_experts}.")
@@ -56,6 +75,8 @@ def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
             raise MoeprintError(f"{where}: layer {layer}'s kept ids are not ascending.")
         if any(not 0 <= e < n_total for e in kept):
             raise MoeprintError(f"{where}: layer {layer} names an expert id outside 0..{n_total - 1}.")
+        if groups is not None and (error := groups.layer_error(kept)):
+            raise MoeprintError(f"{where}: layer {layer} {error}")
     return plan
 
 
@@ -73,6 +94,9 @@ def plan_from_ranking(
     n_layers, n_total = signature["num_layers"], signature["num_experts"]
     if not 1 <= n_experts <= n_total:
         raise MoeprintError(f"the number of experts must be between 1 and {n_total}, got {n_experts}.")
+    groups = _groups(signature)
+    if groups is not None and (error := groups.budget_error(n_experts, signature["top_k"])):
+        raise MoeprintError(f"cannot keep {n_experts} experts: {error}")
     if not isinstance(ranking, dict):
         raise MoeprintError(f"ranking {source} is not a JSON object of layer_<i> lists.")
     layer_keys = sorted((k for k in ranking if re.fullmatch(r"layer_\d+", k)), key=lambda k: int(k[6:]))
@@ -87,7 +111,11 @@ def plan_from_ranking(
             raise MoeprintError(f"ranking {source}: {key} repeats an id or names one outside 0..{n_total - 1}.")
         if len(ids) < n_experts:
             raise MoeprintError(f"ranking {source}: {key} ranks only {len(ids)} experts, fewer than {n_experts}.")
-        kept.append(tuple(sorted(ids[:n_experts])))
+        chosen = ids[:n_experts] if groups is None else groups.select(ids, n_experts)
+        if chosen is None:
+            raise MoeprintError(f"ranking {source}: {key} ranks too few experts of some group to keep "
+                                f"{n_experts // groups.n_group} per group.")  # fmt: skip
+        kept.append(tuple(sorted(chosen)))
     plan = PrunePlan(
         base_model=str(base_model),
         architecture=signature["architecture"],
@@ -113,6 +141,8 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     }
     if None in signature.values():
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
+    if manifest.get("expert_groups"):
+        signature["expert_groups"] = manifest["expert_groups"]
     rankings_dir = run.fingerprints_dir / "rankings"
     if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")

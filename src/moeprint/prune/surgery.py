@@ -77,12 +77,15 @@ def output_specs(
     expert_axes: dict[str, tuple[int, int]],
     dtype: str,
     per_expert: dict[str, PerExpertName] | None = None,
+    dropped_prefixes: tuple[str, ...] = (),
 ) -> list[OutTensor]:
     """What the pruned checkpoint holds, computed from input headers only."""
     by_name = {t.name: t for t in tensors}
     renumber = old_to_new(plan)
     specs: list[OutTensor] = []
     for t in tensors:
+        if dropped_prefixes and t.name.startswith(dropped_prefixes):
+            continue  # multi-token-prediction modules (the pruned config says there are none)
         rows, axis, shape = None, 0, t.shape
         if per_expert and t.name in per_expert:
             where = per_expert[t.name]
@@ -195,7 +198,7 @@ def model_output_specs(tensors: list[TensorInfo], plan: PrunePlan, adapter, conf
     """`output_specs` with the adapter's tensor names for this config (MoE layers only)."""
     layers = adapter.moe_layers(config)
     per_expert = adapter.per_expert_tensor_names(layers, adapter.num_experts(config))
-    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert)
+    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config))
 
 
 def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) -> None:
@@ -207,12 +210,14 @@ def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) ->
         routers = [t.template.format(layer=layer) for t in adapter.router_tensors]
         if not set(routers) & names:
             raise MoeprintError(f"the checkpoint has no {routers[0]}; it does not match its config (layer {layer}).")
-        fused = adapter.expert_tensors[0].template.format(layer=layer)
-        if ({fused} | {fused + s for s in adapter.quantized_expert_suffixes}) & names:
+        fused = [t.template.format(layer=layer) for t in adapter.expert_tensors]
+        if {f + s for f in fused for s in ("", *adapter.quantized_expert_suffixes)} & names:
             continue
         if not adapter.per_expert_tensors:
-            raise MoeprintError(f"the checkpoint has no {fused}; it does not match its config (layer {layer}).")
-        template = adapter.per_expert_tensors[0]
+            raise MoeprintError(f"the checkpoint has no {fused[0]}; it does not match its config (layer {layer}).")
+        # the layout's spelling (some families are saved under two prefixes): the first template it uses
+        template = next((t for t in adapter.per_expert_tensors if t.format(layer=layer, expert=0) in names),
+                        adapter.per_expert_tensors[0])  # fmt: skip
         present = [e for e in range(n_experts + 1) if template.format(layer=layer, expert=e) in names]
         if present != list(range(n_experts)):
             raise MoeprintError(f"the checkpoint has {len(present)} experts in layer {layer} (checked "

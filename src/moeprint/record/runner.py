@@ -150,6 +150,8 @@ def record(
         "num_experts": num_experts,
         "top_k": top_k,
         "moe_layers": capture.layers,
+        # group-limited routing (DeepSeek-V3): plans made from this run keep a budget per group
+        **({"expert_groups": [g.n_group, g.topk_group]} if (g := adapter.expert_groups(config)) else {}),
         "domains": sorted({r["domain"] for r in prompt_rows}),
         "n_prompts": len(prompt_rows),
         "n_tokens": n_tokens,
