@@ -27,6 +27,30 @@ def cli() -> None:
 # ---- record ---------------------------------------------------------------------------------
 
 
+def _ray_options(f):
+    """--ray [ADDRESS], --workers, --gpus-per-worker (record and sweep)."""
+    for option in reversed([
+        click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+                     help="Fan out over a Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, auto, local); "
+                          "without ADDRESS: RAY_ADDRESS, else the cluster last started here, else a new local one."),
+        click.option("--workers", type=int, default=None, help="Ray workers, each holding one model [default: 2]."),
+        click.option("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker [default: 0, CPU]."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _cluster(ray_address, workers, gpus_per_worker):
+    """ClusterSettings for --ray, None without it (and an error for Ray options without --ray)."""
+    from moeprint.cluster import ClusterSettings
+
+    if ray_address is None:
+        if workers is not None or gpus_per_worker is not None:
+            raise MoeprintError("--workers and --gpus-per-worker need --ray.")
+        return None
+    return ClusterSettings(ray_address or None, 2 if workers is None else workers, gpus_per_worker or 0.0).check()
+
+
 @cli.command("record")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--prompts", "sources", multiple=True, required=True,
@@ -46,14 +70,18 @@ def cli() -> None:
               help="Passed to the chat template (gpt-oss harmony).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_ray_options
 def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, shard,
-               domains, limit, reasoning_effort, device, quiet):
+               domains, limit, reasoning_effort, device, quiet, ray_address, workers, gpus_per_worker):
     """Generate on prompts and record every token's router decisions into RUN_DIR.
 
     Prompt and generated tokens are both recorded. A killed run resumes when rerun with the same
     arguments.
 
     Example: moeprint record models/tiny --prompts builtin --out runs/tiny --max-new-tokens 32
+
+    On a Ray cluster (docs/ray.md): moeprint record models/gpt-oss-120b --prompts mmlu --out /shared/runs/mmlu
+    --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
     from moeprint.record import record_run
     from moeprint.run import open_run
@@ -61,7 +89,8 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     path = record_run(model, list(sources), out_dir, domains=domain_list, limit=limit, max_new_tokens=max_new_tokens,
                       batch_size=batch_size, do_sample=do_sample, seed=seed, logits=logits, expert_norms=expert_norms,
-                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device)
+                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device,
+                      cluster=_cluster(ray_address, workers, gpus_per_worker))
     m = open_run(path).manifest()
     click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
 
