@@ -528,14 +528,17 @@ def _names(value: str) -> list[str]:
               help="Sweep even if the run records no prompt texts to check disjointness against.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--out", required=True, type=click.Path(), help="Output folder (results.json/.csv, plots).")
+@_ray_options
 def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
-                  unverified_calibration, overwrite, out):
+                  unverified_calibration, overwrite, out, ray_address, workers, gpus_per_worker):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
 
     Rankings come from `moeprint analyze` (run it first): its ranking files, or any of its criteria
     computed from the run's fingerprints. Refuses evaluation texts that occur in the run's calibration prompts.
 
     Example: moeprint sweep runs/tb --texts heldout.jsonl --domains law,math --sizes 25%,50% --criteria frequency,reap --out runs/tb/evals/sweep
+
+    With --ray the cuts are spread over Ray workers (docs/ray.md); the results are the same.
     """
     from moeprint.evaluate.sweep import SweepSpec, sweep
 
@@ -544,7 +547,7 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
     spec = SweepSpec(domains=_names(domains), sizes=sizes, criteria=_names(criteria), random_seeds=random_seeds,
                      max_tokens=max_tokens, allow_unverified=unverified_calibration)
     path = sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, out=out, mc_path=mc_path,
-                 overwrite=overwrite)
+                 overwrite=overwrite, cluster=_cluster(ray_address, workers, gpus_per_worker))
     click.echo(f"wrote {path}/results.json, results.csv, retention.png/svg, kl.png/svg")
 
 
