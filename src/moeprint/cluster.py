@@ -109,10 +109,12 @@ def check_address(address: str | None) -> None:
 
 @contextmanager
 def connected(settings: ClusterSettings) -> Iterator[Any]:
-    """Ray, connected. Reuses a connection the caller already made (tests); otherwise connects (or starts a
-    local instance) and disconnects afterwards."""
+    """Ray, connected, with resources for `settings` (checked before the caller writes anything). Reuses a
+    connection the caller already made (tests); otherwise connects (or starts a local instance) and
+    disconnects afterwards."""
     ray = ray_module()
     if ray.is_initialized():
+        check_resources(ray, settings)
         yield ray
         return
     check_address(settings.address)
@@ -123,6 +125,7 @@ def connected(settings: ClusterSettings) -> Iterator[Any]:
         raise MoeprintError(f"cannot connect to the Ray cluster at {settings.address or 'a new local instance'} "
                             f"({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:200]}).") from None
     try:
+        check_resources(ray, settings)
         yield ray
     finally:
         ray.shutdown()
@@ -161,9 +164,8 @@ def run_units(
     observer: Callable[[PoolEvent], None] | None = None,
 ) -> tuple[dict[Hashable, Any], list[WorkerHello]]:
     """Run every unit on a pool of `settings.workers` actors of `worker_cls(*args)`.
-    Returns (unit -> result value, the workers' hellos). Needs a connected Ray (see `connected`)."""
+    Returns (unit -> result value, the workers' hellos). Call inside `connected`."""
     ray = ray_module()
-    check_resources(ray, settings)
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
     lost_errors = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -180,8 +182,6 @@ def run_units(
     results: dict[Hashable, Any] = {}
     hellos: list[WorkerHello | None] = [None] * len(actors)
     pending: dict[Any, tuple[int, Hashable | None]] = {}  # future -> (worker, unit; None for a hello)
-    for i, actor in enumerate(actors):
-        pending[actor.hello.remote()] = (i, None)
     display = PoolProgress(label, len(todo), names, enabled=progress)
 
     def emit(kind: str, worker: int, unit: Hashable | None = None) -> None:
@@ -190,7 +190,11 @@ def run_units(
         if observer:
             observer(event)
 
+    idle: set[int] = set()  # ready workers with nothing to do (woken when a lost unit is requeued)
+    hello_failures = [0] * len(actors)
+
     def give(worker: int) -> None:
+        idle.discard(worker)
         while queue and queue[0] in results:
             queue.pop(0)
         if queue:
@@ -198,8 +202,14 @@ def run_units(
             pending[actors[worker].run.remote(unit)] = (worker, unit)
             display.working(worker, unit)
         else:
+            idle.add(worker)
             display.idle(worker)
 
+    def say_hello(worker: int) -> None:
+        pending[actors[worker].hello.remote()] = (worker, None)
+
+    for i in range(len(actors)):
+        say_hello(i)
     try:
         with display:
             # The caller needs at least one worker's view (hello) even when no unit is left to do.
@@ -212,14 +222,20 @@ def run_units(
                 try:
                     value = ray.get(done[0])
                 except lost_errors:
-                    if unit is None:  # its restarts are used up (or it never started): give it up
-                        emit("dead", worker)
+                    hellos[worker] = None
+                    if unit is None:
+                        hello_failures[worker] += 1
+                        if hello_failures[worker] > MAX_RESTARTS:  # its restarts are used up: give it up
+                            emit("dead", worker)
+                        else:
+                            say_hello(worker)
                         continue
+                    emit("lost", worker, unit)
                     if unit not in results:
                         queue.insert(0, unit)  # redone by the next free worker
-                    hellos[worker] = None
-                    emit("lost", worker, unit)
-                    pending[actors[worker].hello.remote()] = (worker, None)  # rejoins once Ray restarted it
+                        for other in sorted(idle):
+                            give(other)
+                    say_hello(worker)  # rejoins once Ray has restarted it
                     continue
                 except ray.exceptions.RayTaskError as e:
                     raise MoeprintError(_task_error(names[worker], unit, e)) from None

@@ -60,9 +60,9 @@ def record_on_ray(
     prompts, config, _ = check_inputs(model_dir, prompts)
     out = Path(out_dir)
     check_run_dir(out)
-    if out.exists() and any(out.iterdir()):
-        raise MoeprintError(f"{out} holds an unfinished recording made without --ray; resume it without --ray "
-                            "or choose another --out.")
+    if out.exists():
+        raise MoeprintError(f"{out} exists; `record --ray` writes it once, complete: choose another --out "
+                            "(an unfinished recording made without --ray resumes without --ray).")
     staging = staging_dir(out)
     count = _existing_shard_count(staging) or cluster.workers
     runs = [RunDir(shard_dir(staging, Shard(i, count))) for i in range(count)]
@@ -73,22 +73,22 @@ def record_on_ray(
             _check_finished_shard(run, state)
         else:
             check_run_dir(run.root)
-    for run, state in zip(runs, states):  # first writes: every check above has passed
-        if not run.is_complete():
-            make_output_dir(run.root)
-            store.check_or_write_state(run, state)
-
     total = n_batches(len(prompts), settings.batch_size)
     unfinished = [i for i, run in enumerate(runs) if not run.is_complete()]
     if unfinished:
-        units = [b for b in range(total) if b % count in unfinished and store.read_batch_done(runs[b % count], b) is None]
-        first: list[WorkerHello] = []
+        with connected(cluster):  # reachable, with the resources asked for: now the first writes
+            for i in unfinished:
+                make_output_dir(runs[i].root)
+                store.check_or_write_state(runs[i], states[i])
+            units = [b for b in range(total)
+                     if b % count in unfinished and store.read_batch_done(runs[b % count], b) is None]
+            first: list[WorkerHello] = []
 
-        def check_hello(worker: int, hello: WorkerHello) -> None:
-            _check_worker(worker, hello, base_state["model_sha256"], model_dir, total, staging, first)
+            def check_hello(worker: int, hello: WorkerHello) -> None:
+                _check_worker(worker, hello, base_state["model_sha256"], model_dir, total, staging, first)
 
-        args = (str(Path(model_dir).resolve()), prompts, settings, cluster.device, [str(r.root.resolve()) for r in runs])
-        with connected(cluster):
+            args = (str(Path(model_dir).resolve()), prompts, settings, cluster.device,
+                    [str(r.root.resolve()) for r in runs])
             _, hellos = run_units(cluster, RecordWorker, args, units, check_hello, label="record", progress=progress,
                                   observer=observer)
         layers = hellos[0].info["layers"]
