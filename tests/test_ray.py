@@ -151,10 +151,26 @@ def test_gpus_asked_of_a_cluster_without_gpus_is_one_clear_line(local_ray, tiny_
     assert_clean_error(proc)
     assert "asks for GPUs, but the Ray cluster has none" in proc.stderr
     assert not out.exists()
-    proc = run_cli("sweep", sweep_inputs["run"], "--texts", sweep_inputs["texts"], "--domains", "law", "--sizes", "4",
-                   "--out", tmp_path / "sweep", "--ray", local_ray, "--gpus-per-worker", "0.5")
-    assert_clean_error(proc)
-    assert "asks for GPUs" in proc.stderr and not (tmp_path / "sweep").exists()
+    from moeprint.evaluate.sweep import SweepSpec, sweep  # the same check for a sweep (in-process: faster)
+
+    with pytest.raises(MoeprintError, match="asks for GPUs, but the Ray cluster has none"):
+        sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], out=tmp_path / "sweep",
+              spec=SweepSpec(domains=["law"], sizes="4", criteria=["frequency"]),
+              cluster=ClusterSettings(gpus_per_worker=0.5))
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_model_is_one_clear_line(local_ray, tiny_model_dir, tmp_path):
+    no_tokenizer = tmp_path / "model"
+    no_tokenizer.mkdir()
+    for f in ("config.json", "model.safetensors"):  # the driver never loads weights or tokenizer: workers do
+        (no_tokenizer / f).write_bytes((tiny_model_dir / f).read_bytes())
+    out = tmp_path / "run"
+    with pytest.raises(MoeprintError, match=r"^cannot load the tokenizer from .*model"):
+        record_on_ray(no_tokenizer, load_prompts("builtin", limit=4), out, SETTINGS, ClusterSettings(workers=1),
+                      progress=False)
+    assert not out.exists() and not staging_dir(out).exists()  # nothing recorded: no staging left behind
 
 
 def test_a_worker_seeing_other_model_files_is_refused(tmp_path):

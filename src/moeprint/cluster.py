@@ -239,15 +239,16 @@ def run_units(
                     continue
                 except ray.exceptions.RayTaskError as e:
                     raise MoeprintError(_task_error(names[worker], unit, e)) from None
+                first_result = unit is not None and unit not in results
                 if unit is None:
                     check_hello(worker, value)
                     hellos[worker] = value
-                    emit("ready", worker)
-                elif unit not in results:
+                elif first_result:
                     results[unit] = value.value
                     display.tokens(value.tokens)
-                    emit("done", worker, unit)
-                give(worker)
+                give(worker)  # before telling observers: the worker is never idle while work is queued
+                if unit is None or first_result:
+                    emit("ready" if unit is None else "done", worker, unit)
     finally:
         _stop(ray, actors)
     return results, [h for h in hellos if h]

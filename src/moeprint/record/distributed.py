@@ -76,27 +76,42 @@ def record_on_ray(
     total = n_batches(len(prompts), settings.batch_size)
     unfinished = [i for i, run in enumerate(runs) if not run.is_complete()]
     if unfinished:
-        with connected(cluster):  # reachable, with the resources asked for: now the first writes
-            for i in unfinished:
-                make_output_dir(runs[i].root)
-                store.check_or_write_state(runs[i], states[i])
-            units = [b for b in range(total)
-                     if b % count in unfinished and store.read_batch_done(runs[b % count], b) is None]
-            first: list[WorkerHello] = []
-
-            def check_hello(worker: int, hello: WorkerHello) -> None:
-                _check_worker(worker, hello, base_state["model_sha256"], model_dir, total, staging, first)
-
-            args = (str(Path(model_dir).resolve()), prompts, settings, cluster.device,
-                    [str(r.root.resolve()) for r in runs])
-            _, hellos = run_units(cluster, RecordWorker, args, units, check_hello, label="record", progress=progress,
-                                  observer=observer)
+        fresh = not staging.exists()
+        try:
+            hellos = _run_workers(model_dir, prompts, settings, cluster, runs, states, unfinished, base_state, total,
+                                  staging, progress, observer)
+        except BaseException:
+            if fresh and not any(staging.rglob("part-*.parquet")):
+                shutil.rmtree(staging, ignore_errors=True)  # nothing recorded yet: leave no trace of this attempt
+            raise
         layers = hellos[0].info["layers"]
         for i in unfinished:
             finish_run(runs[i], model_dir, states[i], config, layers, range(i, total, count))
     merge_runs([r.root for r in runs], out, name_sources=False)
     shutil.rmtree(staging)  # only this command's own shard runs; OUT now holds all their data
     return out
+
+
+def _run_workers(model_dir, prompts, settings, cluster, runs, states, unfinished, base_state, total, staging,
+                 progress, observer) -> list[WorkerHello]:
+    """Write the unfinished shard runs' state, then record their missing batches on Ray workers."""
+    count = len(runs)
+    with connected(cluster):  # reachable, with the resources asked for: now the first writes
+        for i in unfinished:
+            make_output_dir(runs[i].root)
+            store.check_or_write_state(runs[i], states[i])
+        units = [b for b in range(total)
+                 if b % count in unfinished and store.read_batch_done(runs[b % count], b) is None]
+        first: list[WorkerHello] = []
+
+        def check_hello(worker: int, hello: WorkerHello) -> None:
+            _check_worker(worker, hello, base_state["model_sha256"], model_dir, total, staging, first)
+
+        args = (str(Path(model_dir).resolve()), prompts, settings, cluster.device,
+                [str(r.root.resolve()) for r in runs])
+        _, hellos = run_units(cluster, RecordWorker, args, units, check_hello, label="record", progress=progress,
+                              observer=observer)
+    return hellos
 
 
 def _existing_shard_count(staging: Path) -> int | None:
