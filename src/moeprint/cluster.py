@@ -345,8 +345,7 @@ class PoolProgress:
             self.counts[event.worker] += 1
         elif event.kind == "lost":
             self.states[event.worker] = "lost, restarting"
-        elif event.kind == "ready":
-            self.states[event.worker] = "ready"
+        elif event.kind == "ready":  # its state already says what it was given
             self.start = self.start or time.monotonic()
         elif event.kind == "dead":
             self.states[event.worker] = "dead (given up)"
