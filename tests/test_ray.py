@@ -7,6 +7,7 @@ inputs, computed in this process."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -185,3 +186,12 @@ def test_a_worker_seeing_other_model_files_is_refused(tmp_path):
     blind = WorkerHello("node-d", 1, "a" * 64, dict(hello.info, sees_shards=False))
     with pytest.raises(MoeprintError, match="storage every node shares"):
         _check_worker(3, blind, "a" * 64, "/models/m", 3, tmp_path, first)
+
+
+def test_without_the_ray_package_the_error_names_the_extra(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
+    out = tmp_path / "run"
+    with pytest.raises(MoeprintError, match=r"--ray needs the Ray package: pip install 'moeprint\[ray\]'"):
+        record_on_ray(tiny_model_dir, load_prompts("builtin", limit=2), out, SETTINGS, ClusterSettings(workers=1),
+                      progress=False)
+    assert not out.exists() and not staging_dir(out).exists()
