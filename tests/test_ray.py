@@ -13,13 +13,12 @@ import pytest
 
 from conftest import REPO, assert_clean_error, run_cli
 from evaluate_helpers import domain_texts, make_run, write_jsonl
-from moeprint.cluster import ClusterSettings, WorkerHello
+from moeprint.cluster import DELAY_ENV, ClusterSettings, WorkerHello
 from moeprint.errors import MoeprintError
 from moeprint.prompts import load_prompts
 from moeprint.record import record
 from moeprint.record.distributed import _check_worker, record_on_ray, shard_dir, staging_dir
 from moeprint.record.options import RecordSettings, Shard
-from moeprint.record.runner import DELAY_ENV
 
 ray = pytest.importorskip("ray")
 
@@ -51,14 +50,14 @@ def run_files(run):
 
 
 def killer(after: int = 1):
-    """An observer that kills the actor of worker 0 (Ray restarts it) once `after` units are done."""
+    """An observer that kills an actor (Ray restarts it) once `after` units are done: the one that just
+    finished, which the pool has already given its next unit, so a unit is cut off midway."""
     seen = {"done": 0, "killed": False, "lost": 0}
 
     def observe(event):
         seen[event.kind] = seen.get(event.kind, 0) + 1
         if event.kind == "done" and seen["done"] == after and not seen["killed"]:
-            name = event.actor_name.rsplit("-w", 1)[0] + "-w0"
-            ray.kill(ray.get_actor(name), no_restart=False)
+            ray.kill(ray.get_actor(event.actor_name), no_restart=False)
             seen["killed"] = True
 
     return seen, observe
@@ -119,7 +118,7 @@ def test_sweep_on_ray_equals_the_single_process_sweep(local_ray, sweep_inputs, t
     job = prepare_sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec)
     seen, observe = killer(after=1)
     cuts, n_windows = sweep_on_ray(job, ClusterSettings(workers=2), progress=False, observer=observe)
-    assert seen["killed"] and seen["done"] == len(job.plans) == 8
+    assert seen["killed"] and seen["lost"] >= 1 and seen["done"] == len(job.plans) == 8
     distributed = write_sweep(job, cuts, n_windows, tmp_path / "ray")
 
     a, b = (json.loads((p / "results.json").read_text()) for p in (single, distributed))

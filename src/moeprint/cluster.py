@@ -26,6 +26,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 from moeprint.errors import MoeprintError
 
 MAX_RESTARTS = 3  # per actor; a worker that dies more often is given up (its units go to the others)
+DELAY_ENV = "MOEPRINT_RAY_UNIT_DELAY"  # seconds a worker sleeps after each unit (tests kill a worker mid-unit)
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -260,6 +261,7 @@ class _Host:
 
     def __init__(self, worker_cls: type, *args: Any):
         self.worker, self.error = None, None
+        self.delay = float(os.environ.get(DELAY_ENV, "0") or 0)
         try:
             self.worker = worker_cls(*args)
         except Exception as e:
@@ -271,7 +273,10 @@ class _Host:
         return self.worker.hello()
 
     def run(self, unit: Hashable) -> UnitResult:
-        return self.worker.run(unit)
+        result = self.worker.run(unit)
+        if self.delay:
+            time.sleep(self.delay)
+        return result
 
 
 def _stop(ray, actors) -> None:

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,7 +26,7 @@ from moeprint.io import make_output_dir
 from moeprint.record import store
 from moeprint.record.merge import merge_runs
 from moeprint.record.options import RecordSettings, Shard, check_settings
-from moeprint.record.runner import (DELAY_ENV, Recorder, check_inputs, check_run_dir, finish_run, n_batches,
+from moeprint.record.runner import (Recorder, check_inputs, check_run_dir, finish_run, n_batches,
                                     recording_state)
 from moeprint.run import RunDir
 from moeprint.types import PromptRecord
@@ -167,7 +166,6 @@ class RecordWorker:
         self.recorder.capture.attach()
         self.runs = [RunDir(Path(d)) for d in shard_dirs]
         self.model_sha256 = store.model_fingerprint(Path(model_dir))
-        self.delay = float(os.environ.get(DELAY_ENV, "0") or 0)
 
     def hello(self) -> WorkerHello:
         plan = hashlib.sha256(json.dumps(self.recorder.batches).encode()).hexdigest()
@@ -178,6 +176,4 @@ class RecordWorker:
 
     def run(self, batch: int) -> UnitResult:
         rows = self.recorder.record_batch(self.runs[batch % len(self.runs)], batch)
-        if self.delay:
-            time.sleep(self.delay)
         return UnitResult(batch, sum(r["n_prompt_tokens"] + r["n_generated_tokens"] for r in rows))
