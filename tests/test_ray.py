@@ -151,13 +151,10 @@ def test_gpus_asked_of_a_cluster_without_gpus_is_one_clear_line(local_ray, tiny_
     assert_clean_error(proc)
     assert "asks for GPUs, but the Ray cluster has none" in proc.stderr
     assert not out.exists()
-    from moeprint.evaluate.sweep import SweepSpec, sweep  # the same check for a sweep (in-process: faster)
-
-    with pytest.raises(MoeprintError, match="asks for GPUs, but the Ray cluster has none"):
-        sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], out=tmp_path / "sweep",
-              spec=SweepSpec(domains=["law"], sizes="4", criteria=["frequency"]),
-              cluster=ClusterSettings(gpus_per_worker=0.5))
-    assert not (tmp_path / "sweep").exists()
+    proc = run_cli("sweep", sweep_inputs["run"], "--texts", sweep_inputs["texts"], "--domains", "law", "--sizes", "4",
+                   "--out", tmp_path / "sweep", "--ray", local_ray, "--gpus-per-worker", "0.5")
+    assert_clean_error(proc)
+    assert "asks for GPUs, but the Ray cluster has none" in proc.stderr and not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.slow
