@@ -66,6 +66,30 @@ def cli() -> None:
 # ---- record ---------------------------------------------------------------------------------
 
 
+def _ray_options(f):
+    """--ray [ADDRESS], --workers, --gpus-per-worker (record and sweep)."""
+    for option in reversed([
+        click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+                     help="Fan out over a Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, auto, local); "
+                          "without ADDRESS: RAY_ADDRESS, else the cluster last started here, else a new local one."),
+        click.option("--workers", type=int, default=None, help="Ray workers, each holding one model [default: 2]."),
+        click.option("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker [default: 0, CPU]."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _cluster(ray_address, workers, gpus_per_worker):
+    """ClusterSettings for --ray, None without it (and an error for Ray options without --ray)."""
+    from moeprint.cluster import ClusterSettings
+
+    if ray_address is None:
+        if workers is not None or gpus_per_worker is not None:
+            raise MoeprintError("--workers and --gpus-per-worker need --ray.")
+        return None
+    return ClusterSettings(ray_address or None, 2 if workers is None else workers, gpus_per_worker or 0.0).check()
+
+
 @cli.command("record")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--prompts", "sources", multiple=True, required=True,
@@ -86,14 +110,18 @@ def cli() -> None:
               help="Passed to the chat template (gpt-oss harmony).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_ray_options
 def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, shard,
-               domains, limit, reasoning_effort, device, quiet):
+               domains, limit, reasoning_effort, device, quiet, ray_address, workers, gpus_per_worker):
     """Generate on prompts and record every token's router decisions into RUN_DIR.
 
     Prompt and generated tokens are both recorded. A killed run resumes when rerun with the same
     arguments.
 
     Example: moeprint record models/tiny --prompts builtin --out runs/tiny --max-new-tokens 32
+
+    On a Ray cluster (docs/ray.md): moeprint record models/gpt-oss-120b --prompts mmlu --out /shared/runs/mmlu
+    --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
     from moeprint.record import record_run
     from moeprint.run import open_run
@@ -101,7 +129,8 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     path = record_run(model, list(sources), out_dir, domains=domain_list, limit=limit, max_new_tokens=max_new_tokens,
                       batch_size=batch_size, do_sample=do_sample, seed=seed, logits=logits, expert_norms=expert_norms,
-                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device)
+                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device,
+                      cluster=_cluster(ray_address, workers, gpus_per_worker))
     m = open_run(path).manifest()
     click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
 
@@ -595,14 +624,17 @@ def _names(value: str) -> list[str]:
               help="Sweep even if the run records no prompt texts to check disjointness against.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots).")
+@_ray_options
 def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
-                  unverified_calibration, overwrite, out):
+                  unverified_calibration, overwrite, out, ray_address, workers, gpus_per_worker):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
 
     Rankings come from `moeprint analyze` (run it first): its ranking files, or any of its criteria
     computed from the run's fingerprints. Refuses evaluation texts that occur in the run's calibration prompts.
 
     Example: moeprint sweep runs/tb --texts heldout.jsonl --domains law,math --sizes 25%,50% --criteria frequency,reap --out runs/tb/evals/sweep
+
+    With --ray the cuts are spread over Ray workers (docs/ray.md); the results are the same.
     """
     from moeprint.evaluate.sweep import SweepSpec, sweep
 
@@ -611,7 +643,7 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
     spec = SweepSpec(domains=_names(domains), sizes=sizes, criteria=_names(criteria), random_seeds=random_seeds,
                      max_tokens=max_tokens, allow_unverified=unverified_calibration)
     path = sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, out=out, mc_path=mc_path,
-                 overwrite=overwrite)
+                 overwrite=overwrite, cluster=_cluster(ray_address, workers, gpus_per_worker))
     click.echo(f"wrote {path}/results.json, results.csv, retention.png/svg, kl.png/svg")
 
 
