@@ -69,23 +69,24 @@ def record(
     prompts, config, _ = check_inputs(model_dir, prompts)
     run = check_run_dir(out_dir)
     lock = OutputLock(run.root).acquire()  # held until the run is complete: a second writer fails now
+    try:
+        recorder = Recorder(model_dir, prompts, settings, device)
+        mine = [b for b in range(len(recorder.batches)) if shard is None or shard.owns(b)]
+        state = recording_state(model_dir, prompts, settings, shard)
+        make_output_dir(run.root)  # the first write: every check above has passed
+        store.check_or_write_state(run, state)
 
-    recorder = Recorder(model_dir, prompts, settings, device)
-    mine = [b for b in range(len(recorder.batches)) if shard is None or shard.owns(b)]
-    state = recording_state(model_dir, prompts, settings, shard)
-    make_output_dir(run.root)  # the first write: every check above has passed
-    store.check_or_write_state(run, state)
-
-    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-    with recorder.capture, _progress(progress, len(mine)) as advance:
-        for b in mine:
-            if store.read_batch_done(run, b) is None:
-                recorder.record_batch(run, b)
-                if delay:
-                    time.sleep(delay)
-            advance()
-    finish_run(run, model_dir, state, config, recorder.capture.layers, mine)
-    lock.release()
+        delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+        with recorder.capture, _progress(progress, len(mine)) as advance:
+            for b in mine:
+                if store.read_batch_done(run, b) is None:
+                    recorder.record_batch(run, b)
+                    if delay:
+                        time.sleep(delay)
+                advance()
+        finish_run(run, model_dir, state, config, recorder.capture.layers, mine)
+    finally:
+        lock.release()
     return run.root
 
 
@@ -209,7 +210,6 @@ def finish_run(run: RunDir, model_dir: str | Path, state: dict[str, Any], config
         "versions": software_versions(),
     }
     run.write_manifest(manifest)
-    lock.release()
     return run.root
 
 
