@@ -25,6 +25,7 @@ from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_te
 from moeprint.evaluate.progress import Progress
 from moeprint.evaluate.selection import load_ranking, parse_sizes, random_kept
 from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
+from moeprint.loader import LoadSettings, check_context, context_length
 from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
 from moeprint.run import open_run, software_versions
 from moeprint.types import PrunePlan
@@ -48,7 +49,8 @@ class SweepSpec:
 
 
 def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
-          out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False) -> Path:
+          out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False,
+          load: LoadSettings = LoadSettings()) -> Path:
     run = open_run(run_dir)
     manifest = run.manifest()
     texts = load_texts(texts_path)
@@ -73,6 +75,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
         raise MoeprintError(f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
                             f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}.")
     sizes = parse_sizes(spec.sizes, E)
+    check_context(spec.max_tokens, context_length(config), "--max-tokens")
 
     # Every plan before any weight is read (bad criteria or domains fail fast).
     signature = model_signature(config)
@@ -91,7 +94,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
                              random_kept(L, E, n, seed), extra={"seed": seed, "base_num_experts": E})
             plans.append((validate_plan(plan, signature), seed))
 
-    base = load_model(model_path)
+    base = load_model(model_path, load)
     tok = base.tokenizer
     windows = text.make_windows(texts, tok, spec.max_tokens, base.model)
     if not windows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from moeprint.loader import LoadSettings
 from moeprint.record.options import Shard, check_settings, parse_shard
 
 __all__ = ["record", "record_run", "merge_runs", "parse_shard", "Shard"]
@@ -26,7 +27,7 @@ def record_run(
     shard: str | None = None,
     reasoning_effort: str | None = None,
     progress: bool = True,
-    device: str = "auto",
+    load: LoadSettings = LoadSettings(),
 ) -> Path:
     """Load prompt source(s) (`builtin`, a .jsonl/.csv file, or BENCHMARK[:path]) and record them.
     Returns the complete run directory (manifest.json written last)."""
@@ -39,7 +40,7 @@ def record_run(
     return record(
         model_dir, records, out_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
         seed=seed, logits=logits, expert_norms=expert_norms, shard=shard, reasoning_effort=reasoning_effort,
-        progress=progress, device=device,
+        progress=progress, load=load,
     )
 
 

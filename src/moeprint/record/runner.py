@@ -25,6 +25,7 @@ import torch
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.io import make_output_dir
+from moeprint.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
 from moeprint.prompts import render_prompt
 from moeprint.record import store
 from moeprint.record.hooks import RouterCapture
@@ -56,7 +57,7 @@ def record(
     shard: str | Shard | tuple[int, int] | None = None,
     reasoning_effort: str | None = None,
     progress: bool = True,
-    device: str = "auto",
+    load: LoadSettings = LoadSettings(),
 ) -> Path:
     """Record routing of `prompts` on the model in `model_dir` into the run directory `out_dir`.
 
@@ -83,9 +84,14 @@ def record(
         raise MoeprintError(f"{run.root} exists and is not an unfinished recording; choose another --out.")
     _check_writable(run.root)
 
-    tokenizer, model = _load(model_dir, device)
-    num_experts, top_k = adapter.num_experts(config), adapter.top_k(config)
+    tokenizer = load_tokenizer(model_dir)
     prepared = [_prepare(tokenizer, p, reasoning_effort) for p in prompts]
+    limit = context_length(config)
+    for p in prepared:  # before the weights load: a prompt that cannot fit is one clear error
+        check_context(len(p.token_ids) + max_new_tokens, limit,
+                      f"prompt {p.prompt.prompt_id!r} ({len(p.token_ids)} tokens) plus --max-new-tokens {max_new_tokens}")
+    model = load_causal_lm(model_dir, load)
+    num_experts, top_k = adapter.num_experts(config), adapter.top_k(config)
     # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
     order = sorted(range(len(prepared)), key=lambda i: (len(prepared[i].token_ids), prompts[i].prompt_id))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -97,6 +103,7 @@ def record(
         "seed": seed,
         "batch_size": batch_size,
         "reasoning_effort": reasoning_effort,
+        "dtype": str(model.dtype).removeprefix("torch."),  # the dtype the model ran in changes the routing
     }
     state = {
         "model": str(model_dir.resolve()),
@@ -166,7 +173,7 @@ def record(
 @torch.no_grad()
 def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, do_sample, pad_id, eos_ids,
                   with_logits, with_norms):
-    device = model.device
+    device = input_device(model)
     B, S = len(batch), max(len(p.token_ids) for p in batch)
     input_ids = torch.full((B, S), pad_id, dtype=torch.long)
     mask = torch.zeros((B, S), dtype=torch.long)
@@ -278,26 +285,6 @@ def _special_ids(tokenizer, model) -> tuple[int, list[int]]:
         raise MoeprintError("the model defines no EOS token (generation_config.eos_token_id).")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.pad_token_id
     return int(pad if pad is not None else eos_ids[0]), eos_ids
-
-
-def _load(model_dir: Path, device: str = "auto"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise MoeprintError(f"cannot load the tokenizer from {model_dir} ({e.__class__.__name__}).") from None
-    try:
-        # Loading straight onto the GPU keeps gpt-oss in MXFP4 where the kernels exist (fused MLP path);
-        # on CPU transformers dequantises to bf16.
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", device_map=device)
-    except Exception as e:  # corrupt or mismatched weights surface as many exception types
-        raise MoeprintError(f"cannot load the model from {model_dir} ({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:200]}).") from None
-    model.eval()
-    return tokenizer, model
 
 
 def _check_writable(path: Path) -> None:
