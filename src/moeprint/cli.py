@@ -75,10 +75,12 @@ def _load_option_flags(f):
 @click.option("--limit", default=None, type=int, help="Record only the first N prompts (after --domains).")
 @click.option("--reasoning-effort", default=None, type=click.Choice(["low", "medium", "high"]),
               help="Passed to the chat template (gpt-oss harmony).")
+@click.option("--date", default=None,
+              help="Date (YYYY-MM-DD) the chat template writes into prompts (default: a fixed 2025-08-05).")
 @_load_option_flags
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, shard,
-               domains, limit, reasoning_effort, load, quiet):
+               domains, limit, reasoning_effort, date, load, quiet):
     """Generate on prompts and record every token's router decisions into RUN_DIR.
 
     Prompt and generated tokens are both recorded. A killed run resumes when rerun with the same
@@ -92,7 +94,7 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     path = record_run(model, list(sources), out_dir, domains=domain_list, limit=limit, max_new_tokens=max_new_tokens,
                       batch_size=batch_size, do_sample=do_sample, seed=seed, logits=logits, expert_norms=expert_norms,
-                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, load=load)
+                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, load=load, date=date)
     m = open_run(path).manifest()
     click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
 

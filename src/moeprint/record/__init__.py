@@ -28,19 +28,21 @@ def record_run(
     reasoning_effort: str | None = None,
     progress: bool = True,
     load: LoadSettings = LoadSettings(),
+    date: str | None = None,
 ) -> Path:
     """Load prompt source(s) (`builtin`, a .jsonl/.csv file, or BENCHMARK[:path]) and record them.
     Returns the complete run directory (manifest.json written last)."""
-    from moeprint.prompts import load_prompts
+    from moeprint.prompts import TemplateInputs, load_prompts
 
     check_settings(batch_size, max_new_tokens, shard)  # before loading prompts, models or torch
+    template = TemplateInputs(date) if date is not None else TemplateInputs()
     records = load_prompts(prompts, domains=domains, limit=limit)
     from moeprint.record.runner import record
 
     return record(
         model_dir, records, out_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
         seed=seed, logits=logits, expert_norms=expert_norms, shard=shard, reasoning_effort=reasoning_effort,
-        progress=progress, load=load,
+        progress=progress, load=load, template=template,
     )
 
 

@@ -24,9 +24,9 @@ import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.io import make_output_dir
+from moeprint.io import make_output_dir, read_json
 from moeprint.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
-from moeprint.prompts import render_prompt
+from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
 from moeprint.record.hooks import RouterCapture
 from moeprint.record.segments import ChannelSegmenter
@@ -58,6 +58,7 @@ def record(
     reasoning_effort: str | None = None,
     progress: bool = True,
     load: LoadSettings = LoadSettings(),
+    template: TemplateInputs = TemplateInputs(),
 ) -> Path:
     """Record routing of `prompts` on the model in `model_dir` into the run directory `out_dir`.
 
@@ -85,7 +86,9 @@ def record(
     _check_writable(run.root)
 
     tokenizer = load_tokenizer(model_dir)
-    prepared = [_prepare(tokenizer, p, reasoning_effort) for p in prompts]
+    prepared = [_prepare(tokenizer, p, reasoning_effort, template) for p in prompts]
+    rendered = rendered_sha256(p.rendered for p in prepared)
+    _check_rendering(run.root, state_file, template, rendered)
     limit = context_length(config)
     for p in prepared:  # before the weights load: a prompt that cannot fit is one clear error
         check_context(len(p.token_ids) + max_new_tokens, limit,
@@ -113,6 +116,8 @@ def record(
         "has_logits": logits,
         "has_norms": expert_norms,
         "shard": str(shard) if shard else None,
+        "template_inputs": template.to_json(),
+        "rendered_sha256": rendered,
     }
     capture = RouterCapture(model, adapter, logits=logits, expert_norms=expert_norms)
     segmenter = ChannelSegmenter(tokenizer)
@@ -159,6 +164,8 @@ def record(
         "has_norms": expert_norms,
         "has_token_ids": True,
         "prompt_suite_sha256": state["prompt_suite_sha256"],
+        "template_inputs": state["template_inputs"],
+        "rendered_sha256": rendered,
         "generation": generation,
         "shard": state["shard"],
         "versions": software_versions(),
@@ -268,8 +275,21 @@ def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def _prepare(tokenizer, prompt: PromptRecord, reasoning_effort: str | None) -> _Prepared:
-    rendered = render_prompt(tokenizer, prompt, reasoning_effort)
+def _check_rendering(root: Path, state_file: Path, template: TemplateInputs, rendered: str) -> None:
+    """An unfinished run resumes only if its prompts render to the same text as when it started."""
+    if not state_file.exists():
+        return
+    previous = read_json(state_file)
+    if previous.get("rendered_sha256", rendered) != rendered:  # a state without it fails the settings check
+        before = previous.get("template_inputs") or {}
+        hint = (f"it was started with --date {before['date']}, now {template.date}" if before.get("date") != template.date
+                else "the chat template or its settings changed")
+        raise MoeprintError(f"{root} holds an unfinished recording whose prompts rendered to other "
+                            f"text ({hint}); rerun with the same inputs to resume, or choose another --out.")
+
+
+def _prepare(tokenizer, prompt: PromptRecord, reasoning_effort: str | None, template: TemplateInputs) -> _Prepared:
+    rendered = render_prompt(tokenizer, prompt, reasoning_effort, template)
     # Chat templates already contain every special token; raw text gets the tokenizer's own (e.g. BOS).
     ids = tokenizer(rendered, add_special_tokens=prompt.text is not None)["input_ids"]
     if not ids:
