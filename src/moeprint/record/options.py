@@ -39,6 +39,6 @@ def check_settings(batch_size: int, max_new_tokens: int, shard: "str | Shard | t
     """The parsed shard; one clear error for a size below 1 or a malformed shard."""
     if batch_size < 1:
         raise MoeprintError("--batch-size must be at least 1.")
-    if max_new_tokens < 1:
-        raise MoeprintError("--max-new-tokens must be at least 1.")
+    if max_new_tokens < 0:
+        raise MoeprintError("--max-new-tokens must be at least 0 (0: record the prompt tokens only).")
     return parse_shard(shard)

@@ -190,27 +190,12 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
     input_ids, mask = input_ids.to(device), mask.to(device)
 
     capture.reset()
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        pad_token_id=pad_id,
-        eos_token_id=eos_ids,
-        return_dict_in_generate=True,
-    )
-    sequences = out.sequences  # (B, S+G)
-    G = sequences.shape[1] - S
-    # Feed the last generated column once so its routing exists (generate never feeds it back).
-    full_mask = torch.cat([mask, torch.ones((B, G), dtype=mask.dtype, device=device)], dim=1)  # (B, S+G)
-    model(
-        input_ids=sequences[:, -1:],
-        attention_mask=full_mask,
-        position_ids=full_mask.sum(-1, keepdim=True) - 1,  # same positions generate would use next
-        past_key_values=out.past_key_values,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    if max_new_tokens == 0:  # prefill only: one forward over the prompts, positions as generate would give them
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, S)
+        model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+        sequences, G = input_ids, 0
+    else:
+        sequences, G = _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids)
     grids = _grids(capture.take(), B, S, G)  # name -> (B, S+G, L, width), on host
 
     generated = sequences[:, S:].cpu().numpy()  # (B, G)
@@ -249,9 +234,37 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
     return store.trace_table(flat, with_logits, with_norms), rows
 
 
+def _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids):
+    """generate, then the last generated column fed once more so that its routing exists too."""
+    B, S = input_ids.shape
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids,
+        return_dict_in_generate=True,
+    )
+    sequences = out.sequences  # (B, S+G)
+    G = sequences.shape[1] - S
+    # Feed the last generated column once so its routing exists (generate never feeds it back).
+    full_mask = torch.cat([mask, torch.ones((B, G), dtype=mask.dtype, device=mask.device)], dim=1)  # (B, S+G)
+    model(
+        input_ids=sequences[:, -1:],
+        attention_mask=full_mask,
+        position_ids=full_mask.sum(-1, keepdim=True) - 1,  # same positions generate would use next
+        past_key_values=out.past_key_values,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return sequences, G
+
+
 def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -> dict[str, np.ndarray]:
     """Per-layer call lists -> name -> (B, S+G, L, width) host arrays. Call 0 is the prefill
-    (B*S rows, row b*S+s), calls 1..G are one row per sequence (G-1 decode steps + the final forward)."""
+    (B*S rows, row b*S+s), calls 1..G are one row per sequence (G-1 decode steps + the final forward);
+    with G = 0 (prefill only) the prefill is the only call."""
     per_name: dict[str, list[torch.Tensor]] = {}
     for layer_calls in calls:
         if len(layer_calls) != G + 1 or layer_calls[0]["ids"].shape[0] != B * S:
@@ -262,6 +275,9 @@ def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -
             )
         for name in layer_calls[0]:
             prefill = layer_calls[0][name].reshape(B, S, -1)  # (B, S, w)
+            if G == 0:  # prefill only (--max-new-tokens 0)
+                per_name.setdefault(name, []).append(prefill)
+                continue
             steps = torch.stack([c[name].reshape(B, -1) for c in layer_calls[1:]], dim=1)  # (B, G, w)
             per_name.setdefault(name, []).append(torch.cat([prefill, steps], dim=1))  # (B, S+G, w)
     out = {}
