@@ -39,3 +39,11 @@ def harmony_encoding(tiktoken_dir):
     harmony = pytest.importorskip("openai_harmony", reason="pip install 'moeprint[test]' (openai-harmony)")
     os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(tiktoken_dir)  # offline: read the ranks built above
     return harmony.load_harmony_encoding(harmony.HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@pytest.fixture(scope="session")
+def standin_1layer(tmp_path_factory, harmony_tokenizer_dir) -> Path:
+    """A 1-layer gpt-oss-20b stand-in (2.8 GB on disk, about 4 GB loaded in bf16)."""
+    from moeprint.testbed.standin import build_standin
+
+    return build_standin(tmp_path_factory.mktemp("standin") / "gpt-oss-20b-1l", 1, harmony_tokenizer_dir)
