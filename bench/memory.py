@@ -28,14 +28,24 @@ GB = 1e9
 V, H, I, Q, KV = 201088, 2880, 2880, 4096, 512
 BF16 = 2
 
-# Run one CLI command in this process and report its own peak RSS (ru_maxrss is in KiB on Linux).
+# Run one CLI command in this process; report its peak RSS (ru_maxrss, KiB on Linux) and its peak anonymous
+# RSS (sampled every 20 ms): RSS also counts the page cache of the memory-mapped safetensors, which the
+# kernel can drop, so the anonymous part is the memory the stage really needs.
 WRAPPER = """
-import resource, sys
+import resource, sys, threading, time
 from moeprint.cli import main
+peak = [0]
+def sample():
+    while True:
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
 try:
     main(sys.argv[2:])
 finally:
-    open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    open(sys.argv[1], "w").write(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024} {peak[0]}")
 """
 
 
@@ -65,14 +75,16 @@ def model_bytes(stage: str, layers: int, batch_tokens: int = 512, kept: int = 8)
     raise ValueError(stage)
 
 
-def run_stage(args: list[str], tmp: Path) -> float:
+def run_stage(args: list[str], tmp: Path) -> tuple[float, float]:
+    """(peak RSS, peak anonymous RSS) in GB of one CLI command."""
     out = tmp / "rss"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *map(str, args)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"moeprint {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
-    return int(out.read_text()) / GB
+    rss, anon = out.read_text().split()
+    return int(rss) / GB, int(anon) / GB
 
 
 def inputs(root: Path) -> dict[str, Path]:
@@ -105,7 +117,7 @@ def main() -> None:
     files = inputs(root)
     cpu = ["--device", "cpu", "--dtype", "bfloat16"]
     stages = ns.stages.split(",")
-    peaks: dict[str, dict[int, float]] = {s: {} for s in stages}
+    peaks: dict[str, dict[int, tuple[float, float]]] = {s: {} for s in stages}
     for L in [int(x) for x in ns.layers.split(",")]:
         model = root / f"standin-{L}"
         if not (model / "model.safetensors.index.json").exists():
@@ -130,20 +142,23 @@ def main() -> None:
         for stage in stages:
             if stage in commands:
                 peaks[stage][L] = run_stage(commands[stage], root)
-        print(f"{L} layer(s): " + ", ".join(f"{s} {p[L]:.2f} GB" for s, p in peaks.items() if L in p), flush=True)
+        print(f"{L} layer(s): " + ", ".join(f"{s} {p[L][0]:.2f} GB (anon {p[L][1]:.2f})" for s, p in peaks.items() if L in p),
+              flush=True)
 
     per_layer_120b = (weight_bytes(2, 128)["bf16"] - weight_bytes(1, 128)["bf16"]) / (weight_bytes(2)["bf16"] - weight_bytes(1)["bf16"])
-    print(f"\n{'stage':<9} {'layers':>6} {'peak GB':>8} {'model GB':>9} {'peak/model':>10}   20b (24 L) GB   120b (36 L) GB")
+    print(f"\n{'stage':<9} {'layers':>6} {'RSS GB':>7} {'anon GB':>8} {'model GB':>9} {'RSS/model':>10} {'anon/model':>11}"
+          "   extrapolated anon GB: 20b (24 L), 120b (36 L)")
     for stage, by_layers in peaks.items():
         Ls = sorted(by_layers)
         for L in Ls:
             m = model_bytes(stage, L) / GB
-            print(f"{stage:<9} {L:>6} {by_layers[L]:>8.2f} {m:>9.2f} {by_layers[L] / m:>10.2f}")
+            rss, anon = by_layers[L]
+            print(f"{stage:<9} {L:>6} {rss:>7.2f} {anon:>8.2f} {m:>9.2f} {rss / m:>10.2f} {anon / m:>11.2f}")
         if len(Ls) >= 2:
-            b = (by_layers[Ls[-1]] - by_layers[Ls[0]]) / (Ls[-1] - Ls[0])
-            a = by_layers[Ls[0]] - b * Ls[0]
-            print(f"{'':<9} {'':>6} {'':>8} {'':>9} {'':>10}   {a + 24 * b:>13.1f}   {a + 36 * b * per_layer_120b:>14.1f}"
-                  f"   (a={a:.2f} GB + {b:.2f} GB/layer)")
+            b = (by_layers[Ls[-1]][1] - by_layers[Ls[0]][1]) / (Ls[-1] - Ls[0])
+            a = by_layers[Ls[0]][1] - b * Ls[0]
+            print(f"{'':<56}   {a + 24 * b:.1f}, {a + 36 * b * per_layer_120b:.1f}"
+                  f"   (a = {a:.2f} GB + {b:.2f} GB/layer; model: {model_bytes(stage, 24) / GB:.1f} at 24 layers)")
 
 
 if __name__ == "__main__":
