@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -203,3 +204,46 @@ def test_harmony_channels_become_think_and_answer(tiny_model_dir):
         ids += piece
         expected += [seg] * len(piece)
     assert ChannelSegmenter(tok).segments(ids) == expected
+
+
+def _mmlu_rows(subject: str, n: int) -> list[dict]:
+    return [{"question": f"{subject} Q{i}", "subject": subject, "choices": ["a", "b", "c", "d"], "answer": i % 4}
+            for i in range(n)]
+
+
+def test_local_mmlu_snapshot_reads_what_the_hub_path_reads(tmp_path):
+    """A local copy laid out like the hub's cais/mmlu: `all/` with test, validation, dev and
+    auxiliary_train, beside per-subject folders repeating the same rows. Only all/'s three splits load."""
+    root = tmp_path / "mmlu"
+    for folder, splits in {"all": {"test": 3, "validation": 2, "dev": 1, "auxiliary_train": 5},
+                           "anatomy": {"test": 3, "validation": 2, "dev": 1},
+                           "auxiliary_train": {"train": 5}}.items():
+        (root / folder).mkdir(parents=True)
+        for split, n in splits.items():
+            pq.write_table(pa.Table.from_pylist(_mmlu_rows("anatomy", n)), root / folder / f"{split}-00000-of-00001.parquet")
+    prompts = load_benchmark("mmlu", root)
+    assert sorted(Counter(p.source for p in prompts).items()) == [("mmlu_dev", 1), ("mmlu_test", 3), ("mmlu_validation", 2)]
+    # a flat folder without `all/`: auxiliary_train is skipped there too, whatever its name says
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for split, n in {"test": 2, "auxiliary_train": 4}.items():
+        pq.write_table(pa.Table.from_pylist(_mmlu_rows("law", n)), flat / f"{split}-00000-of-00001.parquet")
+    write_jsonl(flat / "mmlu_train.jsonl", _mmlu_rows("law", 3))
+    write_jsonl(flat / "mine.jsonl", _mmlu_rows("law", 1))
+    assert sorted(Counter(p.source for p in load_benchmark("mmlu", flat)).items()) == [("mmlu", 1), ("mmlu_test", 2)]
+    with pytest.raises(MoeprintError, match="no .csv/.jsonl/.json/.parquet files of split"):
+        load_benchmark("mmlu", root / "auxiliary_train")
+
+
+def test_local_polyglot_snapshot_reads_english_only(tmp_path):
+    """Polyglot-or-Not/Fact-Completion's hub layout: data/<Language>-00000-of-00001.parquet, one split per language."""
+    data = tmp_path / "polyglot" / "data"
+    data.mkdir(parents=True)
+    for language, stem in {"English": "The capital of France is", "French": "La capitale de la France est",
+                           "German": "Die Hauptstadt von Frankreich ist"}.items():
+        rows = [{"dataset_id": f"{language}_{i}", "stem": stem, "true": "Paris", "false": "['Lyon']"} for i in range(2)]
+        pq.write_table(pa.Table.from_pylist(rows), data / f"{language}-00000-of-00001-0123abcd.parquet")
+    prompts = load_benchmark("polyglot", tmp_path / "polyglot")
+    assert [p.prompt_id for p in prompts] == ["Polyglot-or-Not_Fact-Completion:English_0",
+                                              "Polyglot-or-Not_Fact-Completion:English_1"]
+    assert all("The capital of France" in p.messages[0]["content"] for p in prompts)

@@ -57,11 +57,12 @@ def model_and_tok(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tmp_path, batch_size):
+@pytest.mark.parametrize("batch_size,max_new_tokens", [(1, 6), (3, 6), (1, 0), (3, 0)])
+def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tmp_path, batch_size, max_new_tokens):
+    """Also prefill only (--max-new-tokens 0): the prompt tokens alone, each routed as the plain forward routes it."""
     model, tok = model_and_tok
-    path = record(tiny_model_dir, PROMPTS, tmp_path / "run", max_new_tokens=6, batch_size=batch_size, logits=True,
-                  progress=False)
+    path = record(tiny_model_dir, PROMPTS, tmp_path / "run", max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  logits=True, progress=False)
     manifest, traces, prompts = read_run(path)
     assert manifest["n_prompts"] == 4 and manifest["n_tokens"] == len(traces) and manifest["has_logits"]
     pad = tok.pad_token_id
@@ -74,9 +75,9 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
         n_prompt, n_gen = meta["n_prompt_tokens"], meta["n_generated_tokens"]
         # prompt tokens exactly (no padding rows), then every generated token including the last one
         assert tokens[:n_prompt] == expected_prompt and pad not in tokens[:n_prompt]
-        assert [r["position"] for r in rows] == list(range(n_prompt + n_gen)) and n_gen >= 1
+        assert [r["position"] for r in rows] == list(range(n_prompt + n_gen)) and n_gen >= min(1, max_new_tokens)
         assert [r["is_generated"] for r in rows] == [False] * n_prompt + [True] * n_gen
-        assert meta["finished"] == (tokens[-1] == eos) and (meta["finished"] or n_gen == 6)
+        assert meta["finished"] == (tokens[-1] == eos) and (meta["finished"] or n_gen == max_new_tokens)
         assert {r["segment"] for r in rows[:n_prompt]} == {"prompt"} and {r["domain"] for r in rows} == {p.domain}
 
         ids, weights, logits, _, lm_logits = plain_routing(model, tokens)  # (T, L, k), (T, L, k), (T, L, E)
@@ -175,3 +176,19 @@ def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_an
         assert torch.equal(torch.tensor([r["ids"] for r in rows]).reshape(ids.shape).long(), ids)
         assert torch.allclose(torch.tensor([r["weights"] for r in rows]).reshape(ids.shape), weights, atol=1e-5)
     assert any(not m["finished"] for m in prompts.values())
+
+
+def test_prefill_only_recording_through_the_cli(tiny_model_dir, tmp_path):
+    from conftest import assert_clean_error, run_cli
+
+    out = tmp_path / "prefill"
+    run_cli("record", tiny_model_dir, "--prompts", "builtin", "--limit", "3", "--max-new-tokens", "0", "--quiet",
+            "--out", out, check=True)
+    manifest, traces, prompts = read_run(out)
+    assert manifest["generation"]["max_new_tokens"] == 0
+    assert not any(r["is_generated"] for r in traces) and {r["segment"] for r in traces} == {"prompt"}
+    assert manifest["n_tokens"] == len(traces) == sum(p["n_prompt_tokens"] for p in prompts.values())
+    assert all(p["n_generated_tokens"] == 0 and p["completion"] == "" and not p["finished"] for p in prompts.values())
+    proc = run_cli("record", tiny_model_dir, "--prompts", "builtin", "--max-new-tokens", "-1", "--out", tmp_path / "x")
+    assert_clean_error(proc)
+    assert "at least 0" in proc.stderr and not (tmp_path / "x").exists()

@@ -6,6 +6,7 @@ input; `main` turns it into one line on stderr and exit code 2 (no traceback).
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import click
 
 from moeprint import __version__
 from moeprint.errors import MoeprintError
+from moeprint.loader import DTYPES, LoadSettings, check_device
 
 
 # Parameters that name what a command writes; every other path parameter is an input.
@@ -63,6 +65,35 @@ def cli() -> None:
     """
 
 
+class DeviceType(click.ParamType):
+    """--device: auto, cpu, cuda or cuda:N (whether the GPU exists is checked when the model loads)."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_device(str(value))
+        except MoeprintError as e:
+            self.fail(str(e), param, ctx)
+
+
+DEVICE = DeviceType()
+DTYPE = click.Choice(list(DTYPES))
+
+
+def _load_option_flags(f):
+    """--device and --dtype of every command that runs a model; the command receives `load: LoadSettings`."""
+
+    @functools.wraps(f)
+    def wrapper(*args, device, load_dtype, **kwargs):
+        return f(*args, load=LoadSettings(device, load_dtype), **kwargs)
+
+    wrapper = click.option("--dtype", "load_dtype", type=DTYPE, default="auto", show_default=True,
+                           help="Dtype the model runs in (auto: the checkpoint's own).")(wrapper)
+    return click.option("--device", type=DEVICE, default="auto", show_default=True,
+                        help="auto (every GPU if any, else cpu), cpu, cuda (every GPU), cuda:N.")(wrapper)
+
+
 # ---- record ---------------------------------------------------------------------------------
 
 
@@ -108,11 +139,13 @@ def _cluster(ray_address, workers, gpus_per_worker):
 @click.option("--limit", default=None, type=int, help="Record only the first N prompts (after --domains).")
 @click.option("--reasoning-effort", default=None, type=click.Choice(["low", "medium", "high"]),
               help="Passed to the chat template (gpt-oss harmony).")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+@click.option("--date", default=None,
+              help="Date (YYYY-MM-DD) the chat template writes into prompts (default: a fixed 2025-08-05).")
+@_load_option_flags
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_ray_options
 def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, shard,
-               domains, limit, reasoning_effort, device, quiet, ray_address, workers, gpus_per_worker):
+               domains, limit, reasoning_effort, date, load, quiet, ray_address, workers, gpus_per_worker):
     """Generate on prompts and record every token's router decisions into RUN_DIR.
 
     Prompt and generated tokens are both recorded. A killed run resumes when rerun with the same
@@ -129,7 +162,7 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     path = record_run(model, list(sources), out_dir, domains=domain_list, limit=limit, max_new_tokens=max_new_tokens,
                       batch_size=batch_size, do_sample=do_sample, seed=seed, logits=logits, expert_norms=expert_norms,
-                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device,
+                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, load=load, date=date,
                       cluster=_cluster(ray_address, workers, gpus_per_worker))
     m = open_run(path).manifest()
     click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
@@ -392,19 +425,23 @@ def _card_option_flags(f):
         click.option("--examples", is_flag=True, help="Add greedy generations of the pruned model (CPU, small models only)."),
         click.option("--example-prompt", "example_prompts", multiple=True, help="Prompt for --examples (repeatable)."),
         click.option("--no-card", is_flag=True, help="Write no README.md."),
+        click.option("--example-device", type=DEVICE, default="auto", show_default=True, help="--device of --examples."),
+        click.option("--example-dtype", type=DTYPE, default="auto", show_default=True, help="--dtype of --examples."),
     ]):  # fmt: skip
         f = decorator(f)
     return f
 
 
-def _card_options(base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card):
+def _card_options(base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card, example_device,
+                  example_dtype):
     from moeprint.prune.card import DEFAULT_EXAMPLE_PROMPTS, CardOptions, load_eval
 
     if no_card:
         return None
     prompts = tuple(example_prompts) or (DEFAULT_EXAMPLE_PROMPTS if examples else ())
     return CardOptions(base_model_id=base_model_id, license=license_, datasets=tuple(datasets),
-                       eval_path=load_eval(eval_path), example_prompts=prompts)  # fmt: skip
+                       eval_path=load_eval(eval_path), example_prompts=prompts,
+                       load=LoadSettings(example_device, example_dtype))  # fmt: skip
 
 
 @cli.command()
@@ -552,7 +589,8 @@ def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, 
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON (moeprint plan).")
 @click.option("--prompt", required=True, help="Prompt to complete with the masked model.")
 @click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)
-def mask(model, plan_path, prompt, max_new_tokens):
+@_load_option_flags
+def mask(model, plan_path, prompt, max_new_tokens, load):
     """Try a plan without writing a checkpoint: load MODEL with dropped experts masked out and generate.
 
     Example: moeprint mask gpt-oss-20b --plan law-8.json --prompt "What is a tort?"
@@ -561,7 +599,7 @@ def mask(model, plan_path, prompt, max_new_tokens):
 
     if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in prompt):
         raise MoeprintError("--prompt holds control characters (other than tab and newline); remove them.")
-    click.echo(masked_generate(model, load_plan(plan_path), prompt, max_new_tokens))
+    click.echo(masked_generate(model, load_plan(plan_path), prompt, max_new_tokens, load))
 
 
 # ---- evaluate and sweep ---------------------------------------------------------------------
@@ -583,8 +621,9 @@ def mask(model, plan_path, prompt, max_new_tokens):
 @click.option("--draft-tokens", default=4, show_default=True, help="Draft tokens per round as a speculative draft.")
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
+@_load_option_flags
 def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_path, lm_eval_tasks, lm_eval_limit,
-                     max_tokens, max_new_tokens, draft_tokens, no_speculative, out):
+                     max_tokens, max_new_tokens, draft_tokens, no_speculative, out, load):
     """Compare a cut (plan or checkpoint) with its base MODEL on the same inputs.
 
     Reports per-domain perplexity, mean token KL(base || cut), top-1 agreement, multiple-choice
@@ -601,7 +640,7 @@ def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_
     settings = EvalSettings(max_tokens=max_tokens, max_new_tokens=max_new_tokens, draft_tokens=draft_tokens,
                             speculative=not no_speculative, lm_eval_limit=lm_eval_limit)
     path = evaluate(model, plan_path=plan_path, checkpoint=checkpoint, texts_path=texts_path, mc_path=mc_path,
-                    prompts_path=prompts_path, lm_eval_tasks=lm_eval_tasks, out=out, settings=settings)
+                    prompts_path=prompts_path, lm_eval_tasks=lm_eval_tasks, out=out, settings=settings, load=load)
     click.echo(f"wrote {path}")
 
 
@@ -625,8 +664,9 @@ def _names(value: str) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots).")
 @_ray_options
+@_load_option_flags
 def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
-                  unverified_calibration, overwrite, out, ray_address, workers, gpus_per_worker):
+                  unverified_calibration, overwrite, out, load, ray_address, workers, gpus_per_worker):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
 
     Rankings come from `moeprint analyze` (run it first): its ranking files, or any of its criteria
@@ -643,7 +683,7 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
     spec = SweepSpec(domains=_names(domains), sizes=sizes, criteria=_names(criteria), random_seeds=random_seeds,
                      max_tokens=max_tokens, allow_unverified=unverified_calibration)
     path = sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, out=out, mc_path=mc_path,
-                 overwrite=overwrite, cluster=_cluster(ray_address, workers, gpus_per_worker))
+                 overwrite=overwrite, load=load, cluster=_cluster(ray_address, workers, gpus_per_worker))
     click.echo(f"wrote {path}/results.json, results.csv, retention.png/svg, kl.png/svg")
 
 
@@ -658,7 +698,8 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
 @click.option("--candidates", default=3, show_default=True, type=click.IntRange(min=1),
               help="Lowest-ranked remaining experts tried per layer and round.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prune plan JSON to write.")
-def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, candidates, out):
+@_load_option_flags
+def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, candidates, out, load):
     """Choose the kept experts by calibration loss (criterion `greedy-loss`), model in the loop.
 
     Starts from a fingerprint ranking and drops, layer by layer, the candidate whose removal (as a router
@@ -672,7 +713,7 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
 
     with Progress() as progress:
         plan, sel = greedy_plan(run_dir, domain, n_experts, model_path=model_path, start=start, token_budget=tokens,
-                                candidates=candidates, progress=progress)
+                                candidates=candidates, progress=progress, load=load)
     save_plan(plan, out)
     click.echo(f"wrote {out}: calibration loss {sel.loss[n_experts]:.4f} ({start} top-{n_experts}: "
                f"{sel.initial_loss[n_experts]:.4f}), {sel.forward_passes} masked forward passes")

@@ -11,6 +11,7 @@ import torch
 
 from moeprint.evaluate.cut import Cut
 from moeprint.evaluate.inputs import ChoiceQuestion, choice_context
+from moeprint.loader import input_device
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,10 @@ def score_choices(cut: Cut, questions: list[ChoiceQuestion], tokenizer, batch_si
             for row, (ids, _) in enumerate(chunk):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 attention[row, : len(ids)] = 1
-            logits = cut.model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits  # (B, S, V)
-            lp = torch.log_softmax(logits.float(), dim=-1)
+            device = input_device(cut.model)
+            logits = cut.model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                               use_cache=False).logits  # (B, S, V)
+            lp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, (ids, n_cont) in enumerate(chunk):
                 n = len(ids)
                 positions = torch.arange(n - n_cont - 1, n - 1)  # predictions of the continuation tokens

@@ -11,11 +11,14 @@ from typing import Any
 from moeprint.errors import MoeprintError
 from moeprint.evaluate import choice, generation, text
 from moeprint.adapters import adapter_for, load_config_dict
-from moeprint.evaluate.cut import (Cut, LoadedModel, base_cut, check_checkpoint_of, checkpoint_cut, load_model,
-                                   plan_cut, read_plan)
+from moeprint.evaluate.cut import (
+    BaseFacts, Cut, LoadedModel, base_cut, check_checkpoint_of, checkpoint_cut, load_model, plan_cut, read_plan,
+    release,
+)
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_prompts, load_texts
 from moeprint.evaluate.progress import Progress
 from moeprint.io import atomic_write_json
+from moeprint.loader import LoadSettings, check_context, context_length
 from moeprint.run import software_versions
 
 RESULT_SCHEMA = "moeprint.evaluate/1"
@@ -34,8 +37,12 @@ class EvalSettings:
 
 def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, checkpoint: str | Path | None = None,
              texts_path: str | Path, mc_path: str | Path | None = None, prompts_path: str | None = None,
-             lm_eval_tasks: str | None = None, out: str | Path, settings: EvalSettings | None = None) -> Path:
-    """Evaluate a plan (as a router mask) or a checkpoint against `model_path`; write `out` atomically."""
+             lm_eval_tasks: str | None = None, out: str | Path, settings: EvalSettings | None = None,
+             load: LoadSettings = LoadSettings()) -> Path:
+    """Evaluate a plan (as a router mask) or a checkpoint against `model_path`; write `out` atomically.
+
+    A checkpoint is scored after the base has been scored and released, so the two are never loaded
+    together, except for the speculative-draft measurement (assisted generation runs both at once)."""
     settings = settings or EvalSettings()
     if (plan_path is None) == (checkpoint is None):
         raise MoeprintError("give exactly one of --plan and --checkpoint.")
@@ -45,6 +52,7 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     prompts = load_prompts(prompts_path) if prompts_path else []
     config = load_config_dict(model_path)
     adapter_for(config)
+    check_context(settings.max_tokens, context_length(config), "--max-tokens")
     plan = read_plan(plan_path, config) if plan_path else None  # validated before any weight is read
     if lm_eval_tasks:
         from moeprint.evaluate.harness import parse_tasks
@@ -53,10 +61,12 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
 
     if checkpoint:
         check_checkpoint_of(checkpoint, model_path, config)
-    base = load_model(model_path)
-    cut = plan_cut(base, plan, name=Path(plan_path).stem) if plan else checkpoint_cut(base, checkpoint)
-    result = evaluate_loaded(base, cut, texts=texts, questions=questions, prompts=prompts,
-                             lm_eval_tasks=lm_eval_tasks, settings=settings)
+    base = load_model(model_path, load)
+    inputs = dict(texts=texts, questions=questions, prompts=prompts, lm_eval_tasks=lm_eval_tasks, settings=settings)
+    if plan:
+        result = evaluate_loaded(base, plan_cut(base, plan, name=Path(plan_path).stem), **inputs)
+    else:
+        result = _evaluate_checkpoint(base, checkpoint, load, **inputs)
     result["inputs"] = {
         "texts": {"path": str(texts_path), "sha256": file_sha256(texts_path), **result["inputs"]["texts"]},
         "mc": {"path": str(mc_path), "sha256": file_sha256(mc_path), "n": len(questions)} if mc_path else None,
@@ -69,65 +79,111 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     return atomic_write_json(out, result)
 
 
-def evaluate_loaded(base: LoadedModel, cut: Cut, *, texts, questions=(), prompts=(), lm_eval_tasks=None,
-                    settings: EvalSettings | None = None, reference: text.BaseReference | None = None) -> dict[str, Any]:
-    """The result dict for one cut. `reference` (the base side of the texts) may be shared across cuts."""
-    settings = settings or EvalSettings()
+@dataclass
+class BaseScores:
+    """The base model's side of every measurement, computed before any cut is scored."""
+
+    reference: text.BaseReference
+    choices: list | None = None
+    generations: list | None = None
+    lm_eval: dict | None = None
+
+
+def score_base(base: LoadedModel, *, texts, questions=(), prompts=(), lm_eval_tasks=None,
+               settings: EvalSettings, progress: Progress, keep_logprobs: bool = False) -> BaseScores:
+    """`keep_logprobs`: store every text window's base log-distribution (spilling to a temp file past
+    the memory cap), so the cut's KL needs no base model."""
     tok = base.tokenizer
-    in_domain = cut.info.get("domain") or None
     base_side = base_cut(base)
-    with Progress() as progress:
-        if reference is None:
-            windows = text.make_windows(texts, tok, settings.max_tokens, base.model)
-            if not windows:
-                raise MoeprintError("the texts are too short: no text has two or more tokens.")
-            task = progress.task("base: texts", len(text.batches(windows, settings.batch_tokens)))
-            reference = text.build_reference(base_side, windows, tok.pad_token_id, settings.batch_tokens,
-                                             progress=task)
-        task = progress.task(f"{cut.name}: texts", len(reference.groups))
-        totals = text.compare_texts(reference, cut, base_model=base.model, progress=task)
-        result: dict[str, Any] = {
-            "schema": RESULT_SCHEMA,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": software_versions(),
-            "base_model": base.path,
-            "cut": {"name": cut.name, "kind": cut.kind, **cut.info},
-            "settings": vars(settings).copy(),
-            "inputs": {"texts": {"n": len({w.text_id for w in reference.windows}),
-                                 "n_windows": len(reference.windows)}},
-            "text": text.summarise(totals, in_domain),
-            "mc": None,
-            "generation": None,
-            "speculative": None,
-            "lm_eval": None,
-        }
-        if questions:
-            n = sum(len(q.choices) for q in questions)
-            scored_base = choice.score_choices(base_side, list(questions), tok, progress=progress.task("base: choices", n))
-            scored_cut = choice.score_choices(cut, list(questions), tok, progress=progress.task(f"{cut.name}: choices", n))
-            result["mc"] = choice.accuracy_table(scored_base, scored_cut, in_domain)
-        if prompts:
-            prompts = list(prompts)
-            gen_base = generation.generate(base_side, prompts, tok, settings.max_new_tokens,
-                                           progress=progress.task("base: generate", len(prompts)))
-            gen_cut = generation.generate(cut, prompts, tok, settings.max_new_tokens,
-                                          progress=progress.task(f"{cut.name}: generate", len(prompts)))
-            result["generation"] = {
-                "max_new_tokens": settings.max_new_tokens,
-                "looping": {"min_span": generation.MIN_SPAN, "max_period": generation.MAX_PERIOD},
-                **generation.health_table(gen_base, gen_cut, in_domain, samples_per_domain=settings.samples_per_domain),
-            }
-            if settings.speculative:
-                counts = generation.speculative(base.model, cut, prompts, tok, settings.max_new_tokens,
-                                                settings.draft_tokens,
-                                                progress=progress.task(f"{cut.name}: draft for base", len(prompts)))
-                result["speculative"] = generation.speculative_table(counts, in_domain, settings.draft_tokens)
+    windows = text.make_windows(texts, tok, settings.max_tokens, base.model)
+    if not windows:
+        raise MoeprintError("the texts are too short: no text has two or more tokens.")
+    task = progress.task("base: texts", len(text.batches(windows, settings.batch_tokens)))
+    scores = BaseScores(text.build_reference(base_side, windows, tok.pad_token_id, settings.batch_tokens,
+                                             progress=task, keep_all=keep_logprobs))
+    if questions:
+        n = sum(len(q.choices) for q in questions)
+        scores.choices = choice.score_choices(base_side, list(questions), tok, progress=progress.task("base: choices", n))
+    if prompts:
+        scores.generations = generation.generate(base_side, list(prompts), tok, settings.max_new_tokens,
+                                                 progress=progress.task("base: generate", len(prompts)))
     if lm_eval_tasks:
         from moeprint.evaluate.harness import run_lm_eval
 
-        result["lm_eval"] = {
-            "tasks": lm_eval_tasks,
-            "base": run_lm_eval(base_side, tok, lm_eval_tasks, limit=settings.lm_eval_limit),
-            "cut": run_lm_eval(cut, tok, lm_eval_tasks, limit=settings.lm_eval_limit),
+        scores.lm_eval = run_lm_eval(base_side, tok, lm_eval_tasks, limit=settings.lm_eval_limit)
+    return scores
+
+
+def score_cut(scores: BaseScores, cut: Cut, tokenizer, *, base: LoadedModel | None, questions=(), prompts=(),
+              lm_eval_tasks=None, settings: EvalSettings, progress: Progress) -> dict[str, Any]:
+    """The result dict of one cut against `scores`. `base` (the loaded base model) is needed only for
+    the speculative measurement and when the base log-distributions were not kept."""
+    in_domain = cut.info.get("domain") or None
+    reference = scores.reference
+    task = progress.task(f"{cut.name}: texts", len(reference.groups))
+    totals = text.compare_texts(reference, cut, base_model=base.model if base else None, progress=task)
+    result: dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": software_versions(),
+        "base_model": base.path if base else "",
+        "cut": {"name": cut.name, "kind": cut.kind, **cut.info},
+        "settings": vars(settings).copy(),
+        "inputs": {"texts": {"n": len({w.text_id for w in reference.windows}), "n_windows": len(reference.windows)}},
+        "text": text.summarise(totals, in_domain),
+        "mc": None,
+        "generation": None,
+        "speculative": None,
+        "lm_eval": None,
+    }
+    if questions:
+        n = sum(len(q.choices) for q in questions)
+        scored_cut = choice.score_choices(cut, list(questions), tokenizer, progress=progress.task(f"{cut.name}: choices", n))
+        result["mc"] = choice.accuracy_table(scores.choices, scored_cut, in_domain)
+    if prompts:
+        prompts = list(prompts)
+        gen_cut = generation.generate(cut, prompts, tokenizer, settings.max_new_tokens,
+                                      progress=progress.task(f"{cut.name}: generate", len(prompts)))
+        result["generation"] = {
+            "max_new_tokens": settings.max_new_tokens,
+            "looping": {"min_span": generation.MIN_SPAN, "max_period": generation.MAX_PERIOD},
+            **generation.health_table(scores.generations, gen_cut, in_domain, samples_per_domain=settings.samples_per_domain),
         }
+        if settings.speculative:
+            counts = generation.speculative(base.model, cut, prompts, tokenizer, settings.max_new_tokens,
+                                            settings.draft_tokens,
+                                            progress=progress.task(f"{cut.name}: draft for base", len(prompts)))
+            result["speculative"] = generation.speculative_table(counts, in_domain, settings.draft_tokens)
+    if lm_eval_tasks:
+        from moeprint.evaluate.harness import run_lm_eval
+
+        result["lm_eval"] = {"tasks": lm_eval_tasks, "base": scores.lm_eval,
+                             "cut": run_lm_eval(cut, tokenizer, lm_eval_tasks, limit=settings.lm_eval_limit)}
+    return result
+
+
+def evaluate_loaded(base: LoadedModel, cut: Cut, *, texts, questions=(), prompts=(), lm_eval_tasks=None,
+                    settings: EvalSettings | None = None) -> dict[str, Any]:
+    """The result dict for one cut that can run beside its loaded base (a mask, or a loaded checkpoint)."""
+    settings = settings or EvalSettings()
+    inputs = dict(questions=questions, prompts=prompts, lm_eval_tasks=lm_eval_tasks, settings=settings)
+    with Progress() as progress:
+        scores = score_base(base, texts=texts, progress=progress, **inputs)
+        return score_cut(scores, cut, base.tokenizer, base=base, progress=progress, **inputs)
+
+
+def _evaluate_checkpoint(base: LoadedModel, checkpoint: str | Path, load: LoadSettings, *, texts, questions=(),
+                         prompts=(), lm_eval_tasks=None, settings: EvalSettings) -> dict[str, Any]:
+    """Base first, released before the checkpoint loads, unless the speculative measurement needs both."""
+    inputs = dict(questions=questions, prompts=prompts, lm_eval_tasks=lm_eval_tasks, settings=settings)
+    both = bool(prompts) and settings.speculative
+    with Progress() as progress:
+        scores = score_base(base, texts=texts, progress=progress, keep_logprobs=not both, **inputs)
+        facts, tokenizer, path = BaseFacts.of(base), base.tokenizer, base.path
+        if not both:
+            release(base)
+            base = None
+        cut = checkpoint_cut(facts, checkpoint, load)
+        result = score_cut(scores, cut, tokenizer, base=base, progress=progress, **inputs)
+    result["base_model"] = path
     return result

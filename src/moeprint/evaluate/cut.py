@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,6 +20,7 @@ import torch
 from moeprint.adapters import MoEAdapter, adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.io import read_json
+from moeprint.loader import LoadSettings, load_causal_lm, load_tokenizer
 from moeprint.prune.shards import list_tensors
 from moeprint.types import PrunePlan
 
@@ -43,24 +45,26 @@ class LoadedModel:
         return self.adapter.top_k(self.model.config)
 
 
-def load_model(path: str | Path, dtype: torch.dtype | None = None) -> LoadedModel:
+def load_model(path: str | Path, settings: LoadSettings = LoadSettings()) -> LoadedModel:
     """A local Hugging Face MoE model folder (safetensors only, no remote code), in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     config = load_config_dict(path)
     adapter = adapter_for(config)
     list_tensors(path)  # reads the safetensors headers: a truncated or foreign file is one clear error
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype or "auto", use_safetensors=True, trust_remote_code=False
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise MoeprintError(f"could not load the model in {path} ({e.__class__.__name__}: {str(e).splitlines()[0]}).") from None
-    model.eval()
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, settings)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(str(path), model, tokenizer, adapter)
+
+
+def release(loaded: LoadedModel) -> None:
+    """Free a loaded model's weights now (before the next model loads), on the CPU and the GPU."""
+    import gc
+
+    loaded.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def read_plan(path: str | Path, model_config: dict[str, Any]) -> PrunePlan:
@@ -88,11 +92,16 @@ class Cut:
     @contextlib.contextmanager
     def standalone(self) -> Iterator[torch.nn.Module]:
         """A cut model that can run at the same time as its base (assisted generation needs both):
-        for a mask, a masked copy of the base; for a checkpoint, the checkpoint itself."""
+        for a mask, a masked twin of the base that shares every weight but the routers' (so no second
+        copy of the model is held); for a checkpoint, the checkpoint itself."""
         if self.kind != "plan":
             yield self.model
             return
-        draft = copy.deepcopy(self.model)
+        shared = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
+        for _, block in self.adapter.moe_blocks(self.model):
+            for t in itertools.chain(self.adapter.router(block).parameters(), self.adapter.router(block).buffers()):
+                shared.pop(id(t), None)  # the mask edits the routers: the twin gets its own
+        draft = copy.deepcopy(self.model, shared)
         with self.adapter.router_mask(draft, self.kept):
             yield draft
         del draft
@@ -144,11 +153,27 @@ def check_checkpoint_of(checkpoint_dir: str | Path, model_path: str | Path, conf
         check_same_model(record.get("source_model_sha256"), model_path, f"checkpoint {checkpoint_dir}")
 
 
-def checkpoint_cut(base: LoadedModel, checkpoint_dir: str | Path) -> Cut:
-    """A pruned checkpoint loaded directly; its plan (moeprint_plan.json) names domain and criterion."""
+@dataclass(frozen=True)
+class BaseFacts:
+    """What a checkpoint cut needs of its base, kept when the base itself has been released."""
+
+    vocab_size: int
+    num_experts: int
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, base: LoadedModel) -> "BaseFacts":
+        return cls(int(base.model.config.vocab_size), base.num_experts, base.model.dtype)
+
+
+def checkpoint_cut(base: LoadedModel | BaseFacts, checkpoint_dir: str | Path, load: LoadSettings = LoadSettings()) -> Cut:
+    """A pruned checkpoint loaded directly, placed by `load` in the base's dtype; its plan
+    (moeprint_plan.json) names domain and criterion."""
+    facts = base if isinstance(base, BaseFacts) else BaseFacts.of(base)
     checkpoint_dir = Path(checkpoint_dir)
-    loaded = load_model(checkpoint_dir, dtype=base.model.dtype)
-    if loaded.model.config.vocab_size != base.model.config.vocab_size:
+    dtype = str(facts.dtype).removeprefix("torch.")
+    loaded = load_model(checkpoint_dir, LoadSettings(load.device, dtype if dtype in ("bfloat16", "float32") else "auto"))
+    if loaded.model.config.vocab_size != facts.vocab_size:
         raise MoeprintError(f"{checkpoint_dir} has a different vocabulary from the base model; it is not a cut of it.")
     plan_path = checkpoint_dir / "moeprint_plan.json"
     plan = read_json(plan_path) if plan_path.exists() else {}
@@ -157,7 +182,7 @@ def checkpoint_cut(base: LoadedModel, checkpoint_dir: str | Path) -> Cut:
         "criterion": str(plan.get("criterion", "")),
         "n_experts": loaded.num_experts,
         "top_k": loaded.top_k,
-        "num_experts": base.num_experts,
+        "num_experts": facts.num_experts,
         "path": str(checkpoint_dir),
     }
     return Cut(name=checkpoint_dir.name, kind="checkpoint", model=loaded.model, info=info)

@@ -16,6 +16,7 @@ import torch
 
 from moeprint.evaluate.cut import Cut
 from moeprint.evaluate.inputs import prompt_words
+from moeprint.loader import check_context, context_length, input_device
 from moeprint.prompts import render_prompt
 from moeprint.types import PromptRecord
 
@@ -92,7 +93,9 @@ def generate(cut: Cut, prompts: list[PromptRecord], tokenizer, max_new_tokens: i
                 chunk = prompts[start : start + batch_size]
                 enc = tokenizer([render_prompt(tokenizer, p) for p in chunk], return_tensors="pt",
                                 padding=True, add_special_tokens=False)
-                seqs = cut.model.generate(**enc, generation_config=config)  # (B, S + new)
+                check_context(enc["input_ids"].shape[1] + max_new_tokens, context_length(cut.model),
+                              f"a generation prompt of {chunk[0].domain!r} plus --max-new-tokens")
+                seqs = cut.model.generate(**enc.to(input_device(cut.model)), generation_config=config).cpu()  # (B, S + new)
                 for p, row in zip(chunk, seqs[:, enc["input_ids"].shape[1] :].tolist()):
                     ends = [i for i, t in enumerate(row) if t in eos]
                     kept = row[: ends[0] + 1] if ends else row
@@ -196,7 +199,8 @@ def speculative(base_model: torch.nn.Module, cut: Cut, prompts: list[PromptRecor
                 enc = tokenizer(render_prompt(tokenizer, p), return_tensors="pt", add_special_tokens=False)
                 prompt_len = enc["input_ids"].shape[1]
                 calls.clear()
-                seq = base_model.generate(**enc, generation_config=config, assistant_model=draft)  # (1, S + new)
+                seq = base_model.generate(**enc.to(input_device(base_model)), generation_config=config,
+                                          assistant_model=draft)  # (1, S + new)
                 t = totals.setdefault(p.domain, SpecCounts())
                 t.new_tokens += seq.shape[1] - prompt_len
                 t.base_forwards += len(calls)

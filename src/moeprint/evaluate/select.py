@@ -25,6 +25,7 @@ import torch
 from moeprint.adapters import MoEAdapter
 from moeprint.errors import MoeprintError
 from moeprint.identity import check_same_model
+from moeprint.loader import LoadSettings, input_device
 
 Kept = tuple[tuple[int, ...], ...]
 
@@ -80,7 +81,9 @@ def masked_loss(model: torch.nn.Module, adapter: MoEAdapter, kept: Kept | None,
     """Mean next-token NLL (nats) over every predicted token of `batches`, with only `kept` experts
     routable (None: the full model)."""
     total, count = 0.0, 0
+    device = input_device(model)
     for input_ids, attention in batches:
+        input_ids, attention = input_ids.to(device), attention.to(device)
         if kept is None:
             logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits  # (B, S, V)
         else:
@@ -88,7 +91,7 @@ def masked_loss(model: torch.nn.Module, adapter: MoEAdapter, kept: Kept | None,
                 logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
         valid = (attention[:, 1:] * attention[:, :-1]).bool()  # (B, S-1)
         nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, S-1)
+            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:].to(logits.device), reduction="none")  # (B, S-1)
         total += float(nll[valid].double().sum())
         count += int(valid.sum())
     return total / count
@@ -175,7 +178,7 @@ def run_calibration_texts(run_dir, domain: str) -> list[str]:
 
 
 def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start: str = "reap-sum",
-                token_budget: int = 1024, candidates: int = 3, progress=None):
+                token_budget: int = 1024, candidates: int = 3, progress=None, load: LoadSettings = LoadSettings()):
     """A prune plan (criterion `greedy-loss`) for `domain` at `n_experts`: greedy-loss started from the
     run's `start` ranking, scored on the domain's recorded prompts. Returns (plan, selection).
     progress: a moeprint.evaluate.progress.Progress (one step per round), or None."""
@@ -194,7 +197,7 @@ def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start:
     check_same_model(run.manifest().get("model_sha256"), model_path, f"run {run.root}")
     ranking, source = load_ranking(run, start, domain)  # bad criterion or domain fails before weights load
     prompts = run_calibration_texts(run.root, domain)
-    base = load_model(model_path)
+    base = load_model(model_path, load)
     E = base.num_experts
     if not 1 <= n_experts <= E:
         raise MoeprintError(f"the model has {E} experts per layer; keep between 1 and {E}.")

@@ -10,6 +10,7 @@ Output folder (manifest.json written last):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from moeprint.evaluate.progress import Progress
 from moeprint.evaluate.selection import load_ranking, parse_sizes, random_kept
 from moeprint.identity import check_same_model
 from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
+from moeprint.loader import LoadSettings, check_context, context_length
 from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
 from moeprint.run import open_run, software_versions
 from moeprint.types import PrunePlan
@@ -69,17 +71,22 @@ class SweepJob:
     sizes: list[int]
     plans: list[tuple[PrunePlan, int | None]]  # (plan, random seed or None), in result order
     sources: dict[str, str]
+    load: LoadSettings = LoadSettings()  # where and in which dtype the base runs
 
 
 def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
           out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False,
-          cluster: "ClusterSettings | None" = None) -> Path:
+          load: LoadSettings = LoadSettings(), cluster: "ClusterSettings | None" = None) -> Path:
     """With `cluster`, the cuts are spread over Ray workers (moeprint.evaluate.distributed); same result."""
-    job = prepare_sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, mc_path=mc_path)
+    job = prepare_sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, mc_path=mc_path, load=load)
     target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work
     if cluster is not None:
         from moeprint.evaluate.distributed import sweep_on_ray
 
+        if load.device != "auto":
+            raise MoeprintError("--ray places the model on each worker: drop --device "
+                                "(workers use their GPUs with --gpus-per-worker, else the CPU).")
+        job = dataclasses.replace(job, load=LoadSettings(cluster.device, load.dtype))
         cuts, n_windows = sweep_on_ray(job, cluster)
         return write_sweep(job, cuts, n_windows, target)
     with Progress() as progress:
@@ -93,7 +100,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
 
 
 def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
-                  mc_path: str | Path | None = None) -> SweepJob:
+                  mc_path: str | Path | None = None, load: LoadSettings = LoadSettings()) -> SweepJob:
     run = open_run(run_dir)
     manifest = run.manifest()
     texts = load_texts(texts_path)
@@ -119,6 +126,7 @@ def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_p
                             f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}.")
     sizes = parse_sizes(spec.sizes, E)
     check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
+    check_context(spec.max_tokens, context_length(config), "--max-tokens")
 
     # Every plan before any weight is read (bad criteria or domains fail fast).
     signature = model_signature(config)
@@ -137,7 +145,7 @@ def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_p
                              random_kept(L, E, n, seed, adapter.expert_groups(config)), extra={"seed": seed, "base_num_experts": E})
             plans.append((validate_plan(plan, signature), seed))
     return SweepJob(run, spec, str(texts_path), str(mc_path) if mc_path else None, texts, questions, disjoint,
-                    str(model_path), L, E, k, sizes, plans, sources)
+                    str(model_path), L, E, k, sizes, plans, sources, load)
 
 
 class CutEvaluator:
@@ -146,7 +154,7 @@ class CutEvaluator:
 
     def __init__(self, job: SweepJob, progress: Progress | None = None):
         self.job = job
-        self.base = load_model(job.model_path)  # the one place a sweep loads its base
+        self.base = load_model(job.model_path, job.load)  # the one place a sweep loads its base
         tok = self.base.tokenizer
         self.windows = text.make_windows(job.texts, tok, job.spec.max_tokens, self.base.model)
         if not self.windows:

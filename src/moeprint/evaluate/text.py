@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
 from moeprint.evaluate.cut import Cut
 from moeprint.evaluate.inputs import EvalText
+from moeprint.loader import check_context, context_length, input_device
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,9 @@ class Window:
 
 def make_windows(texts: Iterable[EvalText], tokenizer, max_tokens: int = 256, model=None) -> list[Window]:
     """Token windows of every text (windows shorter than 2 tokens predict nothing and are dropped).
-    With `model`, windows are capped at its `max_position_embeddings`."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if limit:
-        max_tokens = min(max_tokens, int(limit))
+    With `model`, a window longer than its context (`max_position_embeddings`) is one clear error."""
+    if model is not None:
+        check_context(max_tokens, context_length(model), "--max-tokens")
     out = []
     for t in texts:
         ids = tokenizer(t.text, add_special_tokens=False)["input_ids"]
@@ -70,9 +70,10 @@ def padded(windows: list[Window], idx: list[int], pad_id: int) -> tuple[torch.Te
 
 @torch.no_grad()
 def next_token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """log p(next token) at every position, float32: (B, S, V)."""
-    logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits  # (B, S, V)
-    return torch.log_softmax(logits.float(), dim=-1)
+    """log p(next token) at every position, float32 on the CPU (where the references live): (B, S, V)."""
+    device = input_device(model)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits  # (B, S, V)
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
 
 
 @dataclass
@@ -86,6 +87,7 @@ class BaseReference:
     nll: list[torch.Tensor] = field(default_factory=list)  # per window (n-1,)
     argmax: list[torch.Tensor] = field(default_factory=list)  # per window (n-1,)
     logprobs: dict[int, torch.Tensor] | None = None  # group index -> (B, S-1, V), or None if not cached
+    spill: Any = None  # the temp folder holding log-probs past the memory cap (removed with the reference)
 
 
 def _targets(input_ids: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +97,9 @@ def _targets(input_ids: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Te
 
 
 def build_reference(base: Cut, windows: list[Window], pad_id: int, batch_tokens: int = 4096,
-                    cache_bytes: int = 1 << 29, progress=None) -> BaseReference:
+                    cache_bytes: int = 1 << 29, progress=None, keep_all: bool = False) -> BaseReference:
+    """`keep_all`: keep every group's log-probs, those past `cache_bytes` in a temp file (memory-mapped
+    when read back), so that the cut is scored without the base model loaded."""
     groups = batches(windows, batch_tokens)
     ref = BaseReference(windows, groups, pad_id, [None] * len(windows), [None] * len(windows), {})
     used = 0
@@ -112,11 +116,26 @@ def build_reference(base: Cut, windows: list[Window], pad_id: int, batch_tokens:
             if ref.logprobs is not None and used + lp.numel() * 4 <= cache_bytes:
                 ref.logprobs[g] = lp
                 used += lp.numel() * 4
+            elif keep_all:
+                ref.logprobs[g] = _spilled(ref, g, lp)
             else:
                 ref.logprobs = None  # too big: KL recomputes the base side batch by batch
             if progress:
                 progress()
     return ref
+
+
+def _spilled(ref: BaseReference, g: int, lp: torch.Tensor) -> torch.Tensor:
+    """`lp` written raw to the reference's temp folder and mapped back (copy-on-write: no RAM until read)."""
+    import tempfile
+
+    import numpy as np
+
+    if ref.spill is None:
+        ref.spill = tempfile.TemporaryDirectory(prefix="moeprint-logprobs-")
+    path = f"{ref.spill.name}/{g}.npy"
+    np.save(path, lp.numpy())
+    return torch.from_numpy(np.load(path, mmap_mode="c"))  # (B, S-1, V)
 
 
 def kl_base_to_cut(base_lp: torch.Tensor, cut_lp: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,11 @@ not an empty run). Prompt ids must be unique across all sources.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,7 +28,63 @@ from moeprint.types import PromptRecord
 
 BUILTIN_SUITE = Path(__file__).parent / "builtin" / "suite.jsonl"
 
-__all__ = ["BENCHMARKS", "KNOWN_DOMAINS", "load_prompts", "render_prompt", "load_source"]
+__all__ = ["BENCHMARKS", "DEFAULT_DATE", "KNOWN_DOMAINS", "TemplateInputs", "load_prompts", "render_prompt", "rendered_sha256",
+           "load_source"]
+
+# gpt-oss's release day: a fixed date, so that a run renders the same text on every day and machine.
+DEFAULT_DATE = "2025-08-05"
+
+
+@dataclass(frozen=True)
+class TemplateInputs:
+    """The volatile inputs of a chat template, fixed per run: the date that templates read from the
+    clock (gpt-oss harmony's `Current date:` line, via `strftime_now`) or from `date_string` (Llama 3)."""
+
+    date: str = DEFAULT_DATE  # YYYY-MM-DD
+
+    def __post_init__(self) -> None:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.date):
+                raise ValueError
+            dt.date.fromisoformat(self.date)
+        except (TypeError, ValueError):
+            raise MoeprintError(f"--date must be a calendar date YYYY-MM-DD, not {self.date!r}.") from None
+
+    def to_json(self) -> dict[str, str]:
+        return {"date": self.date}
+
+
+@contextlib.contextmanager
+def _clock_at(date: str):
+    """transformers' `strftime_now` reads `datetime.now()` of its chat-template module; within this
+    block that clock shows midnight of `date` (rendering is single-threaded)."""
+    from transformers.utils import chat_template_utils as ctu
+
+    real = getattr(ctu, "datetime", None)
+    if real is not dt.datetime:
+        raise MoeprintError("this transformers version renders chat-template dates in a way moeprint cannot fix; "
+                            "upgrade moeprint or use `text` prompts.")
+    fixed = dt.datetime.fromisoformat(date)
+
+    class _FixedClock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return fixed if tz is None else fixed.replace(tzinfo=tz)
+
+    ctu.datetime = _FixedClock
+    try:
+        yield
+    finally:
+        ctu.datetime = real
+
+
+def rendered_sha256(texts: Iterable[str]) -> str:
+    """sha256 of the rendered prompt texts in order: the text the model saw, compared on resume and merge."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def load_source(source: str) -> tuple[list[PromptRecord], frozenset[str]]:
@@ -73,9 +134,10 @@ def load_prompts(
     return prompts
 
 
-def render_prompt(tokenizer: Any, prompt: PromptRecord, reasoning_effort: str | None = None) -> str:
+def render_prompt(tokenizer: Any, prompt: PromptRecord, reasoning_effort: str | None = None,
+                  template: TemplateInputs = TemplateInputs()) -> str:
     """Exactly the text the model sees: chats go through the tokenizer's chat template (gpt-oss:
-    harmony, with `reasoning_effort`), raw text is used as is."""
+    harmony, with `reasoning_effort`) with the date of `template`, raw text is used as is."""
     if prompt.text is not None:
         return prompt.text
     if not getattr(tokenizer, "chat_template", None):
@@ -83,6 +145,9 @@ def render_prompt(tokenizer: Any, prompt: PromptRecord, reasoning_effort: str | 
             f"prompt {prompt.prompt_id!r} is a chat but the model's tokenizer has no chat template; use `text` prompts."
         )
     extra = {"reasoning_effort": reasoning_effort} if reasoning_effort else {}
-    return tokenizer.apply_chat_template(
-        [dict(m) for m in prompt.messages], tokenize=False, add_generation_prompt=True, **extra
-    )
+    date_string = dt.date.fromisoformat(template.date).strftime("%d %b %Y")  # Llama 3's format
+    with _clock_at(template.date):
+        return tokenizer.apply_chat_template(
+            [dict(m) for m in prompt.messages], tokenize=False, add_generation_prompt=True,
+            date_string=date_string, **extra,
+        )  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -144,6 +145,7 @@ class Benchmark:
     local_source: Callable[[Path], str]  # source name for a local file
     columns: tuple[str, ...]  # columns a local file must have
     gated: bool = False
+    file_prefixes: tuple[str, ...] = ()  # in a local folder, read only files named so (one file per language)
 
 
 def _split_source(prefix: str) -> Callable[[Path], str]:
@@ -217,6 +219,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             _polyglot,
             lambda p: "Polyglot-or-Not_Fact-Completion",
             ("stem", "true", "false"),
+            file_prefixes=("English",),
         ),
     )
 }
@@ -242,18 +245,49 @@ def load_benchmark(name: str, path: str | Path | None = None) -> list[PromptReco
     return prompts
 
 
+# A hub snapshot names its data files `<split>-00000-of-00001[-hash].parquet`.
+_HUB_FILE = re.compile(r"(?P<split>[A-Za-z][A-Za-z0-9_]*)-\d{5}-of-\d{5}")
+
+
+def local_files(bench: Benchmark, path: Path) -> list[tuple[Path, str]]:
+    """(file, source) of a local copy, read the way the hub path reads the dataset: in a folder laid out
+    like the hub's, only the hub config's subfolder (MMLU's `all/`, not its per-subject copies) and only
+    the splits the hub path loads (no `auxiliary_train`; Polyglot-or-Not's `English` only). Other files
+    are read unless their name marks a split the hub path skips; their source is named by that split word.
+    A single file is read as given."""
+    if path.is_file():
+        return [(path, bench.local_source(path))]
+    configs = [path / c for c in dict.fromkeys(c for c, _, _ in bench.hub_parts if c) if (path / c).is_dir()]
+    files = sorted(p for root in configs or [path] for p in root.rglob("*") if p.suffix.lower() in _TABLE_SUFFIXES)
+    wanted = {split: source for _, split, source in bench.hub_parts}
+    out = []
+    for file in files:
+        if bench.file_prefixes and not file.name.startswith(bench.file_prefixes):
+            continue
+        hub = _HUB_FILE.match(file.name)
+        if hub is not None:
+            if hub["split"] in wanted:
+                out.append((file, wanted[hub["split"]]))
+            continue
+        source = bench.local_source(file)
+        if source in wanted.values() or not source.endswith(("_train", "_validation", "_test", "_dev")):
+            out.append((file, source))
+    return out
+
+
 def _local_parts(bench: Benchmark, path: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     if not path.exists():
         raise MoeprintError(f"{bench.name}: local copy {path} does not exist.")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in _TABLE_SUFFIXES)
+    files = local_files(bench, path)
     if not files:
-        raise MoeprintError(f"{bench.name}: no .csv/.jsonl/.json/.parquet files under {path}.")
-    for file in files:
+        splits = ", ".join(split for _, split, _ in bench.hub_parts)
+        raise MoeprintError(f"{bench.name}: no .csv/.jsonl/.json/.parquet files of split(s) {splits} under {path}.")
+    for file, source in files:
         rows = read_table(file)
         missing = [c for c in bench.columns if rows and c not in rows[0]]
         if missing:
             raise MoeprintError(f"{file} lacks the {bench.name} column(s) {', '.join(missing)}.")
-        yield bench.local_source(file), rows
+        yield source, rows
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ Library entry points for other stages:
     plan_from_ranking(ranking, n_experts, signature, base_model=, domain=, criterion=) -> PrunePlan
     load_plan(path) / save_plan(plan, path) / validate_plan(plan, model_signature(config))
     build_checkpoint(model_dir, plan, out_dir, dtype="keep", shard_size=5e9, card=CardOptions()) -> PruneResult
-    load_masked(model_dir, plan, dtype=torch.float32) -> model with the plan applied as a router mask
+    load_masked(model_dir, plan, settings=LoadSettings()) -> model with the plan applied as a router mask
     run_factory(model_dir, out_dir, sizes=[...], run_dir=... | rankings_dir=..., domains=None) -> [FactoryRow]
 """
 

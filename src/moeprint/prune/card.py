@@ -14,6 +14,7 @@ from typing import Any
 
 from moeprint.errors import MoeprintError
 from moeprint.io import read_json
+from moeprint.loader import LoadSettings, load_causal_lm, load_tokenizer
 from moeprint.types import PrunePlan
 
 # The values the hub accepts for base_model_relation; a pruned model is none of them, so cards leave it out.
@@ -33,6 +34,7 @@ class CardOptions:
     eval_path: Path | None = None
     example_prompts: tuple[str, ...] = ()
     max_new_tokens: int = 48
+    load: LoadSettings = LoadSettings()  # where and in which dtype the example generations run
     extra_tags: tuple[str, ...] = field(default=())
 
 
@@ -273,15 +275,13 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def generate_examples(model_dir: Path, prompts: tuple[str, ...], max_new_tokens: int) -> list[tuple[str, str]]:
-    """Greedy generations of the (pruned) model in `model_dir`, on CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def generate_examples(model_dir: Path, prompts: tuple[str, ...], max_new_tokens: int,
+                      settings: LoadSettings = LoadSettings()) -> list[tuple[str, str]]:
+    """Greedy generations of the (pruned) model in `model_dir`, placed and typed by `settings`."""
     from moeprint.prune.mask import generate_text
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir, settings)
     return [(p, generate_text(model, tokenizer, p, max_new_tokens)) for p in prompts]
 
 

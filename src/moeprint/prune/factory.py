@@ -56,7 +56,7 @@ def build_checkpoint(
     def write_card(tmp: Path, result: PruneResult) -> None:
         if card is None:
             return
-        examples = generate_examples(tmp, card.example_prompts, card.max_new_tokens) if card.example_prompts else None
+        examples = generate_examples(tmp, card.example_prompts, card.max_new_tokens, card.load) if card.example_prompts else None
         dtypes = {t.dtype for t in list_tensors(tmp)}
         model_card = build_card(
             name=out_dir.name, plan=plan, config=config, family=family, n_parameters=result.n_parameters,

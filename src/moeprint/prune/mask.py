@@ -12,49 +12,52 @@ from pathlib import Path
 import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
-from moeprint.errors import MoeprintError
+from moeprint.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
 from moeprint.prune.plan import model_signature, validate_plan
 from moeprint.prune.shards import list_tensors
 from moeprint.types import PrunePlan
 
 
-def load_masked(model_dir: str | Path, plan: PrunePlan, dtype: torch.dtype = torch.float32):
-    """Load a local model with stock transformers and apply `plan` as a router mask.
+def load_masked(model_dir: str | Path, plan: PrunePlan, settings: LoadSettings = LoadSettings()):
+    """Load a local model with stock transformers (placed and typed by `settings`) and apply `plan`
+    as a router mask, in the model's own dtype and on its own device(s).
 
     The mask stays on for the model's lifetime; `model.moeprint_unmask()` restores the original router.
     """
-    from transformers import AutoModelForCausalLM
-
     config = load_config_dict(model_dir)
     validate_plan(plan, model_signature(config))  # before any weight is read
     list_tensors(model_dir)  # reads the safetensors headers: a truncated or foreign file is one clear error
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    model.eval()
+    model = load_causal_lm(model_dir, settings)
     stack = contextlib.ExitStack()
     stack.enter_context(adapter_for(model.config).router_mask(model, plan.kept))
     model.moeprint_unmask = stack.close
     return model
 
 
-def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 32, chat: bool = True) -> str:
-    """Greedy continuation of `prompt` (through the chat template when the tokenizer has one)."""
+def prompt_ids(tokenizer, prompt: str, chat: bool = True) -> torch.Tensor:
+    """The prompt's token ids as the model sees them (through the chat template when the tokenizer has one)."""
     if chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
+        return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )["input_ids"]  # (1, S)
-    else:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, S)
+    return tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, S)
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 32, chat: bool = True) -> str:
+    """Greedy continuation of `prompt`; one clear error if prompt and continuation exceed the model's context."""
+    ids = prompt_ids(tokenizer, prompt, chat)
+    check_context(ids.shape[1] + max_new_tokens, context_length(model), "the prompt plus --max-new-tokens")
+    ids = ids.to(input_device(model))
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-def masked_generate(model_dir: str | Path, plan: PrunePlan, prompt: str, max_new_tokens: int = 32) -> str:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise MoeprintError(f"cannot load the tokenizer from {model_dir} ({e.__class__.__name__}).") from None
-    model = load_masked(model_dir, plan)
+def masked_generate(model_dir: str | Path, plan: PrunePlan, prompt: str, max_new_tokens: int = 32,
+                    settings: LoadSettings = LoadSettings()) -> str:
+    tokenizer = load_tokenizer(model_dir)
+    # The length check needs only the tokenizer and config: a too-long prompt fails before any weight loads.
+    n = prompt_ids(tokenizer, prompt).shape[1]
+    check_context(n + max_new_tokens, context_length(load_config_dict(model_dir)), "the prompt plus --max-new-tokens")
+    model = load_masked(model_dir, plan, settings)
     return generate_text(model, tokenizer, prompt, max_new_tokens)

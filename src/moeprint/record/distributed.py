@@ -27,7 +27,7 @@ from moeprint.record import store
 from moeprint.record.merge import merge_runs
 from moeprint.record.options import RecordSettings, Shard, check_settings
 from moeprint.record.runner import (Recorder, check_inputs, check_run_dir, finish_run, n_batches,
-                                    recording_state)
+                                    prepare_prompts, recording_state)
 from moeprint.run import RunDir
 from moeprint.types import PromptRecord
 
@@ -65,7 +65,8 @@ def record_on_ray(
     staging = staging_dir(out)
     count = _existing_shard_count(staging) or cluster.workers
     runs = [RunDir(shard_dir(staging, Shard(i, count))) for i in range(count)]
-    base_state = recording_state(model_dir, prompts, settings, None)
+    prepared = prepare_prompts(model_dir, prompts, settings, config)  # render + context check before any worker
+    base_state = recording_state(model_dir, prompts, settings, None, prepared)
     states = [dict(base_state, shard=str(Shard(i, count))) for i in range(count)]
     for run, state in zip(runs, states):
         if run.is_complete():

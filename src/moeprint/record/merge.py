@@ -20,7 +20,7 @@ from moeprint.run import PROMPTS_SCHEMA, RunDir, open_run
 
 # manifest fields that must agree between shards of one recording
 SAME = ("kind", "model_sha256", "architecture", "num_layers", "num_experts", "top_k", "has_logits", "has_norms",
-        "prompt_suite_sha256", "generation")
+        "prompt_suite_sha256", "generation", "template_inputs", "rendered_sha256")
 
 
 def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sources: bool = True) -> Path:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from moeprint.errors import MoeprintError
+from moeprint.prompts import TemplateInputs
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,13 @@ class RecordSettings:
     logits: bool = False
     expert_norms: bool = False
     reasoning_effort: str | None = None
+    dtype: str = "auto"  # the --dtype asked for (moeprint.loader): the dtype the model runs in changes the routing
+    template: TemplateInputs = field(default_factory=TemplateInputs)  # fixed chat-template inputs (the date)
 
     def generation(self) -> dict:
         """The manifest's `generation` block."""
         return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "seed": self.seed,
-                "batch_size": self.batch_size, "reasoning_effort": self.reasoning_effort}
+                "batch_size": self.batch_size, "reasoning_effort": self.reasoning_effort, "dtype": self.dtype}
 
 
 def parse_shard(shard: "str | Shard | tuple[int, int] | None") -> Shard | None:
@@ -57,6 +60,6 @@ def check_settings(batch_size: int, max_new_tokens: int, shard: "str | Shard | t
     """The parsed shard; one clear error for a size below 1 or a malformed shard."""
     if batch_size < 1:
         raise MoeprintError("--batch-size must be at least 1.")
-    if max_new_tokens < 1:
-        raise MoeprintError("--max-new-tokens must be at least 1.")
+    if max_new_tokens < 0:
+        raise MoeprintError("--max-new-tokens must be at least 0 (0: record the prompt tokens only).")
     return parse_shard(shard)

@@ -26,9 +26,10 @@ import torch
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.identity import shard_digests
-from moeprint.io import make_output_dir
+from moeprint.io import make_output_dir, read_json
+from moeprint.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
 from moeprint.outputs import OutputLock
-from moeprint.prompts import render_prompt
+from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
 from moeprint.record.hooks import RouterCapture
 from moeprint.record.segments import ChannelSegmenter
@@ -59,20 +60,24 @@ def record(
     shard: str | Shard | tuple[int, int] | None = None,
     reasoning_effort: str | None = None,
     progress: bool = True,
-    device: str = "auto",
+    load: LoadSettings = LoadSettings(),
+    template: TemplateInputs = TemplateInputs(),
 ) -> Path:
     """Record routing of `prompts` on the model in `model_dir` into the run directory `out_dir`.
 
     Resumes an unfinished run with the same settings; refuses a complete run. Returns the run path."""
-    settings = RecordSettings(max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, reasoning_effort)
+    settings = RecordSettings(max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, reasoning_effort,
+                              dtype=load.dtype, template=template)
     shard = check_settings(batch_size, max_new_tokens, shard)
     prompts, config, _ = check_inputs(model_dir, prompts)
     run = check_run_dir(out_dir)
     lock = OutputLock(run.root).acquire()  # held until the run is complete: a second writer fails now
     try:
-        recorder = Recorder(model_dir, prompts, settings, device)
+        prepared = prepare_prompts(model_dir, prompts, settings, config)  # before the weights load
+        state = recording_state(model_dir, prompts, settings, shard, prepared)
+        check_rendering(run, state)
+        recorder = Recorder(model_dir, prompts, settings, load.device, prepared)
         mine = [b for b in range(len(recorder.batches)) if shard is None or shard.owns(b)]
-        state = recording_state(model_dir, prompts, settings, shard)
         make_output_dir(run.root)  # the first write: every check above has passed
         store.check_or_write_state(run, state)
 
@@ -122,8 +127,23 @@ def check_run_dir(out_dir: str | Path) -> RunDir:
     return run
 
 
+
+def prepare_prompts(model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
+                    config: dict) -> list[_Prepared]:
+    """Every prompt rendered with the run's fixed template inputs and tokenised, each checked against the
+    model's context (one clear error before any weight loads)."""
+    tokenizer = load_tokenizer(model_dir)
+    prepared = [_prepare(tokenizer, p, settings.reasoning_effort, settings.template) for p in prompts]
+    limit = context_length(config)
+    for p in prepared:
+        check_context(len(p.token_ids) + settings.max_new_tokens, limit,
+                      f"prompt {p.prompt.prompt_id!r} ({len(p.token_ids)} tokens) plus --max-new-tokens "
+                      f"{settings.max_new_tokens}")
+    return prepared
+
+
 def recording_state(model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
-                    shard: Shard | None) -> dict[str, Any]:
+                    shard: Shard | None, prepared: Sequence[_Prepared]) -> dict[str, Any]:
     """The settings a resume must match (RUN/.record/state.json)."""
     model_dir = Path(model_dir)
     return {
@@ -134,6 +154,8 @@ def recording_state(model_dir: str | Path, prompts: Sequence[PromptRecord], sett
         "has_logits": settings.logits,
         "has_norms": settings.expert_norms,
         "shard": str(shard) if shard else None,
+        "template_inputs": settings.template.to_json(),
+        "rendered_sha256": rendered_sha256(p.rendered for p in prepared),
     }
 
 
@@ -146,12 +168,13 @@ class Recorder:
     One per process: `record` keeps one, and so does each Ray worker."""
 
     def __init__(self, model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
-                 device: str = "auto"):
+                 device: str = "auto", prepared: Sequence[_Prepared] | None = None):
         model_dir = Path(model_dir)
         config = load_config_dict(model_dir)
         self.settings = settings
-        self.tokenizer, self.model = _load(model_dir, device)
-        self.prepared = [_prepare(self.tokenizer, p, settings.reasoning_effort) for p in prompts]
+        self.prepared = list(prepared) if prepared is not None else prepare_prompts(model_dir, prompts, settings, config)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = load_causal_lm(model_dir, LoadSettings(device, settings.dtype))
         # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
         order = sorted(range(len(prompts)), key=lambda i: (len(self.prepared[i].token_ids), prompts[i].prompt_id))
         self.batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
@@ -205,6 +228,8 @@ def finish_run(run: RunDir, model_dir: str | Path, state: dict[str, Any], config
         "has_norms": state["has_norms"],
         "has_token_ids": True,
         "prompt_suite_sha256": state["prompt_suite_sha256"],
+        "template_inputs": state["template_inputs"],
+        "rendered_sha256": state["rendered_sha256"],
         "generation": state["generation"],
         "shard": state["shard"],
         "versions": software_versions(),
@@ -219,7 +244,7 @@ def finish_run(run: RunDir, model_dir: str | Path, state: dict[str, Any], config
 @torch.no_grad()
 def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, do_sample, pad_id, eos_ids,
                   with_logits, with_norms):
-    device = model.device
+    device = input_device(model)
     B, S = len(batch), max(len(p.token_ids) for p in batch)
     input_ids = torch.full((B, S), pad_id, dtype=torch.long)
     mask = torch.zeros((B, S), dtype=torch.long)
@@ -229,27 +254,12 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
     input_ids, mask = input_ids.to(device), mask.to(device)
 
     capture.reset()
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        pad_token_id=pad_id,
-        eos_token_id=eos_ids,
-        return_dict_in_generate=True,
-    )
-    sequences = out.sequences  # (B, S+G)
-    G = sequences.shape[1] - S
-    # Feed the last generated column once so its routing exists (generate never feeds it back).
-    full_mask = torch.cat([mask, torch.ones((B, G), dtype=mask.dtype, device=device)], dim=1)  # (B, S+G)
-    model(
-        input_ids=sequences[:, -1:],
-        attention_mask=full_mask,
-        position_ids=full_mask.sum(-1, keepdim=True) - 1,  # same positions generate would use next
-        **{_cache_keyword(model): out.cache if "cache" in out else out.past_key_values},
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    if max_new_tokens == 0:  # prefill only: one forward over the prompts, positions as generate would give them
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, S)
+        model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+        sequences, G = input_ids, 0
+    else:
+        sequences, G = _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids)
     grids = _grids(capture.take(), B, S, G)  # name -> (B, S+G, L, width), on host
 
     generated = sequences[:, S:].cpu().numpy()  # (B, G)
@@ -288,9 +298,37 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
     return store.trace_table(flat, with_logits, with_norms), rows
 
 
+def _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids):
+    """generate, then the last generated column fed once more so that its routing exists too."""
+    B, S = input_ids.shape
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids,
+        return_dict_in_generate=True,
+    )
+    sequences = out.sequences  # (B, S+G)
+    G = sequences.shape[1] - S
+    # Feed the last generated column once so its routing exists (generate never feeds it back).
+    full_mask = torch.cat([mask, torch.ones((B, G), dtype=mask.dtype, device=mask.device)], dim=1)  # (B, S+G)
+    model(
+        input_ids=sequences[:, -1:],
+        attention_mask=full_mask,
+        position_ids=full_mask.sum(-1, keepdim=True) - 1,  # same positions generate would use next
+        **{_cache_keyword(model): out.cache if "cache" in out else out.past_key_values},
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return sequences, G
+
+
 def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -> dict[str, np.ndarray]:
     """Per-layer call lists -> name -> (B, S+G, L, width) host arrays. Call 0 is the prefill
-    (B*S rows, row b*S+s), calls 1..G are one row per sequence (G-1 decode steps + the final forward)."""
+    (B*S rows, row b*S+s), calls 1..G are one row per sequence (G-1 decode steps + the final forward);
+    with G = 0 (prefill only) the prefill is the only call."""
     per_name: dict[str, list[torch.Tensor]] = {}
     for layer_calls in calls:
         if len(layer_calls) != G + 1 or layer_calls[0]["ids"].shape[0] != B * S:
@@ -301,6 +339,9 @@ def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -
             )
         for name in layer_calls[0]:
             prefill = layer_calls[0][name].reshape(B, S, -1)  # (B, S, w)
+            if G == 0:  # prefill only (--max-new-tokens 0)
+                per_name.setdefault(name, []).append(prefill)
+                continue
             steps = torch.stack([c[name].reshape(B, -1) for c in layer_calls[1:]], dim=1)  # (B, G, w)
             per_name.setdefault(name, []).append(torch.cat([prefill, steps], dim=1))  # (B, S+G, w)
     out = {}
@@ -314,8 +355,23 @@ def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def _prepare(tokenizer, prompt: PromptRecord, reasoning_effort: str | None) -> _Prepared:
-    rendered = render_prompt(tokenizer, prompt, reasoning_effort)
+def check_rendering(run: RunDir, state: dict[str, Any]) -> None:
+    """An unfinished run resumes only if its prompts render to the same text as when it started."""
+    state_file = run.root / store.STATE_DIR / "state.json"
+    if not state_file.exists():
+        return
+    previous = read_json(state_file)
+    rendered = state["rendered_sha256"]
+    if previous.get("rendered_sha256", rendered) != rendered:  # a state without it fails the settings check
+        before, now = previous.get("template_inputs") or {}, state["template_inputs"]
+        hint = (f"it was started with --date {before['date']}, now {now['date']}" if before.get("date") != now["date"]
+                else "the chat template or its settings changed")
+        raise MoeprintError(f"{run.root} holds an unfinished recording whose prompts rendered to other "
+                            f"text ({hint}); rerun with the same inputs to resume, or choose another --out.")
+
+
+def _prepare(tokenizer, prompt: PromptRecord, reasoning_effort: str | None, template: TemplateInputs) -> _Prepared:
+    rendered = render_prompt(tokenizer, prompt, reasoning_effort, template)
     # Chat templates already contain every special token; raw text gets the tokenizer's own (e.g. BOS).
     ids = tokenizer(rendered, add_special_tokens=prompt.text is not None)["input_ids"]
     if not ids:
@@ -331,26 +387,6 @@ def _special_ids(tokenizer, model) -> tuple[int, list[int]]:
         raise MoeprintError("the model defines no EOS token (generation_config.eos_token_id).")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.pad_token_id
     return int(pad if pad is not None else eos_ids[0]), eos_ids
-
-
-def _load(model_dir: Path, device: str = "auto"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise MoeprintError(f"cannot load the tokenizer from {model_dir} ({e.__class__.__name__}).") from None
-    try:
-        # Loading straight onto the GPU keeps gpt-oss in MXFP4 where the kernels exist (fused MLP path);
-        # on CPU transformers dequantises to bf16.
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", device_map=device)
-    except Exception as e:  # corrupt or mismatched weights surface as many exception types
-        raise MoeprintError(f"cannot load the model from {model_dir} ({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:200]}).") from None
-    model.eval()
-    return tokenizer, model
 
 
 def _check_writable(path: Path) -> None:

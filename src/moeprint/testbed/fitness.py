@@ -24,11 +24,10 @@ from moeprint.testbed.routing import (
 
 
 def load_testbed(model_dir: str | Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """On the CPU in float32: docs/testbed.md's numbers were measured that way and must reproduce."""
+    from moeprint.loader import CPU_FLOAT32, load_causal_lm, load_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(model_dir)
+    return load_causal_lm(model_dir, CPU_FLOAT32), load_tokenizer(model_dir)
 
 
 def untrained_like(model, seed: int = 0):
