@@ -53,12 +53,18 @@ def calibration_batches(texts: Sequence[str], tokenizer, token_budget: int = 204
     if not windows:
         raise MoeprintError("the calibration texts have no window of two or more tokens.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return window_batches(windows, pad, batch_tokens)
+
+
+def window_batches(windows: Sequence[Sequence[int]], pad: int,
+                   batch_tokens: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Token windows grouped in order into right-padded (input_ids, attention) batches of <= `batch_tokens`."""
     out, group = [], []
     for w in windows:
         if group and max(map(len, group + [w])) * (len(group) + 1) > batch_tokens:
             out.append(_pad(group, pad))
             group = []
-        group.append(w)
+        group.append(list(w))
     out.append(_pad(group, pad))
     return out
 
