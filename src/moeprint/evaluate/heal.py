@@ -197,7 +197,7 @@ def _fit_e2e(model, adapter, kept, initial: list[RouterRows], calib: Calibration
             step += 1
             if progress:
                 progress()
-            if step % settings.eval_every == 0:
+            if step % settings.eval_every == 0 or step == settings.steps:
                 kl = mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout)
                 history.append((step, kl))
                 bad = 0 if kl < best[0] else bad + 1
@@ -276,7 +276,7 @@ def _fit_local(model, adapter, kept, initial: list[RouterRows], calib: Calibrati
             step += 1
             if progress:
                 progress()
-            if step % settings.eval_every == 0:
+            if step % settings.eval_every == 0 or step == settings.steps:
                 e = float(error(x_hold, y_hold))
                 history.append((total + step, e))
                 bad = 0 if e < best[0] else bad + 1
