@@ -15,6 +15,7 @@ from moeprint.evaluate.cut import Cut, LoadedModel, base_cut, checkpoint_cut, lo
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_prompts, load_texts
 from moeprint.evaluate.progress import Progress
 from moeprint.io import atomic_write_json
+from moeprint.prune.rows import rows_as_list, rows_for_plan, with_heal_record
 from moeprint.run import software_versions
 
 RESULT_SCHEMA = "moeprint.evaluate/1"
@@ -33,8 +34,10 @@ class EvalSettings:
 
 def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, checkpoint: str | Path | None = None,
              texts_path: str | Path, mc_path: str | Path | None = None, prompts_path: str | None = None,
-             lm_eval_tasks: str | None = None, out: str | Path, settings: EvalSettings | None = None) -> Path:
-    """Evaluate a plan (as a router mask) or a checkpoint against `model_path`; write `out` atomically."""
+             lm_eval_tasks: str | None = None, out: str | Path, settings: EvalSettings | None = None,
+             router_rows: str | Path | None = None) -> Path:
+    """Evaluate a plan (as a router mask) or a checkpoint against `model_path`; write `out` atomically.
+    A healed plan's rows (`router_rows`, or the file the plan names) replace its kept router rows."""
     settings = settings or EvalSettings()
     if (plan_path is None) == (checkpoint is None):
         raise MoeprintError("give exactly one of --plan and --checkpoint.")
@@ -45,6 +48,10 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     config = load_config_dict(model_path)
     adapter_for(config)
     plan = read_plan(plan_path, config) if plan_path else None  # validated before any weight is read
+    if router_rows is not None and plan is None:
+        raise MoeprintError("--router-rows needs --plan (a checkpoint holds its own router rows).")
+    healed = rows_for_plan(plan, plan_path, router_rows, config) if plan else None
+    plan = with_heal_record(plan, healed) if plan else None
     if lm_eval_tasks:
         from moeprint.evaluate.harness import parse_tasks
 
@@ -53,7 +60,8 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     if checkpoint:
         adapter_for(load_config_dict(checkpoint))
     base = load_model(model_path)
-    cut = plan_cut(base, plan, name=Path(plan_path).stem) if plan else checkpoint_cut(base, checkpoint)
+    cut = (plan_cut(base, plan, name=Path(plan_path).stem, router_rows=rows_as_list(healed)) if plan
+           else checkpoint_cut(base, checkpoint))
     result = evaluate_loaded(base, cut, texts=texts, questions=questions, prompts=prompts,
                              lm_eval_tasks=lm_eval_tasks, settings=settings)
     result["inputs"] = {

@@ -26,6 +26,7 @@ from moeprint.evaluate.progress import Progress
 from moeprint.evaluate.selection import load_ranking, parse_sizes, random_kept
 from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
 from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
+from moeprint.prune.rows import load_router_rows, plan_of_rows, rows_as_list
 from moeprint.run import open_run, software_versions
 from moeprint.types import PrunePlan
 
@@ -45,6 +46,7 @@ class SweepSpec:
     allow_unverified: bool = False
     plots: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    router_rows: list[str] = field(default_factory=list)  # healed cuts: rows files (each records its plan)
 
 
 def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
@@ -76,7 +78,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
 
     # Every plan before any weight is read (bad criteria or domains fail fast).
     signature = model_signature(config)
-    plans: list[tuple[PrunePlan, int | None]] = []
+    plans: list[tuple[PrunePlan, int | None, Any]] = []
     sources = {}
     for domain in spec.domains:
         for criterion in spec.criteria:
@@ -84,12 +86,15 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
             sources[criterion] = "computed from fingerprints" if source == "fingerprints" else "rankings file"
             for n in sizes:
                 plans.append((plan_from_ranking(ranking, n, signature, base_model=str(model_path), domain=domain,
-                                                criterion=criterion, source=source), None))
+                                                criterion=criterion, source=source), None, None))
     for seed in range(spec.random_seeds):
         for n in sizes:
             plan = PrunePlan(str(model_path), signature["architecture"], "", "random", n, k,
                              random_kept(L, E, n, seed), extra={"seed": seed, "base_num_experts": E})
-            plans.append((validate_plan(plan, signature), seed))
+            plans.append((validate_plan(plan, signature), seed, None))
+    for rows_path in spec.router_rows:
+        healed = load_router_rows(rows_path).check_hidden(config, str(rows_path))
+        plans.append((validate_plan(plan_of_rows(healed, str(rows_path)), signature), None, healed))
 
     base = load_model(model_path)
     tok = base.tokenizer
@@ -105,18 +110,24 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
         scored_base = choice.score_choices(base_side, questions, tok) if questions else None
         advance = progress.task("cuts", len(plans))
         done: dict[tuple, dict] = {}  # identical masks (e.g. every expert kept) are evaluated once
-        for plan, seed in plans:
+        for i, (plan, seed, healed) in enumerate(plans):
             cut = plan_cut(base, plan, name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
-                           + (f"-s{seed}" if seed is not None else ""))
-            if plan.kept not in done:
+                           + (f"-s{seed}" if seed is not None else "")
+                           + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
+                           router_rows=rows_as_list(healed))
+            key = plan.kept if healed is None else i  # a healed cut routes differently from its plan's mask
+            if key not in done:
                 sections = {"text": text.compare_texts(ref, cut, base_model=base.model)}
                 if questions:
                     sections["mc"] = choice.score_choices(cut, questions, tok)
-                done[plan.kept] = sections
-            sections = done[plan.kept]
+                done[key] = sections
+            sections = done[key]
             entry = {"cut": {"name": cut.name, "kind": "plan", **cut.info, "seed": seed,
                              "kept": [list(x) for x in plan.kept]},
                      "text": text.summarise(sections["text"], plan.domain or None)}
+            if healed is not None:  # its own line in the plots and CSV, beside the unhealed criterion
+                entry["cut"]["criterion"] = f"{plan.criterion}+healed-{healed.info.get('objective', 'rows')}"
+                entry["cut"]["router_rows"] = str(spec.router_rows[i - (len(plans) - len(spec.router_rows))])
             if questions:
                 entry["mc"] = choice.accuracy_table(scored_base, sections["mc"], plan.domain or None)
             cuts.append(entry)

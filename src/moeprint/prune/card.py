@@ -57,8 +57,7 @@ def build_card(
         f"# {name}",
         "",
         f"`{base_label}` with {plan.n_experts} of its {base_experts} experts per layer kept, chosen for the "
-        f"**{plan.domain}** domain by the **{plan.criterion}** criterion. Nothing was retrained: the kept experts and "
-        "their router rows are the base model's, bit for bit, and the router simply has fewer experts to pick from.",
+        f"**{plan.domain}** domain by the **{plan.criterion}** criterion. " + _what_changed(plan),
         "",
         "## Architecture and size",
         "",
@@ -83,7 +82,8 @@ def build_card(
         f"{plan.n_experts} experts of that ranking; kept experts are renumbered in ascending order of their old ids.",
         "- The exact ids per layer and the old -> new mapping are in `moeprint_plan.json`.",
         "- Exactness: this checkpoint computes the same logits as the base model with the dropped experts' router "
-        "logits set to -inf (moeprint tests this equality on every release).",
+        "logits set to -inf" + (" and the kept experts' router rows replaced by the healed rows" if plan.extra.get("heal")
+                                else "") + " (moeprint tests this equality on every release).",
         "",
         "<details><summary>Kept experts per layer</summary>",
         "",
@@ -115,6 +115,24 @@ def build_card(
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     validate_card(card)
     return card
+
+
+def _what_changed(plan: PrunePlan) -> str:
+    heal = plan.extra.get("heal")
+    if not heal:
+        return ("Nothing was retrained: the kept experts and their router rows are the base model's, bit for bit, "
+                "and the router simply has fewer experts to pick from.")
+    settings = heal.get("settings") or {}
+    return (f"The router rows (weight and bias) of the kept experts were retrained (healed, objective "
+            f"`{heal.get('objective', '?')}`, {heal.get('fit_tokens', '?')} calibration tokens, "
+            f"seed {settings.get('seed', '?')}) so that the cut imitates its base: mean token KL(base || cut) on "
+            f"held-back calibration text {_num(heal.get('holdout_kl_before'))} -> {_num(heal.get('holdout_kl_after'))} "
+            "nats. Nothing else was retrained: every expert weight and every other tensor is the base model's, "
+            "bit for bit.")
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
 
 
 def validate_card(card) -> None:

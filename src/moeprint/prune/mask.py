@@ -18,8 +18,9 @@ from moeprint.prune.shards import list_tensors
 from moeprint.types import PrunePlan
 
 
-def load_masked(model_dir: str | Path, plan: PrunePlan, dtype: torch.dtype = torch.float32):
-    """Load a local model with stock transformers and apply `plan` as a router mask.
+def load_masked(model_dir: str | Path, plan: PrunePlan, dtype: torch.dtype = torch.float32, router_rows=None):
+    """Load a local model with stock transformers and apply `plan` as a router mask (with `router_rows`,
+    a healed cut: per MoE layer the kept experts' replacement rows).
 
     The mask stays on for the model's lifetime; `model.moeprint_unmask()` restores the original router.
     """
@@ -31,7 +32,7 @@ def load_masked(model_dir: str | Path, plan: PrunePlan, dtype: torch.dtype = tor
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.eval()
     stack = contextlib.ExitStack()
-    stack.enter_context(adapter_for(model.config).router_mask(model, plan.kept))
+    stack.enter_context(adapter_for(model.config).router_mask(model, plan.kept, router_rows))
     model.moeprint_unmask = stack.close
     return model
 
@@ -49,12 +50,13 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 32, chat:
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-def masked_generate(model_dir: str | Path, plan: PrunePlan, prompt: str, max_new_tokens: int = 32) -> str:
+def masked_generate(model_dir: str | Path, plan: PrunePlan, prompt: str, max_new_tokens: int = 32,
+                    router_rows=None) -> str:
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as e:
         raise MoeprintError(f"cannot load the tokenizer from {model_dir} ({e.__class__.__name__}).") from None
-    model = load_masked(model_dir, plan)
+    model = load_masked(model_dir, plan, router_rows=router_rows)
     return generate_text(model, tokenizer, prompt, max_new_tokens)

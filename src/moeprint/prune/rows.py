@@ -8,12 +8,14 @@ sits next to its plan and describes itself:
     metadata  schema  moeprint.router_rows/1
               kept    JSON list of the kept ids per layer (must equal the plan's)
               heal    JSON of how the rows were fitted (objective, settings, calibration KL before / after)
+              plan    JSON of the healed plan (so a rows file alone describes its cut)
 
 A healed plan names its rows file in `extra.router_rows` (a bare file name in the plan's own folder).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,20 +39,20 @@ class HealedRows:
     kept: tuple[tuple[int, ...], ...]
     rows: tuple[RouterRows, ...]
     info: dict[str, Any] = field(default_factory=dict)  # the `heal` metadata
+    plan: dict[str, Any] | None = None  # the plan JSON the rows heal (its `extra.heal` is `info`)
 
     def check_plan(self, plan: PrunePlan, source: str = "router rows") -> "HealedRows":
         if tuple(map(tuple, plan.kept)) != self.kept:
             raise MoeprintError(f"{source} were fitted for other kept experts than the plan's; heal this plan first.")
         return self
 
-    def check_hidden(self, hidden_size: int, has_bias: bool, source: str = "router rows") -> "HealedRows":
+    def check_hidden(self, config: dict[str, Any], source: str = "router rows") -> "HealedRows":
+        """The rows must be as wide as the model's hidden size (checked before any weight is read)."""
+        hidden = config.get("hidden_size")
         for i, r in enumerate(self.rows):
-            if r.weight.shape[1] != hidden_size:
+            if hidden is not None and r.weight.shape[1] != int(hidden):
                 raise MoeprintError(f"{source}: layer {i} rows have width {r.weight.shape[1]}, the model's hidden "
-                                    f"size is {hidden_size}.")
-            if (r.bias is not None) != has_bias:
-                raise MoeprintError(f"{source}: layer {i} {'has' if r.bias is not None else 'lacks'} a router bias; "
-                                    f"the model's router {'has' if has_bias else 'has no'} bias.")
+                                    f"size is {hidden}.")
         return self
 
 
@@ -71,6 +73,8 @@ def save_router_rows(path: str | Path, healed: HealedRows) -> Path:
             tensors[f"layer_{i}.bias"] = r.bias.detach().cpu().contiguous()  # (n,)
     metadata = {"schema": ROWS_SCHEMA, "kept": json.dumps([list(k) for k in healed.kept]),
                 "heal": json.dumps(healed.info, allow_nan=False)}
+    if healed.plan is not None:
+        metadata["plan"] = json.dumps(healed.plan, allow_nan=False)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -94,6 +98,7 @@ def load_router_rows(path: str | Path) -> HealedRows:
     try:
         kept = tuple(tuple(int(e) for e in k) for k in json.loads(meta["kept"]))
         info = json.loads(meta.get("heal") or "{}")
+        plan = json.loads(meta["plan"]) if "plan" in meta else None
     except (KeyError, TypeError, ValueError):
         raise MoeprintError(f"{path} has corrupt metadata (kept / heal).") from None
     rows = []
@@ -106,12 +111,14 @@ def load_router_rows(path: str | Path) -> HealedRows:
         rows.append(RouterRows(weight, bias))
     if len(tensors) != sum(1 + (r.bias is not None) for r in rows):
         raise MoeprintError(f"{path} holds tensors for more layers than its kept lists ({len(kept)}).")
-    return HealedRows(kept, tuple(rows), info)
+    return HealedRows(kept, tuple(rows), info, plan)
 
 
-def rows_for_plan(plan: PrunePlan, plan_path: str | Path | None, rows_path: str | Path | None) -> HealedRows | None:
+def rows_for_plan(plan: PrunePlan, plan_path: str | Path | None, rows_path: str | Path | None,
+                  config: dict[str, Any] | None = None) -> HealedRows | None:
     """The rows a command should apply: `rows_path` if given, else the file the plan names in
-    `extra.router_rows` (a bare name, resolved in the plan's folder only), else None (an unhealed cut)."""
+    `extra.router_rows` (a bare name, resolved in the plan's folder only), else None (an unhealed cut).
+    With the model's `config`, their width is checked too."""
     if rows_path is None:
         named = plan.extra.get("router_rows")
         if not named:
@@ -121,8 +128,30 @@ def rows_for_plan(plan: PrunePlan, plan_path: str | Path | None, rows_path: str 
         if plan_path is None:
             raise MoeprintError("the plan names router rows but its folder is unknown; pass the rows file.")
         rows_path = Path(plan_path).parent / named
-    return load_router_rows(rows_path).check_plan(plan, str(rows_path))
+    healed = load_router_rows(rows_path).check_plan(plan, str(rows_path))
+    return healed.check_hidden(config, str(rows_path)) if config is not None else healed
 
 
 def rows_as_list(healed: HealedRows | None) -> Sequence[RouterRows] | None:
     return None if healed is None else list(healed.rows)
+
+
+def with_heal_record(plan: PrunePlan, healed: HealedRows | None, rows_name: str | None = None) -> PrunePlan:
+    """The plan with `extra.heal` (how its rows were fitted) and, if given, `extra.router_rows` (the file name)."""
+    if healed is None:
+        return plan
+    extra = {**plan.extra, "heal": healed.info}
+    if rows_name is not None:
+        extra["router_rows"] = rows_name
+    return dataclasses.replace(plan, extra=extra)
+
+
+def plan_of_rows(healed: HealedRows, source: str) -> PrunePlan:
+    """The plan a rows file describes (its `plan` metadata), checked against the rows' kept experts."""
+    from moeprint.prune.plan import plan_from_json
+
+    if healed.plan is None:
+        raise MoeprintError(f"{source} records no plan; give the plan it heals.")
+    plan = plan_from_json(healed.plan, source)
+    healed.check_plan(plan, source)
+    return with_heal_record(plan, healed)
