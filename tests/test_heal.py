@@ -21,7 +21,7 @@ from moeprint.evaluate.cut import load_model
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration
 from moeprint.prune import build_checkpoint, save_plan
 from moeprint.prune.rows import HealedRows, load_router_rows, rows_for_plan, save_router_rows
-from prune_helpers import make_plan, read_tensors
+from prune_helpers import main_in_process, make_plan, read_tensors
 
 E, TOP_K = 8, 2  # the tiny model's experts and top-k
 FAST = dict(steps=30, token_budget=512, window=32, batch_tokens=128, eval_every=5, patience=3)
@@ -156,7 +156,8 @@ def _write_plan(tiny_model_dir, path, n=3, seed=1):
     return save_plan(make_plan(tiny_model_dir, n, seed=seed), path)
 
 
-def test_heal_cli_then_prune_and_evaluate(tiny_model_dir, tmp_path, calib_texts):
+@pytest.mark.slow
+def test_heal_cli_then_prune_and_evaluate(tiny_model_dir, tmp_path, calib_texts, capsys):
     plan_path = _write_plan(tiny_model_dir, tmp_path / "law-3.json")
     calib = write_jsonl(tmp_path / "calib.jsonl", [{"text": t, "domain": "law"} for t in calib_texts])
     out = tmp_path / "healed" / "law-3-healed.json"
@@ -171,7 +172,7 @@ def test_heal_cli_then_prune_and_evaluate(tiny_model_dir, tmp_path, calib_texts)
     rows = load_router_rows(rows_file)
 
     ckpt = tmp_path / "ckpt"
-    run_cli("prune", tiny_model_dir, "--plan", out, "--out", ckpt, check=True)
+    assert main_in_process(capsys, "prune", tiny_model_dir, "--plan", out, "--out", ckpt)[0] == 0
     card = (ckpt / "README.md").read_text()
     assert "router rows (weight and bias) of the kept experts were retrained" in card
     assert "every expert weight and every other tensor is the base model's" in card
@@ -181,23 +182,25 @@ def test_heal_cli_then_prune_and_evaluate(tiny_model_dir, tmp_path, calib_texts)
     assert "router_rows" not in record["extra"] and record["router_rows_replaced"]
 
     texts = write_jsonl(tmp_path / "held.jsonl", domain_texts(seed=99, per_domain=2))
-    res = tmp_path / "eval.json"
-    run_cli("evaluate", tiny_model_dir, "--plan", out, "--texts", texts, "--no-speculative", "--out", res, check=True)
-    res_ckpt = tmp_path / "eval-ckpt.json"
-    run_cli("evaluate", tiny_model_dir, "--checkpoint", ckpt, "--texts", texts, "--no-speculative", "--out", res_ckpt,
-            check=True)
+    res, res_ckpt = tmp_path / "eval.json", tmp_path / "eval-ckpt.json"
+    assert main_in_process(capsys, "evaluate", tiny_model_dir, "--plan", out, "--texts", texts, "--no-speculative",
+                           "--out", res)[0] == 0
+    assert main_in_process(capsys, "evaluate", tiny_model_dir, "--checkpoint", ckpt, "--texts", texts,
+                           "--no-speculative", "--out", res_ckpt)[0] == 0
     a, b = json.loads(res.read_text()), json.loads(res_ckpt.read_text())
     assert a["cut"]["healed"] == "e2e"
-    # the healed mask and the healed checkpoint score the same (the oracle, through the CLI)
+    # the healed mask and the healed checkpoint score the same (the oracle, through the commands)
     assert a["text"]["all"]["kl"] == b["text"]["all"]["kl"]
 
 
-def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts):
+def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts, capsys):
     plan_path = _write_plan(tiny_model_dir, tmp_path / "p.json")
     calib = write_jsonl(tmp_path / "calib.jsonl", [{"text": t} for t in calib_texts])
     out = tmp_path / "h.json"
+    proc = run_cli("heal", tiny_model_dir, "--plan", plan_path, "--out", out)  # the real entry point once
+    assert_clean_error(proc)
+    assert "exactly one calibration source" in proc.stderr
     cases = [
-        (["--plan", plan_path, "--out", out], "exactly one calibration source"),
         (["--plan", plan_path, "--texts", calib, "--run", tmp_path, "--out", out], "exactly one calibration source"),
         (["--plan", plan_path, "--texts", calib, "--out", plan_path], "is an input"),
         (["--plan", plan_path, "--texts", calib, "--steps", "0", "--out", out], "steps"),
@@ -206,15 +209,15 @@ def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts):
         (["--plan", plan_path, "--texts", calib, "--out", tmp_path / "h.txt"], "must be a .json"),
     ]
     for args, message in cases:
-        proc = run_cli("heal", tiny_model_dir, *args)
-        assert_clean_error(proc)
-        assert message in proc.stderr, (args, proc.stderr)
+        code, err = main_in_process(capsys, "heal", tiny_model_dir, *args)
+        assert code == 2 and err.strip().startswith("error:") and "Traceback" not in err, (args, err)
+        assert message in err, (args, err)
     assert not out.exists() and not (tmp_path / "h.router_rows.safetensors").exists()
     # rows fitted for another plan are refused by prune before anything is written
     other = make_plan(tiny_model_dir, 3, seed=9)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     rows = save_router_rows(tmp_path / "o.router_rows.safetensors",
                             HealedRows(other.kept, tuple(_perturbed_rows(model, other.kept)), {}))
-    proc = run_cli("prune", tiny_model_dir, "--plan", plan_path, "--router-rows", rows, "--out", tmp_path / "ck")
-    assert_clean_error(proc)
-    assert "other kept experts" in proc.stderr and not (tmp_path / "ck").exists()
+    code, err = main_in_process(capsys, "prune", tiny_model_dir, "--plan", plan_path, "--router-rows", rows,
+                                "--out", tmp_path / "ck")
+    assert code == 2 and "other kept experts" in err and not (tmp_path / "ck").exists()
