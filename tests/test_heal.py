@@ -221,3 +221,33 @@ def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts, capsys):
     code, err = main_in_process(capsys, "prune", tiny_model_dir, "--plan", plan_path, "--router-rows", rows,
                                 "--out", tmp_path / "ck")
     assert code == 2 and "other kept experts" in err and not (tmp_path / "ck").exists()
+
+
+def test_sweep_scores_healed_rows_as_their_own_cut(tiny_model_dir, tmp_path):
+    """A rows file given to the sweep is scored as its own cut, and scores what the healed mask scores
+    when `evaluate` applies the same rows to the same plan."""
+    from evaluate_helpers import make_run
+
+    from moeprint.evaluate import EvalSettings, evaluate
+    from moeprint.evaluate.sweep import SweepSpec, sweep
+
+    run = make_run(tmp_path / "run", tiny_model_dir, domain_texts(seed=1, per_domain=3)).root
+    texts = write_jsonl(tmp_path / "held.jsonl", domain_texts(seed=2, per_domain=2))
+    plan = make_plan(tiny_model_dir, 3, seed=5)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    rows_path = save_router_rows(tmp_path / "h.router_rows.safetensors",
+                                 HealedRows(plan.kept, tuple(_perturbed_rows(model, plan.kept)), {"objective": "e2e"},
+                                            plan.to_json()))
+    out = sweep(run, model_path=tiny_model_dir, texts_path=texts, out=tmp_path / "sweep",
+                spec=SweepSpec(domains=["law"], sizes="3", criteria=["frequency"], random_seeds=0, plots=False,
+                               router_rows=[str(rows_path)]))
+    doc = json.loads((out / "results.json").read_text())
+    healed = [c for c in doc["cuts"] if c["cut"]["criterion"] == "test+healed-e2e"]
+    assert len(healed) == 1 and healed[0]["cut"]["kept"] == [list(k) for k in plan.kept]
+    plan_path = save_plan(plan, tmp_path / "plan.json")
+    single = evaluate(tiny_model_dir, plan_path=plan_path, router_rows=rows_path, texts_path=texts,
+                      out=tmp_path / "e.json", settings=EvalSettings(speculative=False))
+    assert json.loads(single.read_text())["text"]["all"]["kl"] == healed[0]["text"]["all"]["kl"]
+    unhealed = evaluate(tiny_model_dir, plan_path=plan_path, texts_path=texts, out=tmp_path / "u.json",
+                        settings=EvalSettings(speculative=False))
+    assert json.loads(unhealed.read_text())["text"]["all"]["kl"] != healed[0]["text"]["all"]["kl"]
