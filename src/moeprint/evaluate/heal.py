@@ -179,31 +179,42 @@ def _fit_e2e(model, adapter, kept, initial: list[RouterRows], calib: Calibration
     params = [t for r in rows for t in (r.weight, r.bias) if t is not None and t.requires_grad]
     if not params:
         raise MoeprintError("bias-only healing needs a router with a bias.")
-    opt = torch.optim.Adam(params, lr=settings.learning_rate)
     gen = torch.Generator().manual_seed(settings.seed)
-    best = (mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout), _detached(rows))
-    history, bad, step = [(0, best[0])], 0, 0
+    order: list[int] = []  # batch indices, one seeded permutation per pass over the fit batches
+
+    def step_loss(step: int) -> torch.Tensor:
+        if step >= len(order):
+            order.extend(torch.randperm(len(calib.fit), generator=gen).tolist())
+        (ids, attention), base_lp = calib.fit[order[step]], calib.base_fit[order[step]]
+        with torch.enable_grad(), adapter.router_mask(model, kept, rows):
+            cut_lp = torch.log_softmax(model(input_ids=ids, attention_mask=attention,
+                                             use_cache=False).logits[:, :-1].float(), dim=-1)  # (B, S-1, V)
+            return kl_base_to_cut(base_lp, cut_lp)[_valid(attention)].mean()
+
+    return _descend(step_loss, params, lambda: mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout),
+                    lambda: _detached(rows), settings, progress)
+
+
+def _descend(step_loss: Callable[[int], torch.Tensor], params: list[torch.Tensor], heldout: Callable[[], float],
+             snapshot: Callable[[], object], settings: HealSettings, progress, offset: int = 0):
+    """Adam on `params`, at most `settings.steps` steps of `step_loss(step)`. The held-back metric is measured
+    at the start, every `eval_every` steps and at the last step; returns (snapshot of the best, steps taken,
+    history). Stops after `patience` measurements without improvement."""
+    opt = torch.optim.Adam(params, lr=settings.learning_rate)
+    best = (heldout(), snapshot())
+    history, bad, step = [(offset, best[0])], 0, 0
     while step < settings.steps and bad < settings.patience:
-        for b in torch.randperm(len(calib.fit), generator=gen).tolist():
-            (ids, attention), base_lp = calib.fit[b], calib.base_fit[b]
-            with torch.enable_grad(), adapter.router_mask(model, kept, rows):
-                cut_lp = torch.log_softmax(model(input_ids=ids, attention_mask=attention,
-                                                 use_cache=False).logits[:, :-1].float(), dim=-1)  # (B, S-1, V)
-                valid = _valid(attention)
-                loss = kl_base_to_cut(base_lp, cut_lp)[valid].mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            opt.step()
-            step += 1
-            if progress:
-                progress()
-            if step % settings.eval_every == 0 or step == settings.steps:
-                kl = mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout)
-                history.append((step, kl))
-                bad = 0 if kl < best[0] else bad + 1
-                best = (kl, _detached(rows)) if kl < best[0] else best
-            if step >= settings.steps or bad >= settings.patience:
-                break
+        loss = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if progress:
+            progress()
+        if step % settings.eval_every == 0 or step == settings.steps:
+            metric = heldout()
+            history.append((offset + step, metric))
+            best, bad = ((metric, snapshot()), 0) if metric < best[0] else (best, bad + 1)
     return best[1], step, history
 
 
@@ -258,31 +269,21 @@ def _fit_local(model, adapter, kept, initial: list[RouterRows], calib: Calibrati
         leaf = RouterRows(r0.weight.clone().requires_grad_(True),
                           None if r0.bias is None else r0.bias.clone().requires_grad_(True))
         layer_rows = [leaf if i == layer else None for i in range(len(blocks))]
-        opt = torch.optim.Adam([t for t in (leaf.weight, leaf.bias) if t is not None], lr=settings.learning_rate)
 
         def error(x, y, grad=False):
             with torch.set_grad_enabled(grad), adapter.router_mask(model, only, layer_rows):
                 return (_block_out(block, x) - y).pow(2).sum() / y.pow(2).sum().clamp_min(1e-12)
 
-        best = (float(error(x_hold, y_hold)), _detached([leaf])[0])
-        history.append((total, best[0]))
-        bad, step, per_step = 0, 0, max(1, settings.batch_tokens)
-        while step < settings.steps and bad < settings.patience:
-            pick = torch.randperm(x_fit.shape[0], generator=gen)[:per_step]  # (b,) tokens of this step
-            loss = error(x_fit[pick], y_fit[pick], grad=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if progress:
-                progress()
-            if step % settings.eval_every == 0 or step == settings.steps:
-                e = float(error(x_hold, y_hold))
-                history.append((total + step, e))
-                bad = 0 if e < best[0] else bad + 1
-                best = (e, _detached([leaf])[0]) if e < best[0] else best
-        rows[layer] = best[1]  # later layers are captured from the cut with this layer healed
-        total += step
+        def step_loss(step: int) -> torch.Tensor:
+            pick = torch.randperm(x_fit.shape[0], generator=gen)[: settings.batch_tokens]  # (b,) tokens of this step
+            return error(x_fit[pick], y_fit[pick], grad=True)
+
+        best, steps, layer_history = _descend(step_loss, [t for t in (leaf.weight, leaf.bias) if t is not None],
+                                              lambda: float(error(x_hold, y_hold)), lambda: _detached([leaf])[0],
+                                              settings, progress, offset=total)
+        history += layer_history
+        rows[layer] = best  # later layers are captured from the cut with this layer healed
+        total += steps
         del x_fit, x_hold, y_fit, y_hold
     return rows, total, history
 
