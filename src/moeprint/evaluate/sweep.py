@@ -94,7 +94,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
             plans.append((validate_plan(plan, signature), seed, None))
     for rows_path in spec.router_rows:
         healed = load_router_rows(rows_path).check_hidden(config, str(rows_path))
-        plans.append((validate_plan(plan_of_rows(healed, str(rows_path)), signature), None, healed))
+        plans.append((validate_plan(plan_of_rows(healed, str(rows_path)), signature), None, (healed, str(rows_path))))
 
     base = load_model(model_path)
     tok = base.tokenizer
@@ -110,7 +110,8 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
         scored_base = choice.score_choices(base_side, questions, tok) if questions else None
         advance = progress.task("cuts", len(plans))
         done: dict[tuple, dict] = {}  # identical masks (e.g. every expert kept) are evaluated once
-        for i, (plan, seed, healed) in enumerate(plans):
+        for i, (plan, seed, healed_from) in enumerate(plans):
+            healed, rows_source = healed_from or (None, None)
             cut = plan_cut(base, plan, name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
                            + (f"-s{seed}" if seed is not None else "")
                            + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
@@ -127,7 +128,7 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
                      "text": text.summarise(sections["text"], plan.domain or None)}
             if healed is not None:  # its own line in the plots and CSV, beside the unhealed criterion
                 entry["cut"]["criterion"] = f"{plan.criterion}+healed-{healed.info.get('objective', 'rows')}"
-                entry["cut"]["router_rows"] = str(spec.router_rows[i - (len(plans) - len(spec.router_rows))])
+                entry["cut"]["router_rows"] = rows_source
             if questions:
                 entry["mc"] = choice.accuracy_table(scored_base, sections["mc"], plan.domain or None)
             cuts.append(entry)
