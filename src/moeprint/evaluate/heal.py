@@ -15,7 +15,7 @@ bias (n)). Three objectives:
 Calibration texts are cut into token windows; a seeded permutation holds back `holdout` of them. Every
 `eval_every` steps the held-back metric (KL for e2e/bias, the layer's error for local) is measured; the best
 rows so far are kept and fitting stops after `patience` evaluations without improvement. With the same seed,
-settings and texts the result is the same tensor bytes (CPU, one thread per process or not).
+settings and texts the result is the same tensor bytes (tested on CPU, on one machine).
 """
 
 from __future__ import annotations
