@@ -13,8 +13,10 @@ Data (all disjoint by document, the corpus's own split):
     calibration split, next --validation-chars              : greedy-loss's validation split (never healed on)
     test split (whole)                                      : every perplexity number below
 
-    python bench/heal.py                                          # everything (slow: hours on 2 shared cores)
-    python bench/heal.py --domains law --criteria frequency,reap-sum --off-chars 20000   # reduced, ~15 min
+    python bench/heal.py                                          # everything (slow: many hours on 2 shared cores)
+    python bench/heal.py --domains law --sizes 16,8 --criteria frequency,reap-sum,greedy-loss --off-chars 20000
+                                                                  # the run in docs/heal.md: 62 min here
+    python bench/heal.py --domains law --sizes 16 --criteria frequency,reap-sum --off-chars 8000   # smaller
 Targets (printed with their numbers, never tuned for): best healed cut at 16/32 <= 0.3x unhealed frequency's
 in-domain increase in every domain; at 8/32 <= 0.5x; off-domain of a healed cut no worse than its unhealed cut.
 """

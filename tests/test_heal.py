@@ -65,7 +65,8 @@ def test_healing_lowers_calibration_kl_of_the_pruned_checkpoint(base, tiny_model
     assert after < before, (objective, before, after)
     assert result.fit_kl_before == pytest.approx(before, rel=1e-4)  # its own bookkeeping agrees
     assert result.fit_kl_after == pytest.approx(after, rel=1e-4)
-    assert result.kl_after <= result.kl_before  # early stopping keeps the best held-back rows (initial included)
+    if objective != "local":  # early stopping keeps the rows of the best held-back KL (initial included);
+        assert result.kl_after <= result.kl_before  # local stops on each layer's error, not on the KL
     if objective == "bias":  # only biases move
         for r, (_, block), keep in zip(result.rows, base.adapter.moe_blocks(base.model), plan.kept):
             assert torch.equal(r.weight, block.router.weight[list(keep)])
