@@ -19,7 +19,7 @@ from moeprint.errors import MoeprintError
 def cli() -> None:
     """Fingerprint the experts of Mixture-of-Experts models and prune them into domain specialists.
 
-    Pipeline: record -> analyze -> plan -> prune -> evaluate -> site. `moeprint demo` runs it all
+    Pipeline: record -> analyze -> plan [-> heal] -> prune -> evaluate -> site. `moeprint demo` runs it all
     on the built-in testbed model.
     """
 
