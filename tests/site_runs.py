@@ -45,7 +45,10 @@ def _route(rng, domain: str) -> tuple[list[int], list[float]]:
     return ids, weights
 
 
-def make_run(root: Path, seed: int = 0, with_fingerprints: bool = True, name: str = "synthetic") -> Path:
+def make_run(root: Path, seed: int = 0, with_fingerprints: bool = True, name: str = "synthetic",
+             unrouted_prompt: bool = True) -> Path:
+    """`unrouted_prompt`: p3's prompt rows carry no routing, as in imported traces (the analyze stage needs
+    every row routed, so runs that go through it set this to False)."""
     rng = np.random.default_rng(seed)
     run = root / name
     (run / "traces").mkdir(parents=True)
@@ -55,7 +58,7 @@ def make_run(root: Path, seed: int = 0, with_fingerprints: bool = True, name: st
         segs = ["prompt"] * n_prompt + ["think"] * n_think + ["answer"] * n_answer
         for pos, seg in enumerate(segs):
             tok = WORDS[(pos + 3 * n) % len(WORDS)]
-            if pid == "p3" and seg == "prompt":
+            if unrouted_prompt and pid == "p3" and seg == "prompt":
                 ids, weights = [], []  # imported traces: prompt rows without routing
             else:
                 ids, weights = _route(rng, domain)

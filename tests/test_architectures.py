@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
-from arch_helpers import E, FAMILIES, TOP_K, build_tiny, tiny_config
+from arch_helpers import E, FAMILIES, TOP_K, build_tiny, record_with_inputs, tiny_config
 from conftest import run_cli
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.adapters.mixtral import MIXTRAL
@@ -112,14 +112,7 @@ def test_recorded_routing_equals_router_math(family_model, token_ids):
     adapter = adapter_for(model.config)
     blocks = adapter.moe_blocks(model)
     assert [layer for layer, _ in blocks] == MOE_LAYERS[family]
-    inputs = []
-    pre = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, a[0].shape[-1]))) for _, b in blocks]
-    with RouterCapture(model, adapter, logits=True, expert_norms=True) as capture, torch.no_grad():
-        model(token_ids)
-    for h in pre:
-        h.remove()
-    calls = capture.take()
-    assert capture.layers == MOE_LAYERS[family]
+    calls, inputs = record_with_inputs(model, adapter, token_ids)
     for (layer, block), x, layer_calls in zip(blocks, inputs, calls):
         (got,) = layer_calls  # one forward call
         ids, weights, logits = _plain_routing(model, adapter, x, block, RENORMALISED[family])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -105,21 +106,33 @@ def test_multiple_choice_accuracy_matches_manual_loglik(base, tmp_path):
     cut = plan_cut(base, _plan(kept))
     scored = choice.score_choices(cut, questions, base.tokenizer, batch_size=3)
 
-    correct = 0
-    with base.adapter.router_mask(base.model, kept):
-        for q, s in zip(questions, scored):
-            manual = []
-            for c in q.choices:
-                ctx = base.tokenizer(choice_context(q), add_special_tokens=False)["input_ids"]
-                cont = base.tokenizer(" " + c, add_special_tokens=False)["input_ids"]
-                ids = torch.tensor([ctx + cont])
-                lp = torch.log_softmax(base.model(input_ids=ids).logits[0].float(), -1)  # (T, V)
-                manual.append(sum(float(lp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont)))
-            assert s.loglik == pytest.approx(tuple(manual), rel=1e-5)
-            correct += max(range(len(manual)), key=manual.__getitem__) == q.answer
-    table = choice.accuracy_table(scored, scored, "law")
-    assert table["all"]["acc_cut"] == correct / len(questions)
-    assert table["per_domain"]["law"]["n"] == 2 and table["all"]["same_answer"] == 1.0
+    def manual_answers(masked: bool) -> list[int]:
+        """Each question's highest-likelihood choice, one unbatched forward per choice."""
+        answers = []
+        with base.adapter.router_mask(base.model, kept) if masked else contextlib.nullcontext():
+            for q, s in zip(questions, scored):
+                manual = []
+                for c in q.choices:
+                    ctx = base.tokenizer(choice_context(q), add_special_tokens=False)["input_ids"]
+                    cont = base.tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+                    ids = torch.tensor([ctx + cont])
+                    lp = torch.log_softmax(base.model(input_ids=ids).logits[0].float(), -1)  # (T, V)
+                    manual.append(sum(float(lp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont)))
+                if masked:
+                    assert s.loglik == pytest.approx(tuple(manual), rel=1e-5)
+                answers.append(max(range(len(manual)), key=manual.__getitem__))
+        return answers
+
+    cut_answers, base_answers = manual_answers(masked=True), manual_answers(masked=False)
+    base_scored = choice.score_choices(base_cut(base), questions, base.tokenizer, batch_size=2)
+    table = choice.accuracy_table(base_scored, scored, "law")
+    n = len(questions)
+    assert table["all"]["acc_cut"] == sum(a == q.answer for a, q in zip(cut_answers, questions)) / n
+    assert table["all"]["acc_base"] == sum(a == q.answer for a, q in zip(base_answers, questions)) / n
+    assert table["all"]["same_answer"] == sum(a == b for a, b in zip(cut_answers, base_answers)) / n
+    law = [i for i, q in enumerate(questions) if q.domain == "law"]
+    assert table["per_domain"]["law"]["n"] == table["in_domain"]["n"] == len(law)
+    assert table["off_domain"]["n"] == n - len(law)
 
 
 def _loops_brute_force(tokens, min_span=12, max_period=16):

@@ -198,11 +198,12 @@ def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts, capsys):
     plan_path = _write_plan(tiny_model_dir, tmp_path / "p.json")
     calib = write_jsonl(tmp_path / "calib.jsonl", [{"text": t} for t in calib_texts])
     out = tmp_path / "h.json"
+    (tmp_path / "run").mkdir()
     proc = run_cli("heal", tiny_model_dir, "--plan", plan_path, "--out", out)  # the real entry point once
     assert_clean_error(proc)
     assert "exactly one calibration source" in proc.stderr
     cases = [
-        (["--plan", plan_path, "--texts", calib, "--run", tmp_path, "--out", out], "exactly one calibration source"),
+        (["--plan", plan_path, "--texts", calib, "--run", tmp_path / "run", "--out", out], "exactly one calibration source"),
         (["--plan", plan_path, "--texts", calib, "--out", plan_path], "is an input"),
         (["--plan", plan_path, "--texts", calib, "--steps", "0", "--out", out], "steps"),
         (["--plan", plan_path, "--texts", calib, "--holdout", "1.5", "--out", out], "held-back share"),

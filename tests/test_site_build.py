@@ -46,9 +46,16 @@ def test_cli_writes_pages_assets_and_data(site, run_dir):
     assert meta["run"]["nTokens"] == sum(1 for r in trace_rows(run_dir) if r["ids"])
 
 
-def test_domain_files_hold_the_fingerprint_counts(site, run_dir):
-    expected = plain_usage(trace_rows(run_dir))
+def test_domain_files_hold_the_counts_of_the_real_analyze_stage(tmp_path):
+    """record-shaped traces -> the real `moeprint analyze` -> `moeprint site`: the page data equal plain loops
+    over the trace rows (the fingerprints are analyze's own, not a fixture's)."""
+    run = make_run(tmp_path, with_fingerprints=False, unrouted_prompt=False)
+    run_cli("analyze", run, "--no-stats", check=True)
+    site = tmp_path / "site"
+    run_cli("site", run, "--out", site, check=True)
+    expected = plain_usage(trace_rows(run))
     meta = read_data_js(site / "data" / "meta.js")
+    assert meta["run"]["usageSource"].startswith("fingerprints")
     for entry in meta["runs"][0]["domains"]:
         data = read_data_js(site / "data" / entry["file"])
         for seg, u in data["segments"].items():

@@ -7,6 +7,7 @@ input; `main` turns it into one line on stderr and exit code 2 (no traceback).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -14,7 +15,45 @@ from moeprint import __version__
 from moeprint.errors import MoeprintError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Parameters that name what a command writes; every other path parameter is an input.
+OUTPUT_PARAMS = ("out", "out_dir", "out_path")
+# String parameters that may name an input file (`--prompts FILE` or `--prompts BENCHMARK:FILE`).
+PATH_STRING_PARAMS = ("sources", "prompts_path")
+
+
+def _input_paths(command: click.Command, params: dict) -> list[str]:
+    paths = []
+    for p in command.params:
+        if p.name in OUTPUT_PARAMS or params.get(p.name) is None:
+            continue
+        values = params[p.name] if isinstance(params[p.name], (tuple, list)) else [params[p.name]]
+        if isinstance(p.type, click.Path):
+            paths += [str(v) for v in values]
+        elif p.name in PATH_STRING_PARAMS:
+            paths += [v for value in map(str, values) for v in (value, value.partition(":")[2]) if v and Path(v).exists()]
+    return paths
+
+
+class _GuardedCommand(click.Command):
+    """Checks every output path against every input path of the command before it runs (moeprint.outputs):
+    the one place that keeps `--out` from equalling, containing or lying inside what the command reads."""
+
+    def invoke(self, ctx: click.Context):
+        from moeprint.outputs import check_output_path
+
+        inputs = _input_paths(self, ctx.params)
+        for name in OUTPUT_PARAMS:
+            if ctx.params.get(name):
+                check_output_path(ctx.params[name], inputs)
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    command_class = _GuardedCommand
+    group_class = type  # subgroups (testbed) guard their commands too
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="moeprint")
 def cli() -> None:
     """Fingerprint the experts of Mixture-of-Experts models and prune them into domain specialists.
@@ -27,12 +66,37 @@ def cli() -> None:
 # ---- record ---------------------------------------------------------------------------------
 
 
+def _ray_options(f):
+    """--ray [ADDRESS], --workers, --gpus-per-worker (record and sweep)."""
+    for option in reversed([
+        click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+                     help="Fan out over a Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, auto, local); "
+                          "without ADDRESS: RAY_ADDRESS, else the cluster last started here, else a new local one."),
+        click.option("--workers", type=int, default=None, help="Ray workers, each holding one model [default: 2]."),
+        click.option("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker [default: 0, CPU]."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _cluster(ray_address, workers, gpus_per_worker):
+    """ClusterSettings for --ray, None without it (and an error for Ray options without --ray)."""
+    from moeprint.cluster import ClusterSettings
+
+    if ray_address is None:
+        if workers is not None or gpus_per_worker is not None:
+            raise MoeprintError("--workers and --gpus-per-worker need --ray.")
+        return None
+    return ClusterSettings(ray_address or None, 2 if workers is None else workers, gpus_per_worker or 0.0).check()
+
+
 @cli.command("record")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--prompts", "sources", multiple=True, required=True,
               help="`builtin`, a .jsonl/.csv file, or BENCHMARK[:LOCAL_PATH] (gpqa, mmlu, mmlu_pro, sorry_bench, "
                    "tulu3_persona_if, polyglot). Repeat to combine sources.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str), help="Run directory to write.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Run directory to write.")
 @click.option("--max-new-tokens", default=64, show_default=True, type=int, help="Generation cap per prompt.")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Prompts per generate call.")
 @click.option("--sample/--greedy", "do_sample", default=False, show_default=True, help="Sampling or greedy decoding.")
@@ -46,14 +110,18 @@ def cli() -> None:
               help="Passed to the chat template (gpt-oss harmony).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_ray_options
 def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, shard,
-               domains, limit, reasoning_effort, device, quiet):
+               domains, limit, reasoning_effort, device, quiet, ray_address, workers, gpus_per_worker):
     """Generate on prompts and record every token's router decisions into RUN_DIR.
 
     Prompt and generated tokens are both recorded. A killed run resumes when rerun with the same
     arguments.
 
     Example: moeprint record models/tiny --prompts builtin --out runs/tiny --max-new-tokens 32
+
+    On a Ray cluster (docs/ray.md): moeprint record models/gpt-oss-120b --prompts mmlu --out /shared/runs/mmlu
+    --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
     from moeprint.record import record_run
     from moeprint.run import open_run
@@ -61,14 +129,16 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     path = record_run(model, list(sources), out_dir, domains=domain_list, limit=limit, max_new_tokens=max_new_tokens,
                       batch_size=batch_size, do_sample=do_sample, seed=seed, logits=logits, expert_norms=expert_norms,
-                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device)
+                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, device=device,
+                      cluster=_cluster(ray_address, workers, gpus_per_worker))
     m = open_run(path).manifest()
     click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
 
 
 @cli.command("merge-runs")
 @click.argument("shard_runs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str), help="Merged run directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Merged run directory.")
 def merge_runs_cmd(shard_runs, out_dir):
     """Merge the runs of `moeprint record --shard I/N` into one run.
 
@@ -198,7 +268,8 @@ def _split_list(values: tuple[str, ...]) -> list[str] | None:
 
 @cli.command("import-fingerprinting")
 @click.argument("src", type=click.Path(path_type=str))
-@click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Run directory to create.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Run directory to create.")
 @click.option("--domains-map", type=click.Path(path_type=str), default=None,
               help="JSON {domain: ['dataset/category', ...]} (default: SRC/domains.json).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
@@ -251,16 +322,22 @@ def analyze_cmd(run_dir: str, domains: tuple[str, ...], segment: str, criteria: 
 @cli.command("export-rankings")
 @click.argument("run_dir", type=click.Path(path_type=str))
 @click.option("--criterion", required=True, help="Criterion to rank by (e.g. reference, frequency, lift).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Directory for <domain>.json.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Directory for <domain>.json.")
 @click.option("--domains", multiple=True, help="Domains to export (default: those analyzed).")
-def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[str, ...]) -> None:
-    """Write topical_analytics/<domain>.json (the published format) for any criterion.
+@click.option("--format", "fmt", type=click.Choice(["published", "llmcompressor"]), default="published",
+              show_default=True, help="published: {\"layer_0\": [ids best first]}; llmcompressor: the saliency "
+                                      "report its ExpertPruner reads ({\"saliency\": [[per expert] per layer], \"count\": ...}).")
+def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[str, ...], fmt: str) -> None:
+    """Write OUT/<domain>.json for any criterion: published rankings or an llm-compressor saliency report.
 
     Example: moeprint export-rankings runs/published --criterion reference --out topical_analytics
+
+    Example: moeprint export-rankings runs/r1 --criterion reap --format llmcompressor --out reports
     """
     from moeprint.analyze import export_rankings
 
-    written = export_rankings(run_dir, criterion, out, _split_list(domains))
+    written = export_rankings(run_dir, criterion, out, _split_list(domains), fmt=fmt)
     click.echo(f"{len(written)} ranking files -> {out}")
 
 
@@ -277,7 +354,7 @@ def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[s
               help="CV keeps each group on one side (folder = dataset/category of imported prompt ids).")
 @click.option("--token-baseline", type=int, default=1000, show_default=True,
               help="Also cross-validate on the counts of the N most frequent tokens (0 = skip): the token-mix control.")
-@click.option("--out", "out", type=click.Path(path_type=str), default=None,
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Directory for report.json and model.json (default TRAIN_RUN/classify).")
 def classify_cmd(train_run: str, apply_run: str | None, segment: str, window: int | None, folds: int, l2: float,
                  group_by: str, token_baseline: int, out: str | None) -> None:
@@ -337,22 +414,36 @@ def _card_options(base_model_id, license_, datasets, eval_path, examples, exampl
 @cli.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--domain", default=None, help="Domain whose ranking to use (default with --ranking: the file's name).")
-@click.option("--experts", "n_experts", type=int, required=True, help="Experts to keep per layer.")
+@click.option("--experts", "n_experts", type=int, default=None,
+              help="Experts to keep per layer (required, except with a report of kept experts).")
 @click.option("--criterion", default=None, help="Ranking criterion of the run's fingerprints.")
 @click.option("--ranking", type=click.Path(dir_okay=False), default=None,
               help="A published-format ranking file ({\"layer_0\": [ids best first], ...}) instead of a run.")
-@click.option("--model", type=click.Path(file_okay=False), default=None, help="Model folder (with --ranking).")
+@click.option("--from-llmcompressor", "llmc_report", type=click.Path(dir_okay=False), default=None,
+              help="An llm-compressor REAP report (kept experts from report_path, or a saliency report) instead of a run.")
+@click.option("--model", type=click.Path(file_okay=False), default=None,
+              help="Model folder (with --ranking or --from-llmcompressor).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
-def plan(run_dir, domain, n_experts, criterion, ranking, model, out_path):
+def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out_path):
     """Make a validated prune plan: the N best experts of every layer for one domain.
 
     Example: moeprint plan runs/r1 --domain law --experts 8 --criterion frequency --out law-8.json
 
     Example: moeprint plan --ranking topical_analytics/law.json --model gpt-oss-20b --experts 8 --out law-8.json
+
+    Example: moeprint plan --from-llmcompressor reap_report.json --model gpt-oss-20b --out reap.json
     """
     from moeprint.prune import plan_from_ranking_file, plan_from_run, save_plan
 
-    if ranking is not None:
+    if llmc_report is not None:
+        from moeprint.prune.plan import plan_from_llmcompressor
+
+        if model is None or run_dir is not None or ranking is not None:
+            raise MoeprintError("--from-llmcompressor needs --model MODEL and neither RUN_DIR nor --ranking.")
+        result = plan_from_llmcompressor(llmc_report, model, n_experts, domain=domain)
+    elif n_experts is None:
+        raise MoeprintError("say how many experts to keep with --experts N.")
+    elif ranking is not None:
         if model is None or run_dir is not None:
             raise MoeprintError("--ranking needs --model MODEL (the model the plan is for) and no RUN_DIR.")
         result = plan_from_ranking_file(ranking, model, n_experts, domain=domain, criterion=criterion or "published")
@@ -433,6 +524,38 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
     click.echo(f"factory: {written} written, {len(rows) - written} already complete -> {out_dir} (summary.csv, summary.json)")
 
 
+@cli.command("publish")
+@click.argument("checkpoints_dir", type=click.Path(file_okay=False))
+@click.option("--namespace", required=True, help="Hub user or organisation to publish under.")
+@click.option("--private", is_flag=True, help="Create private repos and collections.")
+@click.option("--collections", "with_collections", is_flag=True,
+              help="Also arrange collections: one of everything plus one per domain, items ordered by size.")
+@click.option("--dry-run", is_flag=True, help="Print the full plan as JSON (repos, files, collections) and change nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, quiet):
+    """Upload every checkpoint folder to its own hub repo (named after the folder); reruns upload only changes.
+
+    Example: moeprint publish checkpoints --namespace my-org --collections --dry-run > plan.json
+    """
+    import json
+
+    from moeprint.publish import plan_publish, publish
+
+    plan = plan_publish(checkpoints_dir, namespace, private=private, collections=with_collections)
+    flagged = [r for r in plan.repos if r.warnings]
+    if flagged:
+        click.echo(f"warning: {len(flagged)} checkpoint(s) carry local paths that will be public, e.g. "
+                   f"{flagged[0].repo_id}: {flagged[0].warnings[0]}", err=True)
+    if dry_run:
+        click.echo(json.dumps(plan.to_json(), indent=1))
+        return
+    report = publish(plan, progress=not quiet)
+    sent = sum(len(files) for files in report.uploaded.values())
+    click.echo(f"published {len(plan.repos)} repos under {namespace}: {len(report.uploaded)} updated ({sent} files), "
+               f"{len(report.unchanged_repos)} unchanged; {len(report.collections)} collections "
+               f"({report.added_items} items added, {report.updated_items} updated); {report.retries} retries")
+
+
 @cli.command()
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON (moeprint plan).")
@@ -446,6 +569,8 @@ def mask(model, plan_path, prompt, max_new_tokens, router_rows):
     """
     from moeprint.prune import masked_generate
 
+    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in prompt):
+        raise MoeprintError("--prompt holds control characters (other than tab and newline); remove them.")
     plan, healed = _plan_and_rows(model, plan_path, router_rows)
     click.echo(masked_generate(model, plan, prompt, max_new_tokens, router_rows=list(healed.rows) if healed else None))
 
@@ -480,7 +605,7 @@ def _plan_and_rows(model, plan_path, rows_path):
 @click.option("--max-new-tokens", default=64, show_default=True, help="Generation cap per prompt.")
 @click.option("--draft-tokens", default=4, show_default=True, help="Draft tokens per round as a speculative draft.")
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
-@click.option("--out", required=True, type=click.Path(), help="Result JSON to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 @_router_rows_option
 def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_path, lm_eval_tasks, lm_eval_limit,
                      max_tokens, max_new_tokens, draft_tokens, no_speculative, out, router_rows):
@@ -523,17 +648,20 @@ def _names(value: str) -> list[str]:
 @click.option("--unverified-calibration", is_flag=True,
               help="Sweep even if the run records no prompt texts to check disjointness against.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--out", required=True, type=click.Path(), help="Output folder (results.json/.csv, plots).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots).")
 @click.option("--router-rows", "router_rows", multiple=True, type=click.Path(dir_okay=False),
               help="Also score this healed cut (a rows file of `moeprint heal`; repeatable).")
+@_ray_options
 def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
-                  unverified_calibration, overwrite, out, router_rows):
+                  unverified_calibration, overwrite, out, ray_address, workers, gpus_per_worker, router_rows):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
 
     Rankings come from `moeprint analyze` (run it first): its ranking files, or any of its criteria
     computed from the run's fingerprints. Refuses evaluation texts that occur in the run's calibration prompts.
 
     Example: moeprint sweep runs/tb --texts heldout.jsonl --domains law,math --sizes 25%,50% --criteria frequency,reap --out runs/tb/evals/sweep
+
+    With --ray the cuts are spread over Ray workers (docs/ray.md); the results are the same.
     """
     from moeprint.evaluate.sweep import SweepSpec, sweep
 
@@ -542,7 +670,7 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
     spec = SweepSpec(domains=_names(domains), sizes=sizes, criteria=_names(criteria), random_seeds=random_seeds,
                      max_tokens=max_tokens, allow_unverified=unverified_calibration, router_rows=list(router_rows))
     path = sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, out=out, mc_path=mc_path,
-                 overwrite=overwrite)
+                 overwrite=overwrite, cluster=_cluster(ray_address, workers, gpus_per_worker))
     click.echo(f"wrote {path}/results.json, results.csv, retention.png/svg, kl.png/svg")
 
 
@@ -647,6 +775,12 @@ def main(argv: list[str] | None = None) -> None:
     except MoeprintError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except BrokenPipeError:
+        sys.exit(0)
+    except OSError as e:  # the machine, not moeprint: a full disk, a name the filesystem refuses, permissions
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}.", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted.", err=True)
         sys.exit(130)
@@ -658,5 +792,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted.", err=True)
         sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)

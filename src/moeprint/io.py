@@ -11,12 +11,15 @@ import contextlib
 import gzip
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from moeprint.errors import MoeprintError
+from moeprint.outputs import OutputLock, check_replaceable
 
 
 def make_output_dir(directory: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
@@ -67,7 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if path.is_dir():
         raise MoeprintError(f"cannot write {path}: it is a folder; give a file path.")
     make_output_dir(path.parent, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -76,28 +79,67 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Build a directory under a temp name and rename it to `path` only when the block succeeds."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise MoeprintError(f"{path} already exists; remove it or choose another output path.")
-    make_output_dir(path.parent, path)
-    tmp = path.with_name(f".{path.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
-    except OSError as e:
-        raise MoeprintError(f"cannot write {path} ({e.strerror or e.__class__.__name__}).") from None
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+class atomic_directory:
+    """Build a directory under a unique temp name and rename it to `path` only when the block succeeds.
+
+    Creating it checks the target (`outputs.check_replaceable`: an existing folder is replaced only with
+    `overwrite` and only if it holds a `kind` artifact) and takes the output's lock, so a caller that
+    creates it before its expensive work (`target = atomic_directory(...)`, later `with target as tmp`)
+    fails early. An old folder is renamed aside before the new one is renamed in, then removed: a kill
+    in between leaves the old one aside, and the next writer puts it back.
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, kind: str | None = None):
+        self.path = Path(path)
+        check_replaceable(self.path, kind, overwrite)
+        make_output_dir(self.path.parent, self.path)
+        self.lock = OutputLock(self.path).acquire()
+        try:
+            self._recover()
+            check_replaceable(self.path, kind, overwrite)  # again: another writer may have finished meanwhile
+        except BaseException:
+            self.lock.release()
+            raise
+        self.tmp: Path | None = None
+
+    def _leftovers(self, suffix: str) -> list[Path]:
+        pattern = re.compile(rf"\.{re.escape(self.path.name)}\.([a-z0-9_]{{8}}\.)?{suffix}")
+        return sorted(p for p in self.path.parent.iterdir() if pattern.fullmatch(p.name))
+
+    def _recover(self) -> None:
+        """Under the lock every temp folder of this output is a dead writer's: remove it; put back an old
+        folder that a killed writer had renamed aside, when nothing replaced it."""
+        for stale in self._leftovers("partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for old in self._leftovers("old"):
+            if not self.path.exists():
+                os.replace(old, self.path)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        try:
+            self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial"))
+        except OSError as e:
+            self.lock.release()
+            raise MoeprintError(f"cannot write {self.path} ({e.strerror or e.__class__.__name__}).") from None
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return False
+            aside = None
+            if self.path.exists():
+                aside = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.old")
+                os.replace(self.path, aside)
+            os.replace(self.tmp, self.path)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+            return False
+        finally:
+            self.lock.release()
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_write_json, read_json
+from moeprint.names import check_domain
 
 PROMPTS_SCHEMA = pa.schema(
     [
@@ -119,9 +120,16 @@ def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
             raise MoeprintError(f"{path}: `{key}` must be a positive integer, not {value!r}; the manifest is damaged.")
     if manifest["top_k"] > manifest["num_experts"]:
         raise MoeprintError(f"{path}: top_k {manifest['top_k']} exceeds num_experts {manifest['num_experts']}.")
+    for key in ("n_prompts", "n_tokens"):
+        value = manifest.get(key)
+        if key in manifest and (type(value) is not int or value < 0):
+            raise MoeprintError(f"{path}: `{key}` must be a count (an integer >= 0), not {value!r}; "
+                                "the manifest is damaged.")
     domains = manifest.get("domains")
     if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
         raise MoeprintError(f"{path}: `domains` must be a list of names; the manifest is damaged.")
+    for d in domains:
+        check_domain(d, str(path))  # every stage turns domains into file names
     return manifest
 
 

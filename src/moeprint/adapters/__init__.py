@@ -6,14 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, PerExpertName
+from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3
+from moeprint.adapters.ernie4_5_moe import ERNIE4_5_MOE
+from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.gpt_oss import GPT_OSS
+from moeprint.adapters.llama4 import LLAMA4
+from moeprint.adapters.minimax_m2 import MINIMAX_M2
 from moeprint.adapters.mixtral import MIXTRAL
 from moeprint.adapters.olmoe import OLMOE
+from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
 from moeprint.adapters.qwen3_moe import QWEN3_MOE
 from moeprint.errors import MoeprintError
 from moeprint.io import read_json
 
-ADAPTERS: dict[str, MoEAdapter] = {arch: a for a in (GPT_OSS, MIXTRAL, QWEN3_MOE, OLMOE) for arch in a.architectures}
+_ALL = (GPT_OSS, MIXTRAL, QWEN3_MOE, OLMOE, DEEPSEEK_V3, GLM4_MOE, QWEN3_5_MOE, ERNIE4_5_MOE, MINIMAX_M2, LLAMA4)
+ADAPTERS: dict[str, MoEAdapter] = {arch: a for a in _ALL for arch in a.architectures}
+_BY_TEXT_MODEL_TYPE = {t: a.architectures[0] for a in _ALL for t in a.text_model_types}
 
 __all__ = ["ADAPTERS", "ExpertTensor", "MoEAdapter", "PerExpertName", "adapter_for", "load_config_dict"]
 
@@ -35,6 +43,9 @@ def adapter_for(config: Any) -> MoEAdapter:
     """The adapter for a config (dict or PretrainedConfig); a clear error for dense or unknown models."""
     archs = config.get("architectures") if isinstance(config, dict) else getattr(config, "architectures", None)
     arch = archs[0] if archs else None
+    if arch is None:  # a text config loaded from a multimodal folder names no architecture, only its type
+        model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+        arch = _BY_TEXT_MODEL_TYPE.get(model_type)
     if arch in ADAPTERS:
         adapter = ADAPTERS[arch]
         adapter.num_experts(config)  # raises for a config without experts

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from moeprint.adapters.base import ExpertTensor
+
 
 def softmax_topk(
     logits: torch.Tensor, top_k: int, *, normalize: bool, out_dtype: torch.dtype | None
@@ -46,3 +48,13 @@ def softmax_topk_in_logits_dtype(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Qwen3-MoE / OLMoE routing: weights cast back to the logits' dtype; renormalised if `norm_topk_prob`."""
     return softmax_topk(logits, top_k, normalize=normalize, out_dtype=logits.dtype)
+
+
+def fused_expert_tensors(*blocks: str) -> tuple[ExpertTensor, ...]:
+    """`{block}.experts.gate_up_proj` / `.down_proj` (expert axis 0) under each MoE-block prefix (with `{layer}`)."""
+    return tuple(ExpertTensor(f"{block}.experts.{proj}") for proj in ("gate_up_proj", "down_proj") for block in blocks)
+
+
+def per_expert_tensors(*blocks: str, projs=("gate_proj", "up_proj", "down_proj"), suffixes=("weight",)) -> tuple[str, ...]:
+    """`{block}.experts.{expert}.{proj}.{suffix}` for each MoE-block prefix: the original one-tensor-per-expert names."""
+    return tuple(f"{block}.experts.{{expert}}.{proj}.{suffix}" for block in blocks for proj in projs for suffix in suffixes)

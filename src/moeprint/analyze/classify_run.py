@@ -23,6 +23,8 @@ def _samples(run_path: str | Path, segment: str, window: int | None, progress: b
     min_tokens = max(1, (window or 2) // 2)
     keep = prompts.n_tokens >= min_tokens  # drop stub windows (a prompt's last few tokens)
     ids = [p for p, k in zip(prompts.prompt_ids, keep) if k]
+    if not ids:
+        raise MoeprintError(f"{run.root} has no tokens in segment {segment!r} to classify; choose another --segment.")
     groups = [p.split("#w")[0] for p in ids]
     if group_by == "folder":  # imported prompt ids are dataset/category/combo: keep a category on one side
         groups = [g.rsplit("/", 1)[0] for g in groups]

@@ -14,7 +14,7 @@ import numpy as np
 
 from moeprint.analyze.aggregate import LayerUsage
 from moeprint.analyze.criteria import (ALL_DOMAIN, CRITERIA, NORM_CRITERIA, REVERSED_DOMAINS, check_criterion,
-                                       rank_experts, reference_rankings)
+                                       expert_scores, rank_experts, reference_rankings)
 from moeprint.analyze.runio import (SEGMENT_SELECTIONS, coactivation_table, read_usage, scan_run, scan_token_strata,
                                     usage_table, write_parquet)
 from moeprint.errors import MoeprintError
@@ -30,6 +30,8 @@ CLAIMS = {
                         "(strata = token; labels shuffled across prompts). This is the specialisation claim.",
     "stability": "how reproducible a domain's top-N kept set is when its prompts are resampled.",
 }
+
+EXPORT_FORMATS = ("published", "llmcompressor")
 
 
 def check_domains(requested: list[str] | None, known: list[str]) -> list[str]:
@@ -58,9 +60,14 @@ def compute_rankings(criterion: str, domains: list[str], usage_of: Callable[[str
         ranked = reference_rankings(summaries, num_layers, num_experts, domains)
         return {d: r for d, r in ranked.items() if d in domains or d == ALL_DOMAIN or d in REVERSED_DOMAINS}
     pooled = usage_of(None)
+    if pooled.n_tokens == 0:  # a ranking of no tokens would be the identity order 0..E-1 dressed up as a result
+        raise MoeprintError("the run has no routed tokens in the chosen segment, so nothing can be ranked; "
+                            "choose another --segment.")
     out = {ALL_DOMAIN: rank_experts(pooled, criterion, pooled)}
     for d in domains:
-        out[d] = rank_experts(usage_of(d), criterion, pooled)
+        usage = usage_of(d)
+        if usage.n_tokens:  # a domain without routed tokens (e.g. summaries only) gets no ranking file
+            out[d] = rank_experts(usage, criterion, pooled)
     if criterion == "reference":
         for target, source in REVERSED_DOMAINS.items():
             if source in out:
@@ -189,7 +196,7 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
     def usage_of(domain: str | None) -> LayerUsage:
         return scan.sums.select(None if domain is None else [domain], selected)
 
-    with atomic_directory(run.fingerprints_dir, overwrite=True) as tmp:
+    with atomic_directory(run.fingerprints_dir, overwrite=True, kind="fingerprints") as tmp:
         write_parquet(usage_table(scan.sums, known), tmp / "usage.parquet")
         write_parquet(coactivation_table(scan.sums, known), tmp / "coactivation.parquet")
         written: dict[str, list[str]] = {}
@@ -212,7 +219,7 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
 
             plot_specialisation(stats, tmp / "plots")
         atomic_write_json(tmp / "manifest.json", {
-            "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
+            "kind": "fingerprints", "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
             "segments_pooled": selected, "top_n": top_n, "seed": seed,
             "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
             "num_layers": num_layers, "num_experts": num_experts, "top_k": manifest["top_k"],
@@ -263,16 +270,33 @@ def load_fingerprints(run_path: str | Path) -> tuple[dict[str, Any], Callable[[s
     return fmanifest, usage_of
 
 
-def export_rankings(run_path: str | Path, criterion: str, out_dir: str | Path, domains: list[str] | None = None) -> list[Path]:
-    """Write OUT/<domain>.json in the published topical_analytics format for any criterion."""
+def export_rankings(run_path: str | Path, criterion: str, out_dir: str | Path, domains: list[str] | None = None,
+                    fmt: str = "published") -> list[Path]:
+    """Write OUT/<domain>.json for any criterion: the published topical_analytics rankings, or
+    (`fmt="llmcompressor"`) the criterion's scores as the saliency report llm-compressor's ExpertPruner reads."""
     check_criterion(criterion)
+    if fmt not in EXPORT_FORMATS:
+        raise MoeprintError(f"unknown ranking format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
     run = open_run(run_path)
     manifest = run.manifest()
     fmanifest, usage_of = load_fingerprints(run_path)
     chosen = check_domains(domains or fmanifest["domains"], list(manifest["domains"]))
     if criterion in NORM_CRITERIA and not manifest.get("has_norms"):
         raise MoeprintError(f"criterion {criterion!r} needs expert output norms, but {run.root} recorded none.")
+    out = Path(out_dir)
+    if fmt == "llmcompressor":
+        from moeprint.importers.llmcompressor import write_saliency_report
+
+        if criterion in ("reference", "lift"):  # a recipe, or signed z-scores the pruner's per-layer max would distort
+            raise MoeprintError(f"criterion {criterion!r} has no non-negative per-expert score; llm-compressor's "
+                                "report needs one (use reap, reap-sum, ean, frequency or gate-mass).")  # fmt: skip
+        pooled = usage_of(None)
+        written = []
+        for d in [ALL_DOMAIN, *chosen]:
+            usage = pooled if d == ALL_DOMAIN else usage_of(d)
+            scores = expert_scores(usage, criterion, pooled)  # (L, E)
+            written.append(write_saliency_report(out / f"{d}.json", scores.tolist(), usage.tokens.tolist()))
+        return written
     ranked = compute_rankings(criterion, chosen, usage_of, read_summaries(run), fmanifest["num_layers"],
                               fmanifest["num_experts"])
-    out = Path(out_dir)
     return [atomic_write_json(out / f"{d}.json", to_published(r), indent=None) for d, r in ranked.items()]

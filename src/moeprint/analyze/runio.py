@@ -40,6 +40,8 @@ def routing_arrays(batch: pa.RecordBatch, num_layers: int, top_k: int, column: s
         raise MoeprintError(
             f"trace column {column!r} has {values.size} values for {t} rows; expected {num_layers}x{top_k} per row."
         )
+    if values.dtype.kind == "f" and not np.isfinite(values).all():  # NaN would rank every layer 0..E-1
+        raise MoeprintError(f"trace column {column!r} holds NaN or infinite values; the run is damaged.")
     return values.reshape(t, num_layers, top_k)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from moeprint.errors import MoeprintError
 from moeprint.evaluate import choice, generation, text
 from moeprint.adapters import adapter_for, load_config_dict
-from moeprint.evaluate.cut import Cut, LoadedModel, base_cut, checkpoint_cut, load_model, plan_cut, read_plan
+from moeprint.evaluate.cut import (Cut, LoadedModel, base_cut, check_checkpoint_of, checkpoint_cut, load_model,
+                                   plan_cut, read_plan)
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_prompts, load_texts
 from moeprint.evaluate.progress import Progress
 from moeprint.io import atomic_write_json
@@ -58,7 +59,7 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
         parse_tasks(lm_eval_tasks)
 
     if checkpoint:
-        adapter_for(load_config_dict(checkpoint))
+        check_checkpoint_of(checkpoint, model_path, config)
     base = load_model(model_path)
     cut = (plan_cut(base, plan, name=Path(plan_path).stem, router_rows=rows_as_list(healed)) if plan
            else checkpoint_cut(base, checkpoint))

@@ -127,6 +127,28 @@ def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "", router_rows=Non
     )
 
 
+def check_checkpoint_of(checkpoint_dir: str | Path, model_path: str | Path, config: dict[str, Any]) -> None:
+    """Refuse a checkpoint that is not a cut of `model_path`: another architecture or shape, or (when its
+    moeprint_plan.json records it) pruned from other weights. Reads configs and the plan only."""
+    from moeprint.identity import check_same_model
+    from moeprint.prune.plan import model_signature
+
+    ck_config = load_config_dict(checkpoint_dir)
+    adapter_for(ck_config)
+    mine, theirs = model_signature(config), model_signature(ck_config)
+    for key in ("architecture", "num_layers"):
+        if mine[key] != theirs[key]:
+            raise MoeprintError(f"{checkpoint_dir} is not a cut of {model_path}: its {key} is {theirs[key]!r}, "
+                                f"the base model's {mine[key]!r}.")
+    if ck_config.get("hidden_size") != config.get("hidden_size"):
+        raise MoeprintError(f"{checkpoint_dir} is not a cut of {model_path}: hidden size "
+                            f"{ck_config.get('hidden_size')} vs {config.get('hidden_size')}.")
+    plan_path = Path(checkpoint_dir) / "moeprint_plan.json"
+    record = read_json(plan_path) if plan_path.exists() else {}
+    if isinstance(record, dict):
+        check_same_model(record.get("source_model_sha256"), model_path, f"checkpoint {checkpoint_dir}")
+
+
 def checkpoint_cut(base: LoadedModel, checkpoint_dir: str | Path) -> Cut:
     """A pruned checkpoint loaded directly; its plan (moeprint_plan.json) names domain and criterion."""
     checkpoint_dir = Path(checkpoint_dir)

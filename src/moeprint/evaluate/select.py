@@ -24,6 +24,7 @@ import torch
 
 from moeprint.adapters import MoEAdapter
 from moeprint.errors import MoeprintError
+from moeprint.identity import check_same_model
 
 Kept = tuple[tuple[int, ...], ...]
 
@@ -205,6 +206,7 @@ def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start:
     if not model_path:
         raise MoeprintError(f"{run.root}/manifest.json names no model; pass the model.")
     signature = model_signature(load_config_dict(model_path))
+    check_same_model(run.manifest().get("model_sha256"), model_path, f"run {run.root}")
     ranking, source = load_ranking(run, start, domain)  # bad criterion or domain fails before weights load
     prompts = run_calibration_texts(run.root, domain)
     base = load_model(model_path)

@@ -38,9 +38,13 @@ def load_ranking(run: RunDir, criterion: str, domain: str) -> tuple[dict[str, li
     return {f"layer_{layer}": [int(e) for e in ids] for layer, ids in enumerate(ranking)}, "fingerprints"
 
 
-def random_kept(num_layers: int, num_experts: int, n: int, seed: int) -> tuple[tuple[int, ...], ...]:
-    """N experts per layer drawn uniformly without replacement; the same seed gives the same draw."""
+def random_kept(num_layers: int, num_experts: int, n: int, seed: int, groups=None) -> tuple[tuple[int, ...], ...]:
+    """N experts per layer drawn uniformly without replacement; the same seed gives the same draw.
+    With group-limited routing (`groups`, an adapters ExpertGroups), N / n_group drawn in every group."""
     rng = np.random.default_rng(seed)
+    if groups is not None:  # a random order, then the first N / n_group of each group in it
+        return tuple(tuple(sorted(groups.select([int(e) for e in rng.permutation(num_experts)], n)))
+                     for _ in range(num_layers))  # fmt: skip
     return tuple(tuple(sorted(int(e) for e in rng.choice(num_experts, n, replace=False))) for _ in range(num_layers))
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
@@ -24,11 +24,15 @@ from moeprint.evaluate.disjoint import check_disjoint
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_texts
 from moeprint.evaluate.progress import Progress
 from moeprint.evaluate.selection import load_ranking, parse_sizes, random_kept
+from moeprint.identity import check_same_model
 from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
 from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
 from moeprint.prune.rows import load_router_rows, plan_of_rows, rows_as_list
 from moeprint.run import open_run, software_versions
 from moeprint.types import PrunePlan
+
+if TYPE_CHECKING:
+    from moeprint.cluster import ClusterSettings
 
 SWEEP_SCHEMA = "moeprint.sweep/1"
 CSV_COLUMNS = ("plan_domain", "criterion", "n_experts", "seed", "eval_domain", "in_domain", "n_tokens",
@@ -49,8 +53,50 @@ class SweepSpec:
     router_rows: list[str] = field(default_factory=list)  # healed cuts: rows files (each records its plan)
 
 
+@dataclass
+class SweepJob:
+    """Everything checked and planned before any weight is read; picklable (Ray workers get a copy)."""
+
+    run: Any  # RunDir
+    spec: SweepSpec
+    texts_path: str
+    mc_path: str | None
+    texts: list
+    questions: list
+    disjoint: Any
+    model_path: str
+    L: int
+    E: int
+    k: int
+    sizes: list[int]
+    plans: list[tuple[PrunePlan, int | None]]  # (plan, random seed or None), in result order
+    sources: dict[str, str]
+    healed: dict[int, tuple[Any, str]] = field(default_factory=dict)  # plan index -> (HealedRows, rows file)
+
+
 def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
-          out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False) -> Path:
+          out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False,
+          cluster: "ClusterSettings | None" = None) -> Path:
+    """With `cluster`, the cuts are spread over Ray workers (moeprint.evaluate.distributed); same result."""
+    job = prepare_sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, mc_path=mc_path)
+    target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work
+    if cluster is not None:
+        from moeprint.evaluate.distributed import sweep_on_ray
+
+        cuts, n_windows = sweep_on_ray(job, cluster)
+        return write_sweep(job, cuts, n_windows, target)
+    with Progress() as progress:
+        evaluator = CutEvaluator(job, progress)
+        advance = progress.task("cuts", len(job.plans))
+        cuts = []
+        for i in range(len(job.plans)):
+            cuts.append(evaluator.evaluate(i))
+            advance()
+    return write_sweep(job, cuts, len(evaluator.windows), target)
+
+
+def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
+                  mc_path: str | Path | None = None) -> SweepJob:
     run = open_run(run_dir)
     manifest = run.manifest()
     texts = load_texts(texts_path)
@@ -75,10 +121,11 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
         raise MoeprintError(f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
                             f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}.")
     sizes = parse_sizes(spec.sizes, E)
+    check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
 
     # Every plan before any weight is read (bad criteria or domains fail fast).
     signature = model_signature(config)
-    plans: list[tuple[PrunePlan, int | None, Any]] = []
+    plans: list[tuple[PrunePlan, int | None]] = []
     sources = {}
     for domain in spec.domains:
         for criterion in spec.criteria:
@@ -86,79 +133,99 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
             sources[criterion] = "computed from fingerprints" if source == "fingerprints" else "rankings file"
             for n in sizes:
                 plans.append((plan_from_ranking(ranking, n, signature, base_model=str(model_path), domain=domain,
-                                                criterion=criterion, source=source), None, None))
+                                                criterion=criterion, source=source), None))
     for seed in range(spec.random_seeds):
         for n in sizes:
             plan = PrunePlan(str(model_path), signature["architecture"], "", "random", n, k,
-                             random_kept(L, E, n, seed), extra={"seed": seed, "base_num_experts": E})
-            plans.append((validate_plan(plan, signature), seed, None))
+                             random_kept(L, E, n, seed, adapter.expert_groups(config)), extra={"seed": seed, "base_num_experts": E})
+            plans.append((validate_plan(plan, signature), seed))
+    healed = {}
     for rows_path in spec.router_rows:
-        healed = load_router_rows(rows_path).check_hidden(config, str(rows_path))
-        plans.append((validate_plan(plan_of_rows(healed, str(rows_path)), signature), None, (healed, str(rows_path))))
+        rows = load_router_rows(rows_path).check_hidden(config, str(rows_path))
+        healed[len(plans)] = (rows, str(rows_path))
+        plans.append((validate_plan(plan_of_rows(rows, str(rows_path)), signature), None))
+    return SweepJob(run, spec, str(texts_path), str(mc_path) if mc_path else None, texts, questions, disjoint,
+                    str(model_path), L, E, k, sizes, plans, sources, healed)
 
-    base = load_model(model_path)
-    tok = base.tokenizer
-    windows = text.make_windows(texts, tok, spec.max_tokens, base.model)
-    if not windows:
-        raise MoeprintError("the evaluation texts are too short: none has two or more tokens.")
-    base_side = base_cut(base)
-    cuts: list[dict[str, Any]] = []
-    with Progress() as progress:
-        n_groups = len(text.batches(windows, spec.batch_tokens))
-        ref = text.build_reference(base_side, windows, tok.pad_token_id, spec.batch_tokens,
-                                   progress=progress.task("base", n_groups))
-        scored_base = choice.score_choices(base_side, questions, tok) if questions else None
-        advance = progress.task("cuts", len(plans))
-        done: dict[tuple, dict] = {}  # identical masks (e.g. every expert kept) are evaluated once
-        for i, (plan, seed, healed_from) in enumerate(plans):
-            healed, rows_source = healed_from or (None, None)
-            cut = plan_cut(base, plan, name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
-                           + (f"-s{seed}" if seed is not None else "")
-                           + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
-                           router_rows=rows_as_list(healed))
-            key = plan.kept if healed is None else i  # a healed cut routes differently from its plan's mask
-            if key not in done:
-                sections = {"text": text.compare_texts(ref, cut, base_model=base.model)}
-                if questions:
-                    sections["mc"] = choice.score_choices(cut, questions, tok)
-                done[key] = sections
-            sections = done[key]
-            entry = {"cut": {"name": cut.name, "kind": "plan", **cut.info, "seed": seed,
-                             "kept": [list(x) for x in plan.kept]},
-                     "text": text.summarise(sections["text"], plan.domain or None)}
-            if healed is not None:  # its own line in the plots and CSV, beside the unhealed criterion
-                entry["cut"]["criterion"] = f"{plan.criterion}+healed-{healed.info.get('objective', 'rows')}"
-                entry["cut"]["router_rows"] = rows_source
+
+class CutEvaluator:
+    """The base loaded once with its side of every text computed; `evaluate(i)` gives cut i's entry.
+    One per process: `sweep` keeps one, and so does each Ray worker."""
+
+    def __init__(self, job: SweepJob, progress: Progress | None = None):
+        self.job = job
+        self.base = load_model(job.model_path)  # the one place a sweep loads its base
+        tok = self.base.tokenizer
+        self.windows = text.make_windows(job.texts, tok, job.spec.max_tokens, self.base.model)
+        if not self.windows:
+            raise MoeprintError("the evaluation texts are too short: none has two or more tokens.")
+        self.base_side = base_cut(self.base)
+        n_groups = len(text.batches(self.windows, job.spec.batch_tokens))
+        self.ref = text.build_reference(self.base_side, self.windows, tok.pad_token_id, job.spec.batch_tokens,
+                                        progress=progress.task("base", n_groups) if progress else None)
+        self.scored_base = choice.score_choices(self.base_side, job.questions, tok) if job.questions else None
+        self.done: dict[tuple, dict] = {}  # identical masks (e.g. every expert kept) are evaluated once
+
+    @property
+    def n_tokens(self) -> int:
+        """Predicted tokens per cut (for a rate)."""
+        return sum(len(nll) for nll in self.ref.nll)
+
+    def evaluate(self, i: int) -> dict[str, Any]:
+        plan, seed = self.job.plans[i]
+        healed, rows_source = self.job.healed.get(i, (None, None))
+        questions, tok = self.job.questions, self.base.tokenizer
+        cut = plan_cut(self.base, plan, name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
+                       + (f"-s{seed}" if seed is not None else "")
+                       + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
+                       router_rows=rows_as_list(healed))
+        key = plan.kept if healed is None else i  # a healed cut routes differently from its plan's mask
+        if key not in self.done:
+            sections = {"text": text.compare_texts(self.ref, cut, base_model=self.base.model)}
             if questions:
-                entry["mc"] = choice.accuracy_table(scored_base, sections["mc"], plan.domain or None)
-            cuts.append(entry)
-            advance()
+                sections["mc"] = choice.score_choices(cut, questions, tok)
+            self.done[key] = sections
+        sections = self.done[key]
+        entry = {"cut": {"name": cut.name, "kind": "plan", **cut.info, "seed": seed,
+                         "kept": [list(x) for x in plan.kept]},
+                 "text": text.summarise(sections["text"], plan.domain or None)}
+        if healed is not None:  # its own line in the plots and CSV, beside the unhealed criterion
+            entry["cut"]["criterion"] = f"{plan.criterion}+healed-{healed.info.get('objective', 'rows')}"
+            entry["cut"]["router_rows"] = rows_source
+        if questions:
+            entry["mc"] = choice.accuracy_table(self.scored_base, sections["mc"], plan.domain or None)
+        return entry
 
+
+def write_sweep(job: SweepJob, cuts: list[dict[str, Any]], n_windows: int, target) -> Path:
+    """results.json, results.csv, plots and manifest.json (last), all at once, into `target`: the output's
+    `atomic_directory`, opened (checked and locked) before the work."""
+    spec, texts_path, mc_path = job.spec, job.texts_path, job.mc_path
     doc = {
         "schema": SWEEP_SCHEMA,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": software_versions(),
-        "run": str(run.root),
-        "base_model": str(model_path),
-        "num_layers": L, "num_experts": E, "top_k": k,
-        "domains": spec.domains, "sizes": sizes, "criteria": spec.criteria, "random_seeds": spec.random_seeds,
-        "ranking_source": sources,
-        "calibration": disjoint.to_json(),
-        "inputs": {"texts": {"path": str(texts_path), "sha256": file_sha256(texts_path), "n": len(texts),
-                             "n_windows": len(windows), "max_tokens": spec.max_tokens},
-                   "mc": {"path": str(mc_path), "sha256": file_sha256(mc_path), "n": len(questions)} if mc_path else None},
+        "run": str(job.run.root),
+        "base_model": job.model_path,
+        "num_layers": job.L, "num_experts": job.E, "top_k": job.k,
+        "domains": spec.domains, "sizes": job.sizes, "criteria": spec.criteria, "random_seeds": spec.random_seeds,
+        "ranking_source": job.sources,
+        "calibration": job.disjoint.to_json(),
+        "inputs": {"texts": {"path": texts_path, "sha256": file_sha256(texts_path), "n": len(job.texts),
+                             "n_windows": n_windows, "max_tokens": spec.max_tokens},
+                   "mc": {"path": mc_path, "sha256": file_sha256(mc_path), "n": len(job.questions)} if mc_path else None},
         "cuts": cuts,
     }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with target as tmp:
         atomic_write_json(tmp / "results.json", doc)
         atomic_write_text(tmp / "results.csv", to_csv(doc))
         if spec.plots:
             from moeprint.evaluate.plots import plot_sweep
 
             plot_sweep(doc, tmp)
-        atomic_write_json(tmp / "manifest.json", {"kind": "sweep", "schema": SWEEP_SCHEMA, "run": str(run.root),
+        atomic_write_json(tmp / "manifest.json", {"kind": "sweep", "schema": SWEEP_SCHEMA, "run": str(job.run.root),
                                                   "n_cuts": len(cuts), "files": sorted(p.name for p in tmp.iterdir())})
-    return Path(out)
+    return target.path
 
 
 def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:

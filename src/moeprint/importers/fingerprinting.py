@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_directory, atomic_write_json, json_exists, read_json
+from moeprint.names import check_domain, check_label, confined
 from moeprint.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
 
 OTHER_DOMAIN = "other"  # folders that no domain of domains.json names
@@ -87,9 +89,14 @@ def _domain_of_folder(domains_map: dict[str, list[str]]) -> dict[str, str]:
     for domain, folders in domains_map.items():
         if domain.startswith("_"):
             continue
+        check_domain(domain, "domains map")  # domains become file names (rankings/<criterion>/<domain>.json)
         if not isinstance(folders, list):
             raise MoeprintError(f"domains map entry {domain!r} must be a list of 'dataset/category' folders.")
         for folder in folders:
+            if not isinstance(folder, str) or folder.count("/") != 1:
+                raise MoeprintError(f"domains map entry {domain!r}: {folder!r} is not a 'dataset/category' folder.")
+            for part in folder.split("/"):
+                check_label(part, "folder", f"domains map entry {domain!r}")
             if folder in folder_domain and folder_domain[folder] != domain:
                 raise MoeprintError(f"folder {folder!r} is mapped to both {folder_domain[folder]!r} and {domain!r}.")
             folder_domain[folder] = domain
@@ -120,12 +127,15 @@ def _example_rows(example: dict[str, Any], num_layers: int | None) -> tuple[dict
         segs.append(segments[pos - prompt_len])
         ids.append(row_ids)
         weights.append(row_w)
+    weights_array = np.asarray(weights, dtype=np.float32).reshape(len(positions), -1)  # (T, L*k)
+    if not np.isfinite(weights_array).all():
+        raise ValueError("selected_probs holds NaN or infinite router probabilities")
     return {
         "position": np.asarray(positions, dtype=np.int32),
         "token": tokens,
         "segment": segs,
         "ids": np.asarray(ids, dtype=np.int16).reshape(len(positions), -1),  # (T, L*k)
-        "weights": np.asarray(weights, dtype=np.float32).reshape(len(positions), -1),  # (T, L*k)
+        "weights": weights_array,
         "num_layers": len(ids[0]) if ids else None,
         "top_k": len(ids[0][0]) if ids else None,
     }, dropped
@@ -152,8 +162,11 @@ def _summary_rows(summary: dict[str, Any], meta: dict[str, Any], out: dict[str, 
                 out["layer"].append(layer)
                 out["expert"].append(int(expert))
                 out["key_order"].append(order)
-                out["prob_density"].append(float(values["prob_density"]))
-                out["count_frequency"].append(float(values["count_frequency"]))
+                density, frequency = float(values["prob_density"]), float(values["count_frequency"])
+                if not (math.isfinite(density) and math.isfinite(frequency) and math.isfinite(num_tokens)):
+                    raise ValueError(f"{layer_key} expert {expert} has a NaN or infinite value")
+                out["prob_density"].append(density)
+                out["count_frequency"].append(frequency)
 
 
 def _check_layout(layout: Any, path: Path) -> None:
@@ -161,12 +174,15 @@ def _check_layout(layout: Any, path: Path) -> None:
     if not isinstance(layout, dict):
         raise MoeprintError(f"{path} must be a JSON object {{dataset: {{category: {{combo: {{...}}}}}}}}.")
     for dataset, categories in layout.items():
+        check_label(dataset, "dataset", str(path))
         if not isinstance(categories, dict):
             raise MoeprintError(f"{path}: dataset {dataset!r} must map categories to combos (a JSON object).")
         for category, by_combo in categories.items():
+            check_label(category, "category", str(path))
             if not isinstance(by_combo, dict):
                 raise MoeprintError(f"{path}: {dataset}/{category} must map combos to file entries (a JSON object).")
             for combo, info in by_combo.items():
+                check_label(combo, "combo", str(path))
                 if not isinstance(info, dict) or type(info.get("sample_count")) is not int:
                     raise MoeprintError(f"{path}: {dataset}/{category}/{combo} needs an integer `sample_count`.")
 
@@ -228,7 +244,7 @@ def import_fingerprinting(
 
     from tqdm import tqdm
 
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, kind="imported") as tmp:
         run = RunDir(tmp)
         run.traces_dir.mkdir()
         pending: list[pa.RecordBatch] = []
@@ -245,7 +261,7 @@ def import_fingerprinting(
         for dataset, category, combo, info in tqdm(combos, desc="import", unit="file", disable=not progress):
             folder = f"{dataset}/{category}"
             domain = folder_domain.get(folder, OTHER_DOMAIN)
-            summary_file = data_dir / info.get("summary_file_path", f"{folder}/{combo}.json")
+            summary_file = confined(data_dir, info.get("summary_file_path", f"{folder}/{combo}.json"), "map.json")
             if json_exists(summary_file):
                 meta = {"dataset": dataset, "category": category, "combo": combo, "domain": domain,
                         "sample_count": int(info["sample_count"])}
@@ -255,7 +271,8 @@ def import_fingerprinting(
                 missing_summaries.append(str(summary_file))
             if folders is not None and folder not in folders:
                 continue
-            example_file = data_dir / info.get("examples_file_path", f"{folder}/{combo}_examples.json")
+            example_file = confined(data_dir, info.get("examples_file_path", f"{folder}/{combo}_examples.json"),
+                                    "map.json")
             if not json_exists(example_file):
                 missing_examples.append(str(example_file))
                 continue

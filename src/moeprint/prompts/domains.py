@@ -8,9 +8,8 @@ pooled ranking. `harmful` has no benchmark of its own (the reference derives it 
 
 from __future__ import annotations
 
-import re
-
 from moeprint.errors import MoeprintError
+from moeprint.names import check_domain
 
 KNOWN_DOMAINS = (
     "all",
@@ -23,7 +22,6 @@ KNOWN_DOMAINS = (
     "harmful",
 )
 GENERAL = "all"
-_DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # domain names become file names downstream
 
 MMLU_SUBJECT_DOMAIN: dict[str, str] = {
     **dict.fromkeys(
@@ -114,11 +112,7 @@ SORRY_BENCH_CATEGORIES = (
 
 
 def check_domain_name(name: str, where: str = "") -> str:
-    if not isinstance(name, str) or not _DOMAIN_NAME.match(name):
-        raise MoeprintError(
-            f"{where}domain {name!r} is not a valid name (lowercase letters, digits and _, starting with a letter)."
-        )
-    return name
+    return check_domain(name, where)
 
 
 def check_known(domain: str, allowed: set[str] | frozenset[str], where: str = "") -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from moeprint.errors import MoeprintError
 from moeprint.io import iter_jsonl
+from moeprint.names import check_label, check_prompt_id
 from moeprint.prompts.domains import KNOWN_DOMAINS, check_domain_name, check_known
 from moeprint.types import PromptRecord
 
@@ -104,13 +105,15 @@ def _row_to_prompt(row: dict[str, Any], line: int, path: Path, source: str, allo
         raise MoeprintError(f"{where}`text` must be a non-empty string.")
     if messages is not None:
         messages = _check_messages(messages, where)
-    prompt_id = row.get("id", f"{source}:{line}")
-    category = row.get("category", "")
+    prompt_id = check_prompt_id(str(row.get("id", f"{source}:{line}")), where)
+    category = str(row.get("category", ""))
+    if category:
+        check_label(category, "category", where)
     return PromptRecord(
-        prompt_id=str(prompt_id),
+        prompt_id=prompt_id,
         domain=domain,
         source=source,
-        category=str(category),
+        category=category,
         messages=messages,
         text=text,
     )

@@ -16,6 +16,8 @@ from moeprint.errors import MoeprintError
 from moeprint.io import read_json
 from moeprint.types import PrunePlan
 
+# The values the hub accepts for base_model_relation; a pruned model is none of them, so cards leave it out.
+HUB_BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Generations on CPU are only offered for models that load in seconds.
 MAX_EXAMPLE_PARAMS = 2_000_000_000
@@ -37,35 +39,50 @@ class CardOptions:
 def build_card(
     *, name: str, plan: PrunePlan, config: dict[str, Any], family: str, n_parameters: int, n_bytes: int,
     weight_format: str, options: CardOptions, examples: list[tuple[str, str]] | None = None,
+    base_fingerprint: str | None = None,
 ):  # fmt: skip
-    """A validated huggingface_hub ModelCard for one pruned checkpoint."""
+    """A validated huggingface_hub ModelCard for one pruned checkpoint.
+
+    `base_fingerprint` (sha256 of the base's config and weight headers) labels a base that has no hub id.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
-    base_id = options.base_model_id or (plan.base_model if HUB_ID.match(plan.base_model) else None)
+    from moeprint import __version__
+    from moeprint.adapters import adapter_for
+
+    # a relative local folder ("models/gpt-oss-20b") has the shape of a hub id: only a name that is not a folder here is one
+    looks_hub = HUB_ID.match(plan.base_model) and not Path(plan.base_model).exists()
+    base_id = options.base_model_id or (plan.base_model if looks_hub else None)
     base_experts = plan.extra.get("base_num_experts", "?")
+    # Plans count MoE layers; readers count decoder layers (they differ when a family has dense layers).
+    decoder_layers = adapter_for(config).moe_layers(config)
+    calibration = plan.extra.get("calibration") or {}
     data = ModelCardData(
-        base_model=base_id,
+        base_model=base_id,  # no base_model_relation: the hub defines none for pruned derivatives
         license=options.license,
         datasets=list(options.datasets) or None,
         language=list(options.language) or None,
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=sorted({"moe", "mixture-of-experts", "expert-pruning", "moeprint", family, plan.domain, *options.extra_tags}),
-    )
-    base_label = base_id or Path(plan.base_model).name
+        tags=sorted({"moe", "mixture-of-experts", "expert-pruning", "moeprint", family, *_tag(plan.domain),
+                     *_tag(plan.criterion), *options.extra_tags}),
+        model_name=name,
+        eval_results=_eval_results(options.eval_path) or None,
+    )  # fmt: skip
+    base_label = f"`{base_id}`" if base_id else _local_label(plan, base_fingerprint)
     lines = [
         f"# {name}",
         "",
-        f"`{base_label}` with {plan.n_experts} of its {base_experts} experts per layer kept, chosen for the "
-        f"**{plan.domain}** domain by the **{plan.criterion}** criterion. " + _what_changed(plan),
+        f"A pruned derivative of {base_label}: {plan.n_experts} of its {base_experts} experts per MoE layer kept, "
+        f"chosen for the **{plan.domain}** domain by the **{plan.criterion}** criterion. " + _what_changed(plan),
         "",
         "## Architecture and size",
         "",
         "| | |",
         "|---|---|",
-        f"| Base model | `{base_label}` |",
+        f"| Base model | {base_label} |",
         f"| Architecture | {plan.architecture} |",
-        f"| MoE layers | {plan.num_layers} |",
+        f"| MoE layers | {plan.num_layers} (of {_cfg_layers(config, decoder_layers)} decoder layers) |",
         f"| Experts per layer | {plan.n_experts} (of {base_experts}) |",
         f"| Experts per token (top-k) | {plan.effective_top_k} |",
         f"| Parameters | {n_parameters:,} ({_human(n_parameters)}) |",
@@ -78,16 +95,19 @@ def build_card(
         "## How the experts were chosen",
         "",
         f"- Domain: `{plan.domain}`; criterion: `{plan.criterion}`.",
-        f"- Ranking: `{plan.extra.get('ranking_source') or 'given by the plan'}`. Each layer keeps the first "
-        f"{plan.n_experts} experts of that ranking; kept experts are renumbered in ascending order of their old ids.",
+        f"- Ranking: `{_ranking_label(plan)}`. Each layer keeps the first {plan.n_experts} experts of that ranking; "
+        "kept experts are renumbered in ascending order of their old ids.",
+        *_calibration_lines(calibration),
         "- The exact ids per layer and the old -> new mapping are in `moeprint_plan.json`.",
-        "- Exactness: this checkpoint computes the same logits as the base model with the dropped experts' router "
-        "logits set to -inf" + (" and the kept experts' router rows replaced by the healed rows" if plan.extra.get("heal")
-                                else "") + " (moeprint tests this equality on every release).",
+        "- Exactness: loaded with stock transformers on a CPU in float32, this checkpoint's architecture computes "
+        "logits equal bit for bit to the base model's under moeprint's router mask (routing from the kept "
+        "experts' router rows only" + (", replaced by the healed rows" if plan.extra.get("heal") else "")
+        + "); moeprint's test suite checks that equality on small models in this "
+        "checkpoint's format, not on this checkpoint.",
         "",
-        "<details><summary>Kept experts per layer</summary>",
+        "<details><summary>Kept experts per layer (decoder-layer numbering)</summary>",
         "",
-        *[f"- layer {i}: {', '.join(map(str, kept))}" for i, kept in enumerate(plan.kept)],
+        *[f"- layer {layer}: {', '.join(map(str, kept))}" for layer, kept in zip(decoder_layers, plan.kept)],
         "",
         "</details>",
         "",
@@ -110,7 +130,7 @@ def build_card(
         "",
         *_examples_section(examples),
         "---",
-        "Made with [moeprint](https://github.com/) (`moeprint prune`).",
+        f"Made with moeprint {__version__} (`moeprint prune`).",
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     validate_card(card)
@@ -135,12 +155,80 @@ def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
 
 
+def _tag(value: str) -> list[str]:
+    """A hub tag from a domain or criterion name (lower case, no spaces); nothing for an empty name."""
+    tag = re.sub(r"[^a-z0-9._-]+", "-", value.lower()).strip("-")
+    return [tag] if tag else []
+
+
+def _cfg_layers(config: dict[str, Any], decoder_layers: list[int]) -> Any:
+    return config.get("num_hidden_layers", (max(decoder_layers) + 1) if decoder_layers else "?")
+
+
+def _local_label(plan: PrunePlan, fingerprint: str | None) -> str:
+    """A base with no hub id: its architecture and weights fingerprint (a folder's name says nothing)."""
+    label = f"a local {plan.architecture} checkpoint"
+    return f"{label} (weights fingerprint `{fingerprint[:16]}`)" if fingerprint else label
+
+
+def _ranking_label(plan: PrunePlan) -> str:
+    """The ranking file without the machine's folders: `<run>/fingerprints/...` or the file name."""
+    source = str(plan.extra.get("ranking_source") or "")
+    if not source:
+        return "given by the plan"
+    parts = Path(source).parts
+    if "fingerprints" in parts:
+        i = parts.index("fingerprints")
+        return "/".join(parts[max(i - 1, 0):])
+    return Path(source).name
+
+
+def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
+    if not calibration:
+        return ["- Calibration data: not recorded in the plan."]
+    bits = [f"source `{calibration.get('source', '?')}`"]
+    if calibration.get("n_tokens") is not None:
+        bits.append(f"{int(calibration['n_tokens']):,} tokens")
+    if calibration.get("n_prompts") is not None:
+        bits.append(f"{int(calibration['n_prompts']):,} prompts")
+    if calibration.get("sha256"):
+        bits.append(f"sha256 `{calibration['sha256']}`")
+    return ["- Calibration data: " + ", ".join(bits) + "."]
+
+
+def _eval_results(eval_path: Path | None) -> list:
+    """model-index entries: per evaluation domain, the cut's value and its retention of the base's."""
+    if eval_path is None:
+        return []
+    doc = read_json(eval_path)
+    if not (isinstance(doc, dict) and str(doc.get("schema", "")).startswith("moeprint.evaluate/")):
+        return []  # free-form JSON: shown as a table, not claimed as hub evaluation results
+    from huggingface_hub import EvalResult
+
+    from moeprint.evaluate.results import load_retention
+
+    out = []
+    for row in load_retention(eval_path):
+        if row["value"] is None or row["metric"].startswith("lm_eval:"):
+            continue
+        common = dict(task_type="text-generation", dataset_type=f"moeprint-heldout-{row['eval_domain']}",
+                      dataset_name=f"held-out {row['eval_domain']} text")  # fmt: skip
+        out.append(EvalResult(**common, metric_type=row["metric"], metric_value=float(row["value"])))
+        if row["retention"] is not None:
+            out.append(EvalResult(**common, metric_type=f"{row['metric']}_retention", metric_value=float(row["retention"])))
+    return out
+
+
 def validate_card(card) -> None:
     """Offline checks of the metadata a hub upload needs (`ModelCard.validate` itself needs the network)."""
     from huggingface_hub import ModelCard
 
-    data = ModelCard(str(card)).data.to_dict()  # re-parse what will be written
+    parsed = ModelCard(str(card)).data  # re-parse what will be written
+    data = parsed.to_dict()
     problems = []
+    relation = data.get("base_model_relation")
+    if relation is not None and relation not in HUB_BASE_MODEL_RELATIONS:
+        problems.append(f"base_model_relation {relation!r} is not one the hub defines")
     if not isinstance(data.get("license"), str) or not data["license"]:
         problems.append("license missing")
     if data.get("pipeline_tag") != "text-generation":
@@ -153,6 +241,8 @@ def validate_card(card) -> None:
     for ds in data.get("datasets") or []:
         if not HUB_ID.match(ds):
             problems.append(f"dataset {ds!r} is not a hub id")
+    if "model-index" in str(card) and not parsed.eval_results:
+        problems.append("model-index does not parse into evaluation results")
     if problems:
         raise MoeprintError("model card metadata is invalid: " + "; ".join(problems) + ".")
 

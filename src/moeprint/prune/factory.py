@@ -15,12 +15,16 @@ from pathlib import Path
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
+from moeprint.identity import model_sha256
 from moeprint.io import atomic_write_json, atomic_write_text, json_exists, read_json
+from moeprint.names import check_domain
+from moeprint.outputs import OutputLock
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
-from moeprint.prune.plan import model_signature, plan_from_ranking, plan_from_run
+from moeprint.prune.plan import file_calibration, model_signature, plan_from_ranking, plan_from_run
 from moeprint.prune.shards import INDEX_NAME, list_tensors
 from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint
+from moeprint.record.store import model_fingerprint
 from moeprint.types import PrunePlan
 
 
@@ -58,6 +62,7 @@ def build_checkpoint(
         model_card = build_card(
             name=out_dir.name, plan=plan, config=config, family=family, n_parameters=result.n_parameters,
             n_bytes=result.n_bytes, weight_format=weight_format(dtype, config, dtypes), options=card, examples=examples,
+            base_fingerprint=model_fingerprint(model_dir),
         )  # fmt: skip
         model_card.save(tmp / "README.md")
 
@@ -100,16 +105,20 @@ def factory_plans(
     if rankings_dir is not None:
         if not rankings_dir.is_dir():
             raise MoeprintError(f"rankings folder {rankings_dir} does not exist.")
-        available = sorted(p.name.split(".json")[0] for p in rankings_dir.glob("*.json*"))
+        available = sorted(check_domain(p.name.split(".json")[0], str(rankings_dir))
+                           for p in rankings_dir.glob("*.json*"))
         if not available:
             raise MoeprintError(f"rankings folder {rankings_dir} has no <domain>.json ranking files.")
         for domain in domains or available:
             if domain not in available:
                 raise MoeprintError(f"unknown domain {domain!r}; {rankings_dir} has rankings for: {', '.join(available)}.")
             path = next(p for p in (rankings_dir / f"{domain}.json", rankings_dir / f"{domain}.json.gz") if p.exists())
-            ranking = read_json(path)
-            plans += [plan_from_ranking(ranking, n, signature, base_model=str(model_dir), domain=domain,
-                                        criterion=criterion or "published", source=str(path)) for n in sizes]  # fmt: skip
+            ranking, calibration = read_json(path), file_calibration(path)
+            for n in sizes:
+                plan = plan_from_ranking(ranking, n, signature, base_model=str(model_dir), domain=domain,
+                                         criterion=criterion or "published", source=str(path))  # fmt: skip
+                plan.extra["calibration"] = calibration
+                plans.append(plan)
         return plans
     if run_dir is None:
         raise MoeprintError("give a run directory (with fingerprints) or --rankings-dir.")
@@ -161,13 +170,19 @@ def run_factory(
         named.append((plan, name, n_params))
     if len({name for _, name, _ in named}) != len(named):
         raise MoeprintError(f"name pattern {name_pattern!r} gives two outputs the same name; add {{n}} and {{domain}}.")
+    identity = model_sha256(model_dir)
+    lock = OutputLock(out_dir).acquire()  # one factory per --out; each checkpoint also locks its own folder
     rows: list[FactoryRow] = []
-    with _bar(progress, len(named)) as advance:
+    with CountBar(progress, len(named)) as advance:
         for plan, name, n_params in named:
             target = out_dir / name
             if is_complete(target):
-                if read_json(target / PLAN_FILE)["kept"] != [list(k) for k in plan.kept]:
+                record = read_json(target / PLAN_FILE)
+                if record["kept"] != [list(k) for k in plan.kept]:
                     raise MoeprintError(f"{target} exists with a different plan; remove it or use another --out.")
+                if record.get("source_model_sha256") != identity:
+                    raise MoeprintError(f"{target} exists but was not pruned from these weights of {model_dir} "
+                                        "(source_model_sha256 differs); remove it or use another --out.")
                 status, n_bytes = "skipped (complete)", sum(t.nbytes for t in list_tensors(target))
             else:
                 result = build_checkpoint(model_dir, plan, target, dtype=dtype, shard_size=shard_size, card=card,
@@ -178,6 +193,7 @@ def run_factory(
             rows.append(FactoryRow(name, plan.domain, plan.n_experts, n_params, round(n_bytes / 1e9, 4), status, str(target)))
             advance(name)
     _write_summary(out_dir, rows)
+    lock.release()
     return rows
 
 
@@ -190,9 +206,11 @@ def _write_summary(out_dir: Path, rows: list[FactoryRow]) -> None:
     atomic_write_json(out_dir / "summary.json", [asdict(r) for r in rows])
 
 
-class _bar:
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
+class CountBar:
+    """A rich bar over named steps (a no-op when disabled); `label` prefixes the step's name."""
+
+    def __init__(self, enabled: bool, total: int, label: str = "factory"):
+        self.enabled, self.total, self.label = enabled, total, label
 
     def __enter__(self):
         if not self.enabled:
@@ -202,8 +220,8 @@ class _bar:
         self.progress = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TimeRemainingColumn())  # fmt: skip
         self.progress.__enter__()
-        task = self.progress.add_task("factory", total=self.total)
-        return lambda name: self.progress.update(task, advance=1, description=f"factory: {name[:60]}")
+        task = self.progress.add_task(self.label, total=self.total)
+        return lambda name: self.progress.update(task, advance=1, description=f"{self.label}: {name[:60]}")
 
     def __exit__(self, *exc):
         if self.enabled:

@@ -1,7 +1,7 @@
-"""A plan applied at load time as a router mask: dropped experts' router logits are -inf.
+"""A plan applied at load time as a router mask: routers compute logits from the kept experts' rows only.
 
-This computes exactly what the physically pruned checkpoint computes (the tests prove it), so
-plans can be evaluated without writing checkpoints.
+This computes what the physically pruned checkpoint computes, bit for bit (tests/test_prune_surgery.py,
+tests/test_exactness.py), so plans can be evaluated without writing checkpoints.
 """
 
 from __future__ import annotations

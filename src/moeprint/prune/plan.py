@@ -2,7 +2,8 @@
 
 A ranking is the published `{"layer_0": [expert ids best first], ...}` format, either from a run's
 fingerprints (`RUN/fingerprints/rankings/<criterion>/<domain>.json`) or a published
-`topical_analytics/<domain>.json`. A plan keeps the first N ids of every layer, ascending.
+`topical_analytics/<domain>.json`. A plan keeps the first N ids of every layer, ascending; with group-limited
+routing (DeepSeek-V3) the first N / n_group ids of every expert group.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.adapters import ADAPTERS, adapter_for, load_config_dict
+from moeprint.adapters.base import ExpertGroups
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_write_json, json_exists, read_json
+from moeprint.names import check_domain, check_label
 from moeprint.run import open_run
 from moeprint.types import PrunePlan
 
@@ -23,18 +26,32 @@ PLAN_KEYS = ("base_model", "architecture", "domain", "criterion", "n_experts", "
 def model_signature(config: dict[str, Any]) -> dict[str, Any]:
     """What a plan must agree with: architecture and the routing geometry of the base model."""
     adapter = adapter_for(config)
-    return {
-        "architecture": config["architectures"][0],
+    archs = config.get("architectures")
+    signature = {
+        # a text config loaded from a multimodal folder names no architecture: the family's (hub) class
+        "architecture": archs[0] if archs else adapter.architectures[0],
         "num_layers": adapter.num_layers(config),
         "num_experts": adapter.num_experts(config),
         "top_k": adapter.top_k(config),
     }
+    groups = adapter.expert_groups(config)
+    if groups is not None:  # group-limited routing: plans keep the same number of experts in every group
+        signature["expert_groups"] = [groups.n_group, groups.topk_group]
+    return signature
+
+
+def _groups(signature: dict[str, Any]) -> ExpertGroups | None:
+    if not signature.get("expert_groups"):
+        return None
+    n_group, topk_group = signature["expert_groups"]
+    return ExpertGroups(int(n_group), int(topk_group), int(signature["num_experts"]))
 
 
 def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
     """Check a plan against a model's signature (architecture, layers, experts, top-k); return it unchanged."""
     where = f"plan for {plan.domain!r} ({plan.n_experts} experts)"
-    if plan.architecture != signature["architecture"]:
+    same_family = ADAPTERS.get(plan.architecture, plan) is ADAPTERS.get(signature["architecture"])  # e.g. the
+    if plan.architecture != signature["architecture"] and not same_family:  # multimodal and text-only classes
         raise MoeprintError(f"{where} is for {plan.architecture}, but the model is {signature['architecture']}.")
     n_layers, n_total = signature["num_layers"], signature["num_experts"]
     recorded = plan.extra.get("base_num_experts")
@@ -46,6 +63,9 @@ def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
         raise MoeprintError(f"{where}: the number of experts must be between 1 and {n_total}, got {plan.n_experts}.")
     if plan.num_layers != n_layers:
         raise MoeprintError(f"{where} covers {plan.num_layers} layers, but the model has {n_layers} MoE layers.")
+    groups = _groups(signature)
+    if groups is not None and (error := groups.budget_error(plan.n_experts, plan.top_k)):
+        raise MoeprintError(f"{where}: {error}")
     for layer, kept in enumerate(plan.kept):
         if len(kept) != plan.n_experts:
             raise MoeprintError(f"{where}: layer {layer} keeps {len(kept)} experts instead of {plan.n_experts}.")
@@ -55,6 +75,8 @@ def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
             raise MoeprintError(f"{where}: layer {layer}'s kept ids are not ascending.")
         if any(not 0 <= e < n_total for e in kept):
             raise MoeprintError(f"{where}: layer {layer} names an expert id outside 0..{n_total - 1}.")
+        if groups is not None and (error := groups.layer_error(kept)):
+            raise MoeprintError(f"{where}: layer {layer} {error}")
     return plan
 
 
@@ -72,6 +94,9 @@ def plan_from_ranking(
     n_layers, n_total = signature["num_layers"], signature["num_experts"]
     if not 1 <= n_experts <= n_total:
         raise MoeprintError(f"the number of experts must be between 1 and {n_total}, got {n_experts}.")
+    groups = _groups(signature)
+    if groups is not None and (error := groups.budget_error(n_experts, signature["top_k"])):
+        raise MoeprintError(f"cannot keep {n_experts} experts: {error}")
     if not isinstance(ranking, dict):
         raise MoeprintError(f"ranking {source} is not a JSON object of layer_<i> lists.")
     layer_keys = sorted((k for k in ranking if re.fullmatch(r"layer_\d+", k)), key=lambda k: int(k[6:]))
@@ -86,7 +111,11 @@ def plan_from_ranking(
             raise MoeprintError(f"ranking {source}: {key} repeats an id or names one outside 0..{n_total - 1}.")
         if len(ids) < n_experts:
             raise MoeprintError(f"ranking {source}: {key} ranks only {len(ids)} experts, fewer than {n_experts}.")
-        kept.append(tuple(sorted(ids[:n_experts])))
+        chosen = ids[:n_experts] if groups is None else groups.select(ids, n_experts)
+        if chosen is None:
+            raise MoeprintError(f"ranking {source}: {key} ranks too few experts of some group to keep "
+                                f"{n_experts // groups.n_group} per group.")  # fmt: skip
+        kept.append(tuple(sorted(chosen)))
     plan = PrunePlan(
         base_model=str(base_model),
         architecture=signature["architecture"],
@@ -112,10 +141,13 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     }
     if None in signature.values():
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
+    if manifest.get("expert_groups"):
+        signature["expert_groups"] = manifest["expert_groups"]
     rankings_dir = run.fingerprints_dir / "rankings"
     if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
-    criterion = criterion or _default_criterion(run.fingerprints_dir)
+    criterion = check_label(criterion or _default_criterion(run.fingerprints_dir), "criterion")
+    check_domain(domain)
     criterion_dir = rankings_dir / criterion
     if not criterion_dir.is_dir():
         known = ", ".join(sorted(p.name for p in rankings_dir.iterdir() if p.is_dir()))
@@ -124,10 +156,24 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     if not json_exists(path):
         known = ", ".join(sorted(p.name.split(".json")[0] for p in criterion_dir.glob("*.json*")))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
-    return plan_from_ranking(
+    plan = plan_from_ranking(
         read_json(path), n_experts, signature,
         base_model=str(manifest.get("model")), domain=domain, criterion=criterion, source=str(path),
     )  # fmt: skip
+    plan.extra["calibration"] = run_calibration(run.root, manifest)
+    return plan
+
+
+def run_calibration(run_root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a card says about the data behind a run's rankings: the run's name (not its local path),
+    kind and domains, its token and prompt counts, and the prompt suite's sha256."""
+    domains = ",".join(manifest.get("domains") or [])
+    return {
+        "source": f"moeprint run {Path(run_root).name} ({manifest.get('kind', '?')}; domains {domains or '?'})",
+        "n_tokens": manifest.get("n_tokens"),
+        "n_prompts": manifest.get("n_prompts"),
+        "sha256": manifest.get("prompt_suite_sha256"),
+    }
 
 
 def _default_criterion(fingerprints_dir: Path) -> str:
@@ -147,10 +193,19 @@ def plan_from_ranking_file(
     path = Path(path)
     signature = model_signature(load_config_dict(model_dir))
     domain = domain or path.name.split(".json")[0]
-    return plan_from_ranking(
+    plan = plan_from_ranking(
         read_json(path), n_experts, signature,
         base_model=str(model_dir), domain=domain, criterion=criterion, source=str(path),
     )  # fmt: skip
+    plan.extra["calibration"] = file_calibration(path)
+    return plan
+
+
+def file_calibration(path: Path) -> dict[str, Any]:
+    """A ranking file carries no token counts; the card names the file and its sha256."""
+    import hashlib
+
+    return {"source": f"ranking file {Path(path).name}", "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
 def save_plan(plan: PrunePlan, path: str | Path) -> Path:
@@ -165,6 +220,9 @@ def plan_from_json(obj: Any, source: str = "plan") -> PrunePlan:
         raise MoeprintError(f"{source}: `kept` must be a list of integer lists, one per layer.")
     if type(obj["n_experts"]) is not int or type(obj["top_k"]) is not int:
         raise MoeprintError(f"{source}: n_experts and top_k must be integers.")
+    if obj["domain"] != "":  # random selections have no domain
+        check_domain(obj["domain"], source)
+    check_label(obj["criterion"], "criterion", source)
     return PrunePlan(
         base_model=str(obj["base_model"]), architecture=str(obj["architecture"]), domain=str(obj["domain"]),
         criterion=str(obj["criterion"]), n_experts=obj["n_experts"], top_k=obj["top_k"],
@@ -179,3 +237,47 @@ def load_plan(path: str | Path) -> PrunePlan:
 def old_to_new(plan: PrunePlan) -> list[dict[str, int]]:
     """Per layer, old expert id -> new expert id (the kept ids, renumbered in ascending order)."""
     return [{str(old): new for new, old in enumerate(kept)} for kept in plan.kept]
+
+
+def plan_from_llmcompressor(
+    path: str | Path, model_dir: str | Path, n_experts: int | None = None, domain: str | None = None
+) -> PrunePlan:
+    """A validated plan from an llm-compressor REAP report: its kept experts (REAPPruningModifier
+    report_path) or, with `n_experts`, the N most salient experts per layer of a saliency report."""
+    from moeprint.importers.llmcompressor import KeptReport, read_report
+
+    path = Path(path)
+    config = load_config_dict(model_dir)
+    signature = model_signature(config)
+    report = read_report(path)
+    domain = domain or path.name.split(".json")[0]
+    if isinstance(report, KeptReport):
+        moe_layers = adapter_for(config).moe_layers(config)
+        if list(report.kept) != moe_layers:
+            raise MoeprintError(f"{path} lists decoder layers {list(report.kept)[:8]}, but the model's MoE layers "
+                                f"are {moe_layers[:8]}; was it written for another model?")  # fmt: skip
+        sizes = {len(k) for k in report.kept.values()}
+        if len(sizes) != 1:
+            raise MoeprintError(f"{path} keeps {sorted(sizes)} experts in different layers; moeprint plans keep "
+                                "the same number in every layer.")  # fmt: skip
+        kept_n = sizes.pop()
+        if n_experts is not None and n_experts != kept_n:
+            raise MoeprintError(f"{path} keeps {kept_n} experts per layer; --experts {n_experts} disagrees.")
+        plan = PrunePlan(
+            base_model=str(model_dir), architecture=signature["architecture"], domain=domain,
+            criterion="llmcompressor-reap", n_experts=kept_n, top_k=signature["top_k"],
+            kept=tuple(report.kept[layer] for layer in moe_layers),
+            extra={"base_num_experts": signature["num_experts"], "ranking_source": str(path)},
+        )  # fmt: skip
+        plan = validate_plan(plan, signature)
+    else:
+        if n_experts is None:
+            raise MoeprintError(f"{path} is a saliency report; say how many experts to keep with --experts N.")
+        if report.num_layers != signature["num_layers"] or len(report.saliency[0]) != signature["num_experts"]:
+            raise MoeprintError(f"{path} scores {report.num_layers} layers x {len(report.saliency[0])} experts; the "
+                                f"model has {signature['num_layers']} x {signature['num_experts']}.")  # fmt: skip
+        ranking = {f"layer_{i}": ids for i, ids in enumerate(report.ranking())}
+        plan = plan_from_ranking(ranking, n_experts, signature, base_model=str(model_dir), domain=domain,
+                                 criterion="llmcompressor-saliency", source=str(path))  # fmt: skip
+    plan.extra["calibration"] = file_calibration(path)
+    return plan

@@ -25,6 +25,7 @@ import torch
 from moeprint.adapters import PerExpertName, adapter_for, load_config_dict
 from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
+from moeprint.identity import model_sha256
 from moeprint.io import atomic_directory
 from moeprint.prune.mxfp4 import BLOCK_SIZE, dequantize_mxfp4
 from moeprint.prune.naming import count_parameters
@@ -40,6 +41,10 @@ PLAN_FILE = "moeprint_plan.json"
 # Files of a model folder that are never copied: weights (rewritten), pickles (never read), our own outputs.
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".gguf")
 SKIP_NAMES = {"config.json", INDEX_NAME, "pytorch_model.bin.index.json", PLAN_FILE, "README.md"}
+# Files that describe the base, not the cut (training plots, training manifests, logs): a published cut
+# carrying the base's loss curve would mislead its readers.
+DESCRIBES_BASE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".log", ".csv")
+DESCRIBES_BASE_NAMES = ("manifest.json", "training_manifest.json", "trainer_state.json", "training_args.json")
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,15 @@ def output_specs(
     expert_axes: dict[str, tuple[int, int]],
     dtype: str,
     per_expert: dict[str, PerExpertName] | None = None,
+    dropped_prefixes: tuple[str, ...] = (),
 ) -> list[OutTensor]:
     """What the pruned checkpoint holds, computed from input headers only."""
     by_name = {t.name: t for t in tensors}
     renumber = old_to_new(plan)
     specs: list[OutTensor] = []
     for t in tensors:
+        if dropped_prefixes and t.name.startswith(dropped_prefixes):
+            continue  # multi-token-prediction modules (the pruned config says there are none)
         rows, axis, shape = None, 0, t.shape
         if per_expert and t.name in per_expert:
             where = per_expert[t.name]
@@ -168,7 +176,7 @@ def prune_checkpoint(
     n_params = count_parameters((s.name, s.dtype, s.shape) for s in specs)
     result = PruneResult(out_dir, n_params, n_bytes, n_shards)
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, kind="checkpoint") as tmp:
         writer = ShardWriter(tmp, shard_of, n_shards)
         with _progress(progress, n_bytes, out_dir.name) as advance, ShardReader(model_dir) as reader:
             for spec in specs:
@@ -183,7 +191,8 @@ def prune_checkpoint(
             _write_json(tmp / "config.json", _patched_config(config, adapter, plan, dtype))
             _copy_side_files(model_dir, tmp)
             record = {**plan.to_json(), "old_to_new": old_to_new(plan), "source_model": str(model_dir),
-                      "dtype": dtype, "n_parameters": n_params}  # fmt: skip
+                      "source_model_sha256": model_sha256(model_dir), "dtype": dtype,
+                      "n_parameters": n_params}  # fmt: skip
             if replaced:  # the healed rows are inside this checkpoint now, not in a file beside the plan
                 record["extra"] = {k: v for k, v in record["extra"].items() if k != "router_rows"}
                 record["router_rows_replaced"] = sorted(replaced)
@@ -197,7 +206,7 @@ def model_output_specs(tensors: list[TensorInfo], plan: PrunePlan, adapter, conf
     """`output_specs` with the adapter's tensor names for this config (MoE layers only)."""
     layers = adapter.moe_layers(config)
     per_expert = adapter.per_expert_tensor_names(layers, adapter.num_experts(config))
-    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert)
+    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config))
 
 
 def _replaced_router_tensors(specs: list[OutTensor], adapter, config: dict[str, Any],
@@ -235,12 +244,14 @@ def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) ->
         routers = [t.template.format(layer=layer) for t in adapter.router_tensors]
         if not set(routers) & names:
             raise MoeprintError(f"the checkpoint has no {routers[0]}; it does not match its config (layer {layer}).")
-        fused = adapter.expert_tensors[0].template.format(layer=layer)
-        if ({fused} | {fused + s for s in adapter.quantized_expert_suffixes}) & names:
+        fused = [t.template.format(layer=layer) for t in adapter.expert_tensors]
+        if {f + s for f in fused for s in ("", *adapter.quantized_expert_suffixes)} & names:
             continue
         if not adapter.per_expert_tensors:
-            raise MoeprintError(f"the checkpoint has no {fused}; it does not match its config (layer {layer}).")
-        template = adapter.per_expert_tensors[0]
+            raise MoeprintError(f"the checkpoint has no {fused[0]}; it does not match its config (layer {layer}).")
+        # the layout's spelling (some families are saved under two prefixes): the first template it uses
+        template = next((t for t in adapter.per_expert_tensors if t.format(layer=layer, expert=0) in names),
+                        adapter.per_expert_tensors[0])  # fmt: skip
         present = [e for e in range(n_experts + 1) if template.format(layer=layer, expert=e) in names]
         if present != list(range(n_experts)):
             raise MoeprintError(f"the checkpoint has {len(present)} experts in layer {layer} (checked "
@@ -262,6 +273,8 @@ def _write_json(path: Path, obj: Any) -> None:
 def _copy_side_files(model_dir: Path, out_dir: Path) -> None:
     """Tokenizer, chat template, generation config, licence...: every top-level file that is not weights."""
     for path in sorted(model_dir.iterdir()):
+        if path.name in DESCRIBES_BASE_NAMES or path.name.lower().endswith(DESCRIBES_BASE_SUFFIXES):
+            continue
         if path.is_file() and path.name not in SKIP_NAMES and not path.name.endswith(SKIP_SUFFIXES):
             shutil.copy2(path, out_dir / path.name)
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from moeprint.record.options import Shard, check_settings, parse_shard
+from moeprint.errors import MoeprintError
+from moeprint.record.options import RecordSettings, Shard, check_settings, parse_shard
+
+if TYPE_CHECKING:
+    from moeprint.cluster import ClusterSettings
 
 __all__ = ["record", "record_run", "merge_runs", "parse_shard", "Shard"]
 
@@ -27,13 +31,25 @@ def record_run(
     reasoning_effort: str | None = None,
     progress: bool = True,
     device: str = "auto",
+    cluster: "ClusterSettings | None" = None,
 ) -> Path:
     """Load prompt source(s) (`builtin`, a .jsonl/.csv file, or BENCHMARK[:path]) and record them.
-    Returns the complete run directory (manifest.json written last)."""
+    With `cluster`, on Ray workers (moeprint.record.distributed). Returns the complete run directory
+    (manifest.json written last)."""
     from moeprint.prompts import load_prompts
 
     check_settings(batch_size, max_new_tokens, shard)  # before loading prompts, models or torch
+    if cluster is not None:
+        if shard is not None or device != "auto":
+            raise MoeprintError("--ray makes its own shards and devices: drop --shard and --device "
+                                "(workers use their GPUs with --gpus-per-worker, else the CPU).")
+        cluster.check()
     records = load_prompts(prompts, domains=domains, limit=limit)
+    if cluster is not None:
+        from moeprint.record.distributed import record_on_ray
+
+        settings = RecordSettings(max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, reasoning_effort)
+        return record_on_ray(model_dir, records, out_dir, settings, cluster, progress=progress)
     from moeprint.record.runner import record
 
     return record(

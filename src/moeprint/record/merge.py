@@ -23,7 +23,9 @@ SAME = ("kind", "model_sha256", "architecture", "num_layers", "num_experts", "to
         "prompt_suite_sha256", "generation")
 
 
-def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
+def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sources: bool = True) -> Path:
+    """`name_sources=False` leaves `merged_from` out (the Ray driver deletes its staging shards after the
+    merge), so the manifest equals an unsharded run's."""
     if len(run_dirs) < 1:
         raise MoeprintError("give the shard runs to merge.")
     runs = [open_run(p) for p in run_dirs]
@@ -42,7 +44,7 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     if len(counts) != 1 or indices != list(range(counts.pop())):
         raise MoeprintError(f"shards {', '.join(sorted(shards))} do not cover 0..N-1 exactly once.")
 
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind="recorded") as tmp:
         merged = RunDir(tmp)
         merged.traces_dir.mkdir()
         for run in runs:
@@ -56,7 +58,8 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
             n_prompts=sum(m["n_prompts"] for m in manifests),
             n_tokens=sum(m["n_tokens"] for m in manifests),
             shard=None,
-            merged_from=[str(r.root) for r in runs],
         )
+        if name_sources:
+            manifest["merged_from"] = [str(r.root) for r in runs]
         merged.write_manifest(manifest)
     return Path(out_dir)

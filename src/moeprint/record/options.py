@@ -20,6 +20,24 @@ class Shard:
         return batch_index % self.count == self.index
 
 
+@dataclass(frozen=True)
+class RecordSettings:
+    """What decides the bytes a recording writes (besides the model and the prompts)."""
+
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    do_sample: bool = False
+    seed: int = 0
+    logits: bool = False
+    expert_norms: bool = False
+    reasoning_effort: str | None = None
+
+    def generation(self) -> dict:
+        """The manifest's `generation` block."""
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "seed": self.seed,
+                "batch_size": self.batch_size, "reasoning_effort": self.reasoning_effort}
+
+
 def parse_shard(shard: "str | Shard | tuple[int, int] | None") -> Shard | None:
     if shard is None or isinstance(shard, Shard):
         return shard

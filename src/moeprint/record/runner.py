@@ -13,6 +13,7 @@ run, a sharded run (--shard I/N takes batches b with b % N == I) and an uninterr
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
+from moeprint.identity import shard_digests
 from moeprint.io import make_output_dir
+from moeprint.outputs import OutputLock
 from moeprint.prompts import render_prompt
 from moeprint.record import store
 from moeprint.record.hooks import RouterCapture
 from moeprint.record.segments import ChannelSegmenter
-from moeprint.record.options import Shard, check_settings
+from moeprint.record.options import RecordSettings, Shard, check_settings
 from moeprint.run import RunDir, software_versions
 from moeprint.types import PromptRecord
 
@@ -61,8 +64,37 @@ def record(
     """Record routing of `prompts` on the model in `model_dir` into the run directory `out_dir`.
 
     Resumes an unfinished run with the same settings; refuses a complete run. Returns the run path."""
-    # ---- validate everything before touching the output --------------------------------
+    settings = RecordSettings(max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, reasoning_effort)
     shard = check_settings(batch_size, max_new_tokens, shard)
+    prompts, config, _ = check_inputs(model_dir, prompts)
+    run = check_run_dir(out_dir)
+    lock = OutputLock(run.root).acquire()  # held until the run is complete: a second writer fails now
+    try:
+        recorder = Recorder(model_dir, prompts, settings, device)
+        mine = [b for b in range(len(recorder.batches)) if shard is None or shard.owns(b)]
+        state = recording_state(model_dir, prompts, settings, shard)
+        make_output_dir(run.root)  # the first write: every check above has passed
+        store.check_or_write_state(run, state)
+
+        delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+        with recorder.capture, _progress(progress, len(mine)) as advance:
+            for b in mine:
+                if store.read_batch_done(run, b) is None:
+                    recorder.record_batch(run, b)
+                    if delay:
+                        time.sleep(delay)
+                advance()
+        finish_run(run, model_dir, state, config, recorder.capture.layers, mine)
+    finally:
+        lock.release()
+    return run.root
+
+
+# ---- the pieces, shared with the Ray fan-out (record/distributed.py) ------------------------------
+
+
+def check_inputs(model_dir: str | Path, prompts: Sequence[PromptRecord]) -> tuple[list[PromptRecord], dict, Any]:
+    """Prompts, model config and adapter, checked before anything is loaded or written."""
     prompts = list(prompts)
     if not prompts:
         raise MoeprintError("no prompts to record.")
@@ -73,6 +105,11 @@ def record(
     adapter = adapter_for(config)
     if not list(model_dir.glob("*.safetensors")):
         raise MoeprintError(f"{model_dir} has no .safetensors weights (moeprint reads safetensors only).")
+    return prompts, config, adapter
+
+
+def check_run_dir(out_dir: str | Path) -> RunDir:
+    """The run directory to write: new, or an unfinished recording (never a complete run or foreign files)."""
     run = RunDir(Path(out_dir))
     if run.is_complete():
         raise MoeprintError(f"{run.root} is already a complete run; choose another --out.")
@@ -82,77 +119,93 @@ def record(
     if run.root.exists() and any(run.root.iterdir()) and not state_file.exists():
         raise MoeprintError(f"{run.root} exists and is not an unfinished recording; choose another --out.")
     _check_writable(run.root)
+    return run
 
-    tokenizer, model = _load(model_dir, device)
-    num_experts, top_k = adapter.num_experts(config), adapter.top_k(config)
-    prepared = [_prepare(tokenizer, p, reasoning_effort) for p in prompts]
-    # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
-    order = sorted(range(len(prepared)), key=lambda i: (len(prepared[i].token_ids), prompts[i].prompt_id))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    mine = [b for b in range(len(batches)) if shard is None or shard.owns(b)]
 
-    generation = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "seed": seed,
-        "batch_size": batch_size,
-        "reasoning_effort": reasoning_effort,
-    }
-    state = {
+def recording_state(model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
+                    shard: Shard | None) -> dict[str, Any]:
+    """The settings a resume must match (RUN/.record/state.json)."""
+    model_dir = Path(model_dir)
+    return {
         "model": str(model_dir.resolve()),
         "model_sha256": store.model_fingerprint(model_dir),
         "prompt_suite_sha256": store.suite_sha256(prompts),
-        "generation": generation,
-        "has_logits": logits,
-        "has_norms": expert_norms,
+        "generation": settings.generation(),
+        "has_logits": settings.logits,
+        "has_norms": settings.expert_norms,
         "shard": str(shard) if shard else None,
     }
-    capture = RouterCapture(model, adapter, logits=logits, expert_norms=expert_norms)
-    segmenter = ChannelSegmenter(tokenizer)
-    pad_id, eos_ids = _special_ids(tokenizer, model)
-    make_output_dir(run.root)  # the first write: every check above has passed
-    store.check_or_write_state(run, state)
 
-    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+
+def n_batches(n_prompts: int, batch_size: int) -> int:
+    return -(-n_prompts // batch_size)
+
+
+class Recorder:
+    """A loaded model with its router capture, ready to record any batch of the prompt suite.
+    One per process: `record` keeps one, and so does each Ray worker."""
+
+    def __init__(self, model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
+                 device: str = "auto"):
+        model_dir = Path(model_dir)
+        config = load_config_dict(model_dir)
+        self.settings = settings
+        self.tokenizer, self.model = _load(model_dir, device)
+        self.prepared = [_prepare(self.tokenizer, p, settings.reasoning_effort) for p in prompts]
+        # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
+        order = sorted(range(len(prompts)), key=lambda i: (len(self.prepared[i].token_ids), prompts[i].prompt_id))
+        self.batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+        self.capture = RouterCapture(self.model, adapter_for(config), logits=settings.logits,
+                                     expert_norms=settings.expert_norms)
+        self.segmenter = ChannelSegmenter(self.tokenizer)
+        self.pad_id, self.eos_ids = _special_ids(self.tokenizer, self.model)
+
+    def record_batch(self, run: RunDir, b: int) -> list[dict[str, Any]]:
+        """Record batch `b` into `run` (its trace part, then its done marker); returns its prompt rows.
+        Call with the capture attached. The same batch always writes the same bytes."""
+        s = self.settings
+        batch = [self.prepared[i] for i in self.batches[b]]
+        torch.manual_seed(s.seed * 1_000_003 + b)  # per-batch seed: same in resumed and sharded runs
+        table, rows = _record_batch(
+            self.model, self.tokenizer, self.capture, self.segmenter, batch, s.max_new_tokens, s.do_sample,
+            self.pad_id, self.eos_ids, s.logits, s.expert_norms,
+        )
+        store.write_part(run, b, table)
+        store.write_batch_done(run, b, rows)
+        return rows
+
+
+def finish_run(run: RunDir, model_dir: str | Path, state: dict[str, Any], config: dict, layers: list[int],
+               batches: Sequence[int]) -> Path:
+    """prompts.parquet, then manifest.json (last), of a run whose `batches` are all done."""
+    adapter = adapter_for(config)
     prompt_rows: list[dict[str, Any]] = []
-    n_tokens = 0
-    with capture, _progress(progress, len(mine)) as advance:
-        for b in mine:
-            done = store.read_batch_done(run, b)
-            if done is None:
-                batch = [prepared[i] for i in batches[b]]
-                torch.manual_seed(seed * 1_000_003 + b)  # per-batch seed: same in resumed and sharded runs
-                table, rows = _record_batch(
-                    model, tokenizer, capture, segmenter, batch, max_new_tokens, do_sample, pad_id, eos_ids,
-                    logits, expert_norms,
-                )
-                store.write_part(run, b, table)
-                store.write_batch_done(run, b, rows)
-                done = rows
-                if delay:
-                    time.sleep(delay)
-            prompt_rows.extend(done)
-            n_tokens += sum(r["n_prompt_tokens"] + r["n_generated_tokens"] for r in done)
-            advance()
-
+    for b in batches:
+        rows = store.read_batch_done(run, b)
+        if rows is None:
+            raise MoeprintError(f"{run.root}: batch {b} is not recorded yet.")
+        prompt_rows.extend(rows)
     store.write_prompts_table(run, prompt_rows)
     manifest = {
         "kind": "recorded",
         "model": str(model_dir),
         "model_sha256": state["model_sha256"],
+        "model_weights": shard_digests(model_dir),
         "architecture": config["architectures"][0],
-        "num_layers": len(capture.layers),
-        "num_experts": num_experts,
-        "top_k": top_k,
-        "moe_layers": capture.layers,
+        "num_layers": len(layers),
+        "num_experts": adapter.num_experts(config),
+        "top_k": adapter.top_k(config),
+        "moe_layers": list(layers),
+        # group-limited routing (DeepSeek-V3): plans made from this run keep a budget per group
+        **({"expert_groups": [g.n_group, g.topk_group]} if (g := adapter.expert_groups(config)) else {}),
         "domains": sorted({r["domain"] for r in prompt_rows}),
         "n_prompts": len(prompt_rows),
-        "n_tokens": n_tokens,
-        "has_logits": logits,
-        "has_norms": expert_norms,
+        "n_tokens": sum(r["n_prompt_tokens"] + r["n_generated_tokens"] for r in prompt_rows),
+        "has_logits": state["has_logits"],
+        "has_norms": state["has_norms"],
         "has_token_ids": True,
         "prompt_suite_sha256": state["prompt_suite_sha256"],
-        "generation": generation,
+        "generation": state["generation"],
         "shard": state["shard"],
         "versions": software_versions(),
     }
@@ -193,7 +246,7 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
         input_ids=sequences[:, -1:],
         attention_mask=full_mask,
         position_ids=full_mask.sum(-1, keepdim=True) - 1,  # same positions generate would use next
-        past_key_values=out.past_key_values,
+        **{_cache_keyword(model): out.cache if "cache" in out else out.past_key_values},
         use_cache=True,
         logits_to_keep=1,
     )
@@ -329,3 +382,9 @@ class _progress:
     def __exit__(self, *exc):
         if self.enabled:
             self._bar.__exit__(*exc)
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name goes in 5.40); 5.23 has only
+    the old one. Ask the model's own signature rather than a version number."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

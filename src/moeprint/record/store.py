@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
+from moeprint.identity import model_sha256
 from moeprint.io import atomic_path, atomic_write_json, read_json
 from moeprint.run import PROMPTS_SCHEMA, RunDir, trace_schema
 from moeprint.types import PromptRecord
@@ -98,15 +99,8 @@ def suite_sha256(prompts: Sequence[PromptRecord]) -> str:
 
 
 def model_fingerprint(model_dir: Path) -> str:
-    """sha256 of config.json plus every safetensors file's name, size and header (tensor names, dtypes,
-    shapes, offsets). Cheap on a 13 GB checkpoint; changes whenever the weights' layout changes."""
-    h = hashlib.sha256((model_dir / "config.json").read_bytes())
-    for f in sorted(model_dir.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            header = fh.read(min(n, 100_000_000))
-        h.update(f.name.encode() + f.stat().st_size.to_bytes(8, "little") + header)
-    return h.hexdigest()
+    """The model's identity: config.json plus the content of every safetensors shard (moeprint.identity)."""
+    return model_sha256(model_dir)
 
 
 def check_or_write_state(run: RunDir, state: dict[str, Any]) -> bool:

@@ -28,6 +28,7 @@ class Usage:
     tokens: np.ndarray  # (L, E) int64: tokens that picked the expert
     weight_sum: np.ndarray  # (L, E) float64: summed gate weight
     layer_tokens: np.ndarray  # (L,) int64: routed tokens of the selection in that layer
+    reap: np.ndarray | None = None  # (L, E) float64: summed gate weight x expert output norm, when recorded
 
 
 @dataclass
@@ -181,7 +182,10 @@ def pool(counts, mass, routed_tokens, prompt_mask: np.ndarray) -> dict[str, Usag
 def read_fingerprint_usage(path: Path, num_layers: int, num_experts: int) -> dict[str, dict[str, Usage]]:
     """fingerprints/usage.parquet as {domain: {segment: Usage}} (docs/formats.md)."""
     try:
-        t = pq.read_table(path, columns=["domain", "segment", "layer", "expert", "tokens", "weight_sum", "layer_tokens"])
+        names = pq.read_schema(path).names
+        optional = ["weight_norm_sum"] if "weight_norm_sum" in names else []
+        t = pq.read_table(path, columns=["domain", "segment", "layer", "expert", "tokens", "weight_sum", "layer_tokens",
+                                         *optional])  # fmt: skip
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise MoeprintError(f"{path} is not a usage table as in docs/formats.md ({e}).") from None
     cols = {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
@@ -200,5 +204,10 @@ def read_fingerprint_usage(path: Path, num_layers: int, num_experts: int) -> dic
         u.tokens[layer, expert] = cols["tokens"][sel]
         u.weight_sum[layer, expert] = cols["weight_sum"][sel]
         u.layer_tokens[layer] = cols["layer_tokens"][sel]
+        if optional:
+            reap = cols["weight_norm_sum"][sel].astype(np.float64)  # null (no norms recorded) reads as NaN
+            if np.isfinite(reap).all() and reap.size:
+                u.reap = np.zeros((num_layers, num_experts), np.float64)
+                u.reap[layer, expert] = reap
         out.setdefault(str(d), {})[str(s)] = u
     return out

@@ -25,7 +25,7 @@ from rich.progress import Progress
 from moeprint import __version__
 from moeprint.errors import MoeprintError
 from moeprint.io import atomic_directory, atomic_write_json, read_json
-from moeprint.report import aggregate, inputs, published, stats
+from moeprint.report import aggregate, inputs, published, stats, tradeoff
 from moeprint.report.aggregate import ALL, Usage
 from moeprint.report.tokens import prompt_payload, token_strings
 from moeprint.run import RunDir, open_run
@@ -120,19 +120,44 @@ class _RunData:
         self.categories = sorted(set(self.prompt_category.tolist()))
         self.name = str(self.manifest.get("name") or run.root.resolve().name)
         self.analyze_stats = inputs.analyze_stats(run, self.L) if self.usage_source.startswith("fingerprints") else {}
+        self.prompt_finished = np.array([self.prompts[p].get("finished") for p in self.traces.prompt_ids], dtype=object)
+        self.retention = inputs.sweep_retention(run)
+
+    def finished_groups(self, domain: str) -> dict | None:
+        """The domain's sums over finished and over unfinished generations (the page adds or picks them);
+        None when prompts.parquet does not say which generations finished."""
+        known = np.array([f is not None for f in self.prompt_finished], bool)
+        if not known.any():
+            return None
+        mask = np.ones(len(self.prompt_domain), bool) if domain == ALL else self.prompt_domain == domain
+        finished = known & np.array([f is True for f in self.prompt_finished], bool)
+        groups = {}
+        for name, sel in (("finished", mask & finished), ("unfinished", mask & known & ~finished)):
+            segs = aggregate.pool(self.counts, self.mass, self.routed_tokens, sel)
+            groups[name] = {"nPrompts": int(sel.sum()), "segments": {s: usage_json(u) for s, u in segs.items()}}
+        return groups
+
+    def tradeoff(self, domain: str, own: Usage, rankings: dict) -> dict:
+        reap, parts = own.reap, list(self.usage[domain].values())
+        if reap is None and ALL not in self.usage[domain] and parts and all(u.reap is not None for u in parts):
+            reap = sum(u.reap for u in parts)  # segments without a pooled row: their sum, as for the counts
+        return tradeoff.tradeoff(own.tokens, reap, rankings, self.retention.get(domain, {}))
 
     def domain_file(self, i: int, domain: str) -> dict:
         segs = self.usage[domain]
         all_u, own = _pooled(self.usage[ALL]), _pooled(segs)
+        rankings = _read_rankings(self.run, domain)
         result = {
             "kind": "domain",
             "name": domain,
             "source": self.usage_source,
             "segments": {s: usage_json(u) for s, u in {**segs, ALL: own}.items()},
             "entropy": stats.usage_entropy_bits(own.tokens),
-            "rankings": _read_rankings(self.run, domain),
+            "rankings": rankings,
             "analyzeStats": self.analyze_stats.get(domain),
             "routerEntropy": self.router_entropy(domain),
+            "byFinished": self.finished_groups(domain),
+            "tradeoff": self.tradeoff(domain, own, rankings),
         }
         if domain != ALL:
             rest = all_u.tokens - own.tokens  # (L, E): the rest of the run
@@ -205,10 +230,8 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
     summaries = run.root / "published" / "summaries.parquet"
     if summaries.exists():
         sources.insert(1, _PublishedData(main, summaries))
-    if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
-        raise MoeprintError(f"{out} exists and is not a moeprint site; choose another --out.")
 
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=True, kind="site") as tmp:
         data = tmp / "data"
         data.mkdir()
         asset_dir = tmp / "assets"
@@ -222,7 +245,7 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
         run_index = []
         with Progress(transient=True) as progress:
             for rd in sources:
-                entry = {"name": rd.name, "kind": rd.manifest.get("kind"), "model": rd.manifest.get("model"),
+                entry = {"name": rd.name, "kind": rd.manifest.get("kind"), "model": inputs.model_label(rd.manifest.get("model")),
                          "usageSource": rd.usage_source, "domains": [], "categories": []}
                 cats = rd.categories
                 task = progress.add_task(f"site: aggregates of {rd.name}", total=len(rd.domains) + len(cats))
@@ -245,7 +268,7 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
         m = main.manifest
         meta = {
             "version": __version__,
-            "run": {"name": main.name, "kind": m.get("kind"), "model": m.get("model"),
+            "run": {"name": main.name, "kind": m.get("kind"), "model": inputs.model_label(m.get("model")),
                     "architecture": m.get("architecture"), "numLayers": main.L, "numExperts": main.E,
                     "topK": main.k, "nPrompts": len(main.traces.prompt_ids),
                     "nTokens": int(main.traces.routed.sum()), "usageSource": main.usage_source},

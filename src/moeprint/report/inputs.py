@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from numbers import Number
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -166,3 +168,32 @@ def analyze_stats(run: RunDir, num_layers: int) -> dict[str, dict]:
             out[str(domain)] = {"columns": list(columns), "rows": [[columns[c][layer] for c in columns] for layer in range(num_layers)],
                                 "summary": summary}
     return out
+
+
+def sweep_retention(run: RunDir) -> dict[str, dict[str, dict[int, float]]]:
+    """In-domain perplexity retention per (plan domain, criterion, experts kept) of every sweep under evals/."""
+    from moeprint.report.tradeoff import sweep_retention as from_doc
+
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    if not run.evals_dir.is_dir():
+        return out
+    for p in sorted(run.evals_dir.rglob("results.json")):
+        d = read_json(p)
+        if isinstance(d, dict) and d.get("schema") == "moeprint.sweep/1":
+            for domain, crits in from_doc(d).items():
+                for criterion, points in crits.items():
+                    out.setdefault(domain, {}).setdefault(criterion, {}).update(points)
+    return out
+
+
+def model_label(model: Any) -> str | None:
+    """A run's model as pages show it: a hub id as it is, a local folder by its name only (pages are shared;
+    a machine's paths mean nothing to their readers)."""
+    if model is None:
+        return None
+    text = str(model)
+    if "/" not in text and "\\" not in text:
+        return text
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) and not Path(text).exists():
+        return text  # owner/name: a hub id
+    return f"{Path(text).name} (local folder)"

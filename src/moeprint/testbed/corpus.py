@@ -254,7 +254,7 @@ def build_corpus(out_dir: str | Path, overwrite: bool = False, progress: bool = 
     if not GCIDE_DICT.exists():
         raise MoeprintError(f"{GCIDE_DICT} not found; run `apt-get install dict-gcide`.")
     domains_meta = {}
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, kind="moeprint-testbed-corpus") as tmp:
         for source in tqdm(SOURCES, desc="corpus", unit="domain", disable=not progress):
             docs = list(source.documents())
             if not docs:
@@ -322,7 +322,7 @@ def export_eval_texts(corpus_dir: str | Path, data_dir: str | Path) -> Path:
     from moeprint.io import read_json
 
     manifest = read_json(corpus_dir / "manifest.json")
-    with atomic_directory(data_dir, overwrite=True) as tmp:
+    with atomic_directory(data_dir, overwrite=True, kind="moeprint-testbed-eval-texts") as tmp:
         for domain, meta in manifest["domains"].items():
             (tmp / domain).mkdir()
             meta["splits"] = {s: v for s, v in meta["splits"].items() if s in ("calibration", "test")}

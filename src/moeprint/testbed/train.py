@@ -168,7 +168,7 @@ def train_testbed(corpus_dir: str | Path, out_dir: str | Path, cfg: TrainConfig,
     torch.set_num_threads(cfg.threads)
     started = time.time()
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, kind="moeprint-testbed-model") as tmp:
         # tokenizer: trained on an equal-size sample of every domain's training text
         sample = []
         for d in domains:

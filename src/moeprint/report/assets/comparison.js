@@ -15,7 +15,9 @@
   // A side's selection from the state (prefix 'a' or 'b'), clamped to what exists.
   function pick(p, fallbackName) {
     const runIndex = Math.min(meta.runs.length - 1, Math.max(0, +state[p + 'run'] || 0));
-    let kind = ['domain', 'category', 'rest'].includes(state[p + 'kind']) ? state[p + 'kind'] : 'domain';
+    // B defaults to "rest of A's run": a domain against everything else is the comparison the tests are valid for
+    const fallbackKind = p === 'b' && !state.bname ? 'rest' : 'domain';
+    let kind = ['domain', 'category', 'rest'].includes(state[p + 'kind']) ? state[p + 'kind'] : fallbackKind;
     if (p === 'a' && kind === 'rest') kind = 'domain';
     if (kind === 'category' && !meta.runs[runIndex].categories.length) kind = 'domain';
     const list = kind === 'rest' ? [] : options(runIndex, kind);
@@ -72,7 +74,8 @@
   async function render() {
     const focusedId = document.activeElement && document.activeElement.id;
     const root = M.clear(document.getElementById('view'));
-    const a = pick('a', 'all');
+    const firstDomain = meta.runs[0].domains.find((d) => d.name !== 'all') || meta.runs[0].domains[0];
+    const a = pick('a', firstDomain.name);
     const b = pick('b', (meta.runs[0].domains[1] || meta.runs[0].domains[0]).name);
     root.append(el('div', { class: 'row' }, [sideControls('a', a), sideControls('b', b)]));
     const [ua, ub] = await Promise.all([usageOf(a, a), usageOf(b, a)]);

@@ -3,7 +3,9 @@
   'use strict';
   const M = window.moeprint;
   const el = M.el;
-  const VIEWS = [['overview', 'Overview'], ['domain', 'Domain'], ['tokens', 'Tokens'], ['plans', 'Plans & retention']];
+  const VIEWS = [['overview', 'Overview'], ['domain', 'Domain'], ['tradeoff', 'Trade-off'], ['tokens', 'Tokens'],
+    ['plans', 'Plans & retention']];
+  const GENS = [['all', 'all generations'], ['finished', 'finished only'], ['unfinished', 'unfinished only']];
   const METRICS = [['share', 'usage share (tokens routed / tokens)'], ['mass', 'gate mass (mean weight / token)'],
     ['lift', 'lift (share / share in all)']];
 
@@ -28,6 +30,23 @@
     return run.domains.find((d) => d.name === name) || run.domains[0];
   }
   M.domainEntry = domainEntry;
+
+  // Generation filter: a domain file carries its sums over finished and over unfinished generations
+  // (byFinished); a filtered view re-derives every number (shares, lift, entropy, tests) from those sums.
+  function genOf(dom) { return dom.byFinished && GENS.some(([g]) => g === state.gen) ? state.gen : 'all'; }
+  function filtered(dom, gen) {
+    if (gen === 'all' || !dom.byFinished) return dom;
+    const group = dom.byFinished[gen];
+    return Object.assign({}, dom, { segments: group.segments, routerEntropy: null, nPrompts: group.nPrompts, gen });
+  }
+  function genSelect(id, dom) {
+    if (!dom.byFinished) return null;
+    return M.select('Generations', id, GENS, genOf(dom), (v) => { setState({ gen: v }); render(); });
+  }
+  function genNote(dom) {
+    return dom.gen ? ' Filtered to ' + dom.gen + ' generations (' + dom.nPrompts + ' prompts): counts re-aggregated in ' +
+      'the page from the sums over those prompts\' traces.' : '';
+  }
 
   // share / mass / lift of one (domain, segment) as a function (layer, expert) -> number
   function metricOf(dom, all, seg, metric) {
@@ -55,8 +74,15 @@
   async function renderOverview(root) {
     const run = source();
     const dname = domainEntry(state.domain).name;
-    const [dom, all] = await Promise.all([M.load(domainEntry(dname).file), M.load(run.domains[0].file)]);
+    const [dom0, all0] = await Promise.all([M.load(domainEntry(dname).file), M.load(run.domains[0].file)]);
+    const gen = genOf(dom0);
+    const dom = filtered(dom0, gen), all = filtered(all0, gen);
     const segs = Object.keys(dom.segments);
+    if (!segs.length) {
+      root.append(el('div', { class: 'controls' }, [sourceSelect('ov-source'), genSelect('ov-gen', dom0)]),
+        el('p', { class: 'note', id: 'overview-empty', text: dname + ' has no ' + gen + ' generations.' }));
+      return;
+    }
     const seg = segs.includes(state.segment) ? state.segment : 'all';
     const metric = METRICS.some(([m]) => m === state.metric) ? state.metric : 'share';
     const L = meta.run.numLayers, E = meta.run.numExperts;
@@ -67,6 +93,7 @@
       M.select('Domain', 'ov-domain', run.domains.map((d) => [d.name, d.name]), dname, (v) => { setState({ domain: v }); render(); }),
       M.select('Segment', 'ov-segment', segs.map((s) => [s, s]), seg, (v) => { setState({ segment: v }); render(); }),
       M.select('Colour', 'ov-metric', METRICS, metric, (v) => { setState({ metric: v }); render(); }),
+      genSelect('ov-gen', dom0),
     ]);
     let maxV = 0;
     for (let l = 0; l < L; l++) for (let e = 0; e < E; e++) { const v = value(l, e); if (Number.isFinite(v)) maxV = Math.max(maxV, v); }
@@ -113,12 +140,12 @@
     if (rk.length) side.append(rankingPanel(dom, rk));
     root.append(controls, el('div', { class: 'row' }, [
       el('div', { class: 'panel' }, [el('h2', { text: dname + ' · ' + seg + ' · ' + metric }), hm.node, bar,
-        el('p', { class: 'note', text: 'Source: ' + dom.source + '. Share = tokens that routed to the expert / tokens ' +
+        el('p', { class: 'note', text: 'Source: ' + dom.source + '.' + genNote(dom) + ' Share = tokens that routed to the expert / tokens ' +
           '(a layer\'s shares sum to top-k = ' + meta.run.topK + '). Gate mass = mean gate weight per token (sums to 1). ' +
           'Lift = share / share in all. Arrow keys move the cursor; the line above the colour bar reads out the cell.' })]),
       side]));
     performance.mark('moeprint:overview-rendered');
-    document.body.dataset.rendered = ['overview', dname, seg, metric].join('|'); // what is on screen (for tests)
+    document.body.dataset.rendered = ['overview', dname, seg, metric].concat(gen === 'all' ? [] : [gen]).join('|'); // for tests
   }
 
   function rankingPanel(dom, criteria) {
@@ -132,14 +159,30 @@
     return panel;
   }
 
+  // chi-square / G per layer of one selection against the rest, computed in the page (stats.js)
+  function vsRestInPage(own, all) {
+    const L = own.tokens.length;
+    const rows = own.tokens.map((row, l) => M.stats.layerTest(row, all.tokens[l].map((x, e) => x - row[e])));
+    const q = M.stats.bh(rows.map((r) => r.p));
+    return { chi2: rows.map((r) => r.chi2), df: rows.map((r) => r.df), p: rows.map((r) => r.p), q: q.slice(0, L),
+      g: rows.map((r) => r.g), cramers_v: rows.map((r) => r.v), tvd: rows.map((r) => r.tvd) };
+  }
+
   async function renderDomain(root) {
     const domains = source().domains.filter((d) => d.name !== 'all');
     if (!domains.length) { root.append(el('p', { text: 'This run has a single domain; nothing to test against.' })); return; }
     const entry = domains.find((d) => d.name === state.domain) || domains[0];
-    const dom = await M.load(entry.file);
+    const [dom0, all0] = await Promise.all([M.load(entry.file), M.load(source().domains[0].file)]);
+    const gen = genOf(dom0);
     root.append(el('div', { class: 'controls' }, [sourceSelect('dv-source'), M.select('Domain', 'dv-domain', domains.map((d) => [d.name, d.name]),
-      entry.name, (v) => { setState({ domain: v }); render(); })]));
-    const t = dom.vsRest, st = dom.stability;
+      entry.name, (v) => { setState({ domain: v }); render(); }), genSelect('dv-gen', dom0)]));
+    const dom = filtered(dom0, gen);
+    if (gen !== 'all' && !(dom.segments.all && filtered(all0, gen).segments.all)) {
+      root.append(el('p', { class: 'note', id: 'domain-empty', text: entry.name + ' has no ' + gen + ' generations.' }));
+      return;
+    }
+    const t = gen === 'all' ? dom.vsRest : vsRestInPage(dom.segments.all, filtered(all0, gen).segments.all);
+    const st = gen === 'all' ? dom.stability : null;
     const rows = t.chi2.map((_, l) => ({ layer: l, tokens: dom.segments.all.layerTokens[l], chi2: t.chi2[l], df: t.df[l],
       p: t.p[l], q: t.q[l], g: t.g[l], v: t.cramers_v[l], tvd: t.tvd[l], jaccard: st ? st.jaccard[l] : null }));
     const cols = [{ key: 'layer', label: 'layer' }, { key: 'tokens', label: 'tokens', fmt: M.fmtCount },
@@ -149,8 +192,8 @@
       { key: 'tvd', label: 'TVD', fmt: (v) => M.fmt(v, 3) }];
     if (st) cols.push({ key: 'jaccard', label: 'kept-set stability (Jaccard, top ' + st.nKeep + ')', fmt: (v) => M.fmt(v, 3) });
     root.append(el('div', { class: 'panel' }, [
-      el('h2', { text: entry.name + ' vs the rest of the run, per layer' }),
-      M.exportBar('domain_tests_' + entry.name, cols, () => rows),
+      el('h2', { text: entry.name + ' vs the rest of the run, per layer' + (gen === 'all' ? '' : ' (' + gen + ' generations)') }),
+      M.exportBar('domain_tests_' + entry.name + (gen === 'all' ? '' : '_' + gen), cols, () => rows),
       el('div', { class: 'scroll' }, [M.table(cols, rows, { id: 'domain-tests' })]),
       el('p', { class: 'note', text: 'Per layer: chi-square and G-test on the 2 × experts table of token counts (' +
         entry.name + ' vs every other domain), q = Benjamini-Hochberg across layers. Effect sizes: Cramér\'s V and the ' +
@@ -158,10 +201,56 @@
         'every layer is "significant": tokens of one prompt are not independent and a token picks ' + meta.run.topK +
         ' experts at once, so p is optimistic; read the effect sizes.' + (st ? ' Stability: mean Jaccard overlap of the top ' +
         st.nKeep + ' experts chosen from two random halves of the domain\'s ' + st.nPrompts +
-        ' prompts (20 splits); low values mean the kept set depends on which prompts were recorded.' : ' (No per-prompt ' +
+        ' prompts (20 splits); low values mean the kept set depends on which prompts were recorded.' : gen !== 'all' ?
+        genNote(dom) + ' Tests computed in the page against the rest of the run\'s ' + gen + ' generations; kept-set ' +
+        'stability and the analyze tests cover all generations and are not shown.' : ' (No per-prompt ' +
         'counts in this source, so no kept-set stability.)') }),
     ]));
-    if (dom.analyzeStats) root.append(analyzePanel(entry.name, dom.analyzeStats));
+    if (dom.analyzeStats && gen === 'all') root.append(analyzePanel(entry.name, dom.analyzeStats));
+  }
+
+  // Trade-off: for each N, the share of routing traffic and of REAP saliency the first N experts of a ranking hold,
+  // beside the in-domain perplexity retention a sweep measured at N (all computed at build time, see tradeoff.py)
+  async function renderTradeoff(root) {
+    const domains = source().domains;
+    const entry = domains.find((d) => d.name === state.domain) || domains.find((d) => d.name !== 'all') || domains[0];
+    const dom = await M.load(entry.file);
+    const crits = Object.keys(dom.tradeoff || {});
+    const controls = el('div', { class: 'controls' }, [sourceSelect('to-source'), M.select('Domain', 'to-domain',
+      domains.map((d) => [d.name, d.name]), entry.name, (v) => { setState({ domain: v }); render(); })]);
+    root.append(controls);
+    if (!crits.length) {
+      root.append(el('p', { class: 'note', id: 'tradeoff-empty', text: 'No rankings for ' + entry.name + ' in this source ' +
+        '(run `moeprint analyze` to rank experts), so there is no kept set per N to show.' }));
+      return;
+    }
+    const crit = crits.includes(state.criterion) ? state.criterion : crits[0];
+    controls.append(M.select('Ranking', 'to-criterion', crits.map((c) => [c, c]), crit, (v) => { setState({ criterion: v }); render(); }));
+    const t = dom.tradeoff[crit];
+    const rows = t.n.map((n, i) => ({ n, traffic: t.traffic[i], reap: t.reap ? t.reap[i] : null,
+      retention: t.retention ? t.retention[i] : null, random: t.randomRetention ? t.randomRetention[i] : null }));
+    const cols = [{ key: 'n', label: 'experts kept per layer (N)' },
+      { key: 'traffic', label: 'share of routing traffic kept', fmt: (v) => M.fmt(v, 4) },
+      { key: 'reap', label: 'share of REAP saliency kept', fmt: (v) => (v === null ? 'no norms recorded' : M.fmt(v, 4)) },
+      { key: 'retention', label: 'measured in-domain ppl retention (' + crit + ')', fmt: (v) => (v === null ? '-' : M.fmt(v, 4)) },
+      { key: 'random', label: 'measured retention, random (mean of seeds)', fmt: (v) => (v === null ? '-' : M.fmt(v, 4)) }];
+    const series = [{ name: 'routing traffic kept', x: t.n, y: t.traffic }];
+    if (t.reap) series.push({ name: 'REAP saliency kept', x: t.n, y: t.reap });
+    if (t.retention) series.push({ name: 'ppl retention (' + crit + ')', x: t.n, y: t.retention.map((v) => (v === null ? NaN : v)) });
+    if (t.randomRetention) series.push({ name: 'ppl retention (random)', x: t.n, y: t.randomRetention.map((v) => (v === null ? NaN : v)) });
+    root.append(el('div', { class: 'row' }, [
+      el('div', { class: 'panel' }, [el('h2', { text: entry.name + ' · ' + crit + ': what the kept experts hold' }),
+        el('figure', { style: { margin: '0' }, id: 'tradeoff-chart' }, [M.lineChart(series, { label: 'trade-off for ' + entry.name,
+          xlabel: 'experts kept', width: 520, height: 220 }), el('figcaption', { class: 'note' }, series.map((s, i) =>
+          el('span', { style: { marginRight: '.6em' } }, [el('span', { class: 'swatch', style: { background: M.seriesColor(i) } }), s.name])))]),
+        el('p', { class: 'note', text: 'For each N the kept set of a layer is the first N experts of the ' + crit + ' ranking. ' +
+          'Traffic = routed decisions that went to kept experts / all decisions (summed over layers, all segments); REAP = ' +
+          'the same for summed gate weight × expert output norm. Retention = base / cut in-domain perplexity measured by a ' +
+          'sweep (moeprint sweep) at that N, when one exists under evals/.' })]),
+      el('div', { class: 'panel side' }, [M.exportBar('tradeoff_' + entry.name + '_' + crit, cols, () => rows),
+        el('div', { class: 'scroll' }, [M.table(cols, rows, { id: 'tradeoff-table' })])]),
+    ]));
+    document.body.dataset.rendered = ['tradeoff', entry.name, crit].join('|');
   }
 
   // fingerprints/stats.json of the analyze stage: every per-layer list it wrote, under its own name
@@ -237,6 +326,7 @@
     root.append(body);
     try {
       if (state.view === 'domain') await renderDomain(body);
+      else if (state.view === 'tradeoff') await renderTradeoff(body);
       else if (state.view === 'tokens') await M.renderTokens(body, meta);
       else if (state.view === 'plans') await renderPlans(body);
       else await renderOverview(body);

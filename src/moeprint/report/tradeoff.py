@@ -1,0 +1,69 @@
+"""The trade-off view: for each expert count N, how much of a domain's routing the kept experts hold.
+
+For a ranking (per layer, best first) and N, the kept set of layer l is its first N experts.
+traffic(N) = sum over layers of tokens routed to kept experts / all routed decisions;
+reap(N)    = the same with summed gate weight x expert output norm (REAP's numerator), when recorded.
+Beside them, the measured in-domain perplexity retention (base / cut) of a sweep's cuts at N.
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+
+def kept_share(values: np.ndarray, ranking: list[list[int]], n: int) -> float | None:
+    """Share of `values` (L, E) held by the first `n` experts of each layer's ranking."""
+    total = float(values.sum())
+    if total <= 0:
+        return None
+    kept = sum(float(values[layer, ids[:n]].sum()) for layer, ids in enumerate(ranking))
+    return kept / total
+
+
+def tradeoff(tokens: np.ndarray, reap: np.ndarray | None, rankings: dict[str, list[list[int]]],
+             retention: dict[str, dict[int, float]]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """{criterion: {n, traffic, reap, retention, randomRetention}} for every ranking of one domain."""
+    num_experts = tokens.shape[1]
+    sizes = list(range(1, num_experts + 1))
+    out = {}
+    for criterion, ranking in rankings.items():
+        measured = retention.get(criterion, {})
+        out[criterion] = {
+            "n": sizes,
+            "traffic": [kept_share(tokens, ranking, n) for n in sizes],
+            "reap": [kept_share(reap, ranking, n) for n in sizes] if reap is not None else None,
+            "retention": [measured.get(n) for n in sizes] if measured else None,
+            "randomRetention": [retention.get("random", {}).get(n) for n in sizes] if retention.get("random") else None,
+        }
+    return out
+
+
+def sweep_retention(doc: dict) -> dict[str, dict[str, dict[int, float]]]:
+    """From a `moeprint.sweep/1` results document: {plan domain: {criterion: {n: in-domain base/cut perplexity}}};
+    random cuts (no domain) count for every domain they were evaluated on, averaged over seeds."""
+    sums: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for entry in doc.get("cuts", []):
+        cut = entry.get("cut") if isinstance(entry, dict) else None
+        if not isinstance(cut, dict) or not isinstance(cut.get("n_experts"), Number):
+            continue
+        per_domain = ((entry.get("text") or {}).get("per_domain")) or {}
+        for domain, values in per_domain.items():
+            if cut.get("criterion") != "random" and cut.get("domain") != domain:
+                continue  # another domain's cut evaluated here: not this domain's own selection
+            value = _ppl_retention(values or {})
+            if value is not None:
+                bucket = sums.setdefault(domain, {}).setdefault(str(cut.get("criterion")), {})
+                bucket.setdefault(int(cut["n_experts"]), []).append(value)
+    return {d: {c: {n: sum(v) / len(v) for n, v in pts.items()} for c, pts in crits.items()} for d, crits in sums.items()}
+
+
+def _ppl_retention(values: dict) -> float | None:
+    cut, base, ratio = values.get("ppl_cut"), values.get("ppl_base"), values.get("ppl_ratio")
+    if isinstance(cut, Number) and isinstance(base, Number) and cut > 0:
+        return float(base) / float(cut)
+    if isinstance(ratio, Number) and ratio > 0:
+        return 1.0 / float(ratio)
+    return None
