@@ -60,7 +60,7 @@ class _Group(click.Group):
 def cli() -> None:
     """Fingerprint the experts of Mixture-of-Experts models and prune them into domain specialists.
 
-    Pipeline: record -> analyze -> plan -> prune -> evaluate -> site. `moeprint demo` runs it all
+    Pipeline: record -> analyze -> plan [-> heal] -> prune -> evaluate -> site. `moeprint demo` runs it all
     on the built-in testbed model.
     """
 
@@ -413,6 +413,10 @@ def classify_cmd(train_run: str, apply_run: str | None, segment: str, window: in
 
 # ---- plan, prune, factory, mask -------------------------------------------------------------
 
+_router_rows_option = click.option(
+    "--router-rows", "router_rows", type=click.Path(dir_okay=False), default=None,
+    help="Healed router rows (moeprint heal) to apply; default: the file a healed plan names.")
+
 
 def _card_option_flags(f):
     """Options shared by `prune` and `factory` that shape the README.md model card."""
@@ -497,17 +501,22 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
               help="keep: same format as the input (MXFP4 stays MXFP4); bf16: dequantise / cast to bfloat16.")
 @click.option("--shard-size", default="5GB", show_default=True, help="Largest output shard.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@_router_rows_option
 @_card_option_flags
-def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, **card):
+def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, **card):
     """Write a smaller checkpoint that keeps only the plan's experts (streams shard by shard).
+
+    A healed plan (`moeprint heal`) writes its retrained router rows in place of the kept ones.
 
     Example: moeprint prune gpt-oss-20b --plan law-8.json --out checkpoints/gpt-oss-6.6b-law-8
     """
-    from moeprint.prune import build_checkpoint, load_plan
+    from moeprint.prune import build_checkpoint
     from moeprint.prune.shards import parse_size
 
-    result = build_checkpoint(model, load_plan(plan_path), out_dir, dtype=dtype, shard_size=parse_size(shard_size),
-                              card=_card_options(**card), overwrite=overwrite)  # fmt: skip
+    plan, healed = _plan_and_rows(model, plan_path, router_rows)
+    result = build_checkpoint(model, plan, out_dir, dtype=dtype, shard_size=parse_size(shard_size),
+                              card=_card_options(**card), overwrite=overwrite,
+                              router_rows=healed.rows if healed else None)  # fmt: skip
     click.echo(f"pruned: {result.n_parameters:,} parameters, {result.n_bytes / 1e9:.3f} GB in "
                f"{result.n_shards} shard(s) -> {result.out_dir}")  # fmt: skip
 
@@ -590,16 +599,31 @@ def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, 
 @click.option("--prompt", required=True, help="Prompt to complete with the masked model.")
 @click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)
 @_load_option_flags
-def mask(model, plan_path, prompt, max_new_tokens, load):
+@_router_rows_option
+def mask(model, plan_path, prompt, max_new_tokens, load, router_rows):
     """Try a plan without writing a checkpoint: load MODEL with dropped experts masked out and generate.
 
     Example: moeprint mask gpt-oss-20b --plan law-8.json --prompt "What is a tort?"
     """
-    from moeprint.prune import load_plan, masked_generate
+    from moeprint.prune import masked_generate
 
     if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in prompt):
         raise MoeprintError("--prompt holds control characters (other than tab and newline); remove them.")
-    click.echo(masked_generate(model, load_plan(plan_path), prompt, max_new_tokens, load))
+    plan, healed = _plan_and_rows(model, plan_path, router_rows)
+    click.echo(masked_generate(model, plan, prompt, max_new_tokens, load,
+                               router_rows=list(healed.rows) if healed else None))
+
+
+def _plan_and_rows(model, plan_path, rows_path):
+    """The plan (validated against MODEL) and its healed rows, if it has any (all before weights load)."""
+    from moeprint.adapters import load_config_dict
+    from moeprint.evaluate.cut import read_plan
+    from moeprint.prune.rows import rows_for_plan, with_heal_record
+
+    config = load_config_dict(model)
+    plan = read_plan(plan_path, config)
+    healed = rows_for_plan(plan, plan_path, rows_path, config)
+    return with_heal_record(plan, healed), healed
 
 
 # ---- evaluate and sweep ---------------------------------------------------------------------
@@ -622,8 +646,9 @@ def mask(model, plan_path, prompt, max_new_tokens, load):
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 @_load_option_flags
+@_router_rows_option
 def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_path, lm_eval_tasks, lm_eval_limit,
-                     max_tokens, max_new_tokens, draft_tokens, no_speculative, out, load):
+                     max_tokens, max_new_tokens, draft_tokens, no_speculative, out, load, router_rows):
     """Compare a cut (plan or checkpoint) with its base MODEL on the same inputs.
 
     Reports per-domain perplexity, mean token KL(base || cut), top-1 agreement, multiple-choice
@@ -640,7 +665,8 @@ def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_
     settings = EvalSettings(max_tokens=max_tokens, max_new_tokens=max_new_tokens, draft_tokens=draft_tokens,
                             speculative=not no_speculative, lm_eval_limit=lm_eval_limit)
     path = evaluate(model, plan_path=plan_path, checkpoint=checkpoint, texts_path=texts_path, mc_path=mc_path,
-                    prompts_path=prompts_path, lm_eval_tasks=lm_eval_tasks, out=out, settings=settings, load=load)
+                    prompts_path=prompts_path, lm_eval_tasks=lm_eval_tasks, out=out, settings=settings, load=load,
+                    router_rows=router_rows)
     click.echo(f"wrote {path}")
 
 
@@ -663,10 +689,12 @@ def _names(value: str) -> list[str]:
               help="Sweep even if the run records no prompt texts to check disjointness against.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots).")
+@click.option("--router-rows", "router_rows", multiple=True, type=click.Path(dir_okay=False),
+              help="Also score this healed cut (a rows file of `moeprint heal`; repeatable).")
 @_ray_options
 @_load_option_flags
 def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
-                  unverified_calibration, overwrite, out, load, ray_address, workers, gpus_per_worker):
+                  unverified_calibration, overwrite, out, load, ray_address, workers, gpus_per_worker, router_rows):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
 
     Rankings come from `moeprint analyze` (run it first): its ranking files, or any of its criteria
@@ -681,10 +709,48 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
     if random_seeds < 0 or max_tokens < 2:
         raise MoeprintError("--random-seeds must be >= 0 and --max-tokens >= 2.")
     spec = SweepSpec(domains=_names(domains), sizes=sizes, criteria=_names(criteria), random_seeds=random_seeds,
-                     max_tokens=max_tokens, allow_unverified=unverified_calibration)
+                     max_tokens=max_tokens, allow_unverified=unverified_calibration, router_rows=list(router_rows))
     path = sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, out=out, mc_path=mc_path,
                  overwrite=overwrite, load=load, cluster=_cluster(ray_address, workers, gpus_per_worker))
     click.echo(f"wrote {path}/results.json, results.csv, retention.png/svg, kl.png/svg")
+
+
+@cli.command("heal")
+@click.argument("model", type=click.Path(file_okay=False))
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON to heal.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False),
+              help="Calibration: this run's recorded prompts of the plan's domain.")
+@click.option("--texts", "texts_path", type=click.Path(dir_okay=False),
+              help="Calibration: a JSONL file of {text[, domain]} rows (never your evaluation texts).")
+@click.option("--domain", default=None, help="Calibration domain (default: the plan's).")
+@click.option("--objective", type=click.Choice(["e2e", "local", "bias"]), default="e2e", show_default=True,
+              help="e2e: KL(base || cut) through the whole model; local: each layer's MoE output; bias: biases only.")
+@click.option("--steps", default=200, show_default=True, type=int, help="Most optimiser steps (per layer for local).")
+@click.option("--lr", default=None, type=float, help="Adam learning rate (default: 2e-3; 1e-2 for bias).")
+@click.option("--tokens", default=4096, show_default=True, type=int, help="Calibration tokens (fit + held back).")
+@click.option("--holdout", default=0.25, show_default=True, type=float, help="Share held back for early stopping.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Healed plan JSON to write; its rows go beside it (NAME.router_rows.safetensors).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing healed plan and rows file.")
+def heal_command(model, plan_path, run_dir, texts_path, domain, objective, steps, lr, tokens, holdout, seed, out,
+                 overwrite):
+    """Refit only the kept experts' router rows so the cut imitates its base (experts stay bit-identical).
+
+    Writes a healed plan; `prune`, `evaluate` and `mask` apply its rows, `sweep --router-rows` scores them.
+
+    Example: moeprint heal models/testbed --plan runs/tb/plans/law-reap-16.json --run runs/tb --out law-16-healed.json
+    """
+    from moeprint.evaluate.heal import HealSettings
+    from moeprint.evaluate.heal_plan import heal_plan
+
+    settings = HealSettings(objective=objective, steps=steps, lr=lr, seed=seed, token_budget=tokens,
+                            holdout=holdout).validate()
+    done = heal_plan(model, plan_path, out, settings, run_dir=run_dir, texts_path=texts_path, domain=domain,
+                     overwrite=overwrite)
+    r = done.result
+    click.echo(f"healed ({objective}, {r.steps} steps, {r.seconds:.0f} s): held-back KL {r.kl_before:.4f} -> "
+               f"{r.kl_after:.4f}; wrote {done.plan_path} and {done.rows_path}")
 
 
 @cli.command("greedy-plan")

@@ -19,6 +19,7 @@ from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_pr
 from moeprint.evaluate.progress import Progress
 from moeprint.io import atomic_write_json
 from moeprint.loader import LoadSettings, check_context, context_length
+from moeprint.prune.rows import rows_as_list, rows_for_plan, with_heal_record
 from moeprint.run import software_versions
 
 RESULT_SCHEMA = "moeprint.evaluate/1"
@@ -38,8 +39,9 @@ class EvalSettings:
 def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, checkpoint: str | Path | None = None,
              texts_path: str | Path, mc_path: str | Path | None = None, prompts_path: str | None = None,
              lm_eval_tasks: str | None = None, out: str | Path, settings: EvalSettings | None = None,
-             load: LoadSettings = LoadSettings()) -> Path:
+             load: LoadSettings = LoadSettings(), router_rows: str | Path | None = None) -> Path:
     """Evaluate a plan (as a router mask) or a checkpoint against `model_path`; write `out` atomically.
+    A healed plan's rows (`router_rows`, or the file the plan names) replace its kept router rows.
 
     A checkpoint is scored after the base has been scored and released, so the two are never loaded
     together, except for the speculative-draft measurement (assisted generation runs both at once)."""
@@ -54,6 +56,10 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     adapter_for(config)
     check_context(settings.max_tokens, context_length(config), "--max-tokens")
     plan = read_plan(plan_path, config) if plan_path else None  # validated before any weight is read
+    if router_rows is not None and plan is None:
+        raise MoeprintError("--router-rows needs --plan (a checkpoint holds its own router rows).")
+    healed = rows_for_plan(plan, plan_path, router_rows, config) if plan else None
+    plan = with_heal_record(plan, healed) if plan else None
     if lm_eval_tasks:
         from moeprint.evaluate.harness import parse_tasks
 
@@ -64,7 +70,8 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     base = load_model(model_path, load)
     inputs = dict(texts=texts, questions=questions, prompts=prompts, lm_eval_tasks=lm_eval_tasks, settings=settings)
     if plan:
-        result = evaluate_loaded(base, plan_cut(base, plan, name=Path(plan_path).stem), **inputs)
+        cut = plan_cut(base, plan, name=Path(plan_path).stem, router_rows=rows_as_list(healed))
+        result = evaluate_loaded(base, cut, **inputs)
     else:
         result = _evaluate_checkpoint(base, checkpoint, load, **inputs)
     result["inputs"] = {

@@ -85,6 +85,7 @@ class Cut:
     _activate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     kept: tuple[tuple[int, ...], ...] | None = None
     adapter: MoEAdapter | None = None
+    router_rows: list | None = None  # a healed plan's replacement rows (RouterRows per MoE layer)
 
     def active(self) -> contextlib.AbstractContextManager:
         return self._activate()
@@ -102,13 +103,14 @@ class Cut:
             for t in itertools.chain(self.adapter.router(block).parameters(), self.adapter.router(block).buffers()):
                 shared.pop(id(t), None)  # the mask edits the routers: the twin gets its own
         draft = copy.deepcopy(self.model, shared)
-        with self.adapter.router_mask(draft, self.kept):
+        with self.adapter.router_mask(draft, self.kept, self.router_rows):
             yield draft
         del draft
 
 
-def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "") -> Cut:
-    """A plan as a router mask on the loaded base (no weights copied)."""
+def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "", router_rows=None) -> Cut:
+    """A plan as a router mask on the loaded base (no weights copied); `router_rows` (RouterRows per MoE
+    layer) make it the healed cut."""
     from moeprint.prune.plan import model_signature, validate_plan
 
     validate_plan(plan, model_signature(base.model.config.to_dict()))
@@ -120,14 +122,17 @@ def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "") -> Cut:
         "top_k": min(base.top_k, plan.n_experts),
         "num_experts": base.num_experts,
     }
+    if router_rows is not None:
+        info["healed"] = (plan.extra.get("heal") or {}).get("objective", "router rows")
     return Cut(
         name=name or f"{plan.domain}-{plan.criterion}-{plan.n_experts}",
         kind="plan",
         model=base.model,
         info=info,
-        _activate=lambda: base.adapter.router_mask(base.model, kept),
+        _activate=lambda: base.adapter.router_mask(base.model, kept, router_rows),
         kept=kept,
         adapter=base.adapter,
+        router_rows=router_rows,
     )
 
 

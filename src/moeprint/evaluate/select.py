@@ -55,12 +55,18 @@ def calibration_batches(texts: Sequence[str], tokenizer, token_budget: int = 204
     if not windows:
         raise MoeprintError("the calibration texts have no window of two or more tokens.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return window_batches(windows, pad, batch_tokens)
+
+
+def window_batches(windows: Sequence[Sequence[int]], pad: int,
+                   batch_tokens: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Token windows grouped in order into right-padded (input_ids, attention) batches of <= `batch_tokens`."""
     out, group = [], []
     for w in windows:
         if group and max(map(len, group + [w])) * (len(group) + 1) > batch_tokens:
             out.append(_pad(group, pad))
             group = []
-        group.append(w)
+        group.append(list(w))
     out.append(_pad(group, pad))
     return out
 
@@ -109,11 +115,15 @@ class GreedySelection:
 
 def greedy_loss_select(model: torch.nn.Module, adapter: MoEAdapter, batches: list[tuple[torch.Tensor, torch.Tensor]],
                        initial_ranking: Sequence[Sequence[int]], sizes: Sequence[int], candidates: int = 4,
-                       progress: Callable[[], None] | None = None) -> GreedySelection:
+                       progress: Callable[[], None] | None = None,
+                       validation: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> GreedySelection:
     """Greedy layer-by-layer pruning by calibration loss, down to every size in `sizes` (see module doc).
 
     initial_ranking: per layer, every expert best first. candidates: M, how many of the lowest-ranked
     remaining experts are tried per layer per round. progress: called once per round.
+    validation: batches disjoint from `batches`; when given, the greedy set and the ranking's top-N are
+    compared on them (`loss`, `greedy_loss` and `initial_loss` are then validation losses), so a greedy path
+    that only fits the calibration tokens is not chosen.
     """
     L = len(adapter.moe_blocks(model))
     E = adapter.num_experts(model.config)
@@ -151,9 +161,14 @@ def greedy_loss_select(model: torch.nn.Module, adapter: MoEAdapter, batches: lis
             if progress:
                 progress()
         if size in targets:
-            greedy = current_loss if current_loss is not None else loss_of(remaining)
             top_n = [list(r[:size]) for r in initial_ranking]
-            initial = greedy if as_kept(top_n) == as_kept(remaining) else loss_of(top_n)
+            if validation is not None:
+                result.forward_passes += 2
+                greedy = masked_loss(model, adapter, as_kept(remaining), validation)
+                initial = masked_loss(model, adapter, as_kept(top_n), validation)
+            else:
+                greedy = current_loss if current_loss is not None else loss_of(remaining)
+                initial = greedy if as_kept(top_n) == as_kept(remaining) else loss_of(top_n)
             result.greedy_loss[size], result.initial_loss[size] = greedy, initial
             chosen = remaining if greedy <= initial else top_n
             result.kept[size] = as_kept(chosen)

@@ -29,6 +29,7 @@ from moeprint.identity import check_same_model
 from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
 from moeprint.loader import LoadSettings, check_context, context_length
 from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
+from moeprint.prune.rows import load_router_rows, plan_of_rows, rows_as_list
 from moeprint.run import open_run, software_versions
 from moeprint.types import PrunePlan
 
@@ -51,6 +52,7 @@ class SweepSpec:
     allow_unverified: bool = False
     plots: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    router_rows: list[str] = field(default_factory=list)  # healed cuts: rows files (each records its plan)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class SweepJob:
     sizes: list[int]
     plans: list[tuple[PrunePlan, int | None]]  # (plan, random seed or None), in result order
     sources: dict[str, str]
+    healed: dict[int, tuple[Any, str]] = field(default_factory=dict)  # plan index -> (HealedRows, rows file)
     load: LoadSettings = LoadSettings()  # where and in which dtype the base runs
 
 
@@ -144,8 +147,13 @@ def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_p
             plan = PrunePlan(str(model_path), signature["architecture"], "", "random", n, k,
                              random_kept(L, E, n, seed, adapter.expert_groups(config)), extra={"seed": seed, "base_num_experts": E})
             plans.append((validate_plan(plan, signature), seed))
+    healed = {}
+    for rows_path in spec.router_rows:
+        rows = load_router_rows(rows_path).check_hidden(config, str(rows_path))
+        healed[len(plans)] = (rows, str(rows_path))
+        plans.append((validate_plan(plan_of_rows(rows, str(rows_path)), signature), None))
     return SweepJob(run, spec, str(texts_path), str(mc_path) if mc_path else None, texts, questions, disjoint,
-                    str(model_path), L, E, k, sizes, plans, sources, load)
+                    str(model_path), L, E, k, sizes, plans, sources, healed, load)
 
 
 class CutEvaluator:
@@ -173,18 +181,25 @@ class CutEvaluator:
 
     def evaluate(self, i: int) -> dict[str, Any]:
         plan, seed = self.job.plans[i]
+        healed, rows_source = self.job.healed.get(i, (None, None))
         questions, tok = self.job.questions, self.base.tokenizer
         cut = plan_cut(self.base, plan, name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
-                       + (f"-s{seed}" if seed is not None else ""))
-        if plan.kept not in self.done:
+                       + (f"-s{seed}" if seed is not None else "")
+                       + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
+                       router_rows=rows_as_list(healed))
+        key = plan.kept if healed is None else i  # a healed cut routes differently from its plan's mask
+        if key not in self.done:
             sections = {"text": text.compare_texts(self.ref, cut, base_model=self.base.model)}
             if questions:
                 sections["mc"] = choice.score_choices(cut, questions, tok)
-            self.done[plan.kept] = sections
-        sections = self.done[plan.kept]
+            self.done[key] = sections
+        sections = self.done[key]
         entry = {"cut": {"name": cut.name, "kind": "plan", **cut.info, "seed": seed,
                          "kept": [list(x) for x in plan.kept]},
                  "text": text.summarise(sections["text"], plan.domain or None)}
+        if healed is not None:  # its own line in the plots and CSV, beside the unhealed criterion
+            entry["cut"]["criterion"] = f"{plan.criterion}+healed-{healed.info.get('objective', 'rows')}"
+            entry["cut"]["router_rows"] = rows_source
         if questions:
             entry["mc"] = choice.accuracy_table(self.scored_base, sections["mc"], plan.domain or None)
         return entry

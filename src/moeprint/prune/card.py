@@ -76,9 +76,7 @@ def build_card(
         f"# {name}",
         "",
         f"A pruned derivative of {base_label}: {plan.n_experts} of its {base_experts} experts per MoE layer kept, "
-        f"chosen for the **{plan.domain}** domain by the **{plan.criterion}** criterion. Nothing was retrained: the "
-        "kept experts and their router rows are the base model's, bit for bit, and the router simply has fewer "
-        "experts to pick from.",
+        f"chosen for the **{plan.domain}** domain by the **{plan.criterion}** criterion. " + _what_changed(plan),
         "",
         "## Architecture and size",
         "",
@@ -105,7 +103,8 @@ def build_card(
         "- The exact ids per layer and the old -> new mapping are in `moeprint_plan.json`.",
         "- Exactness: loaded with stock transformers on a CPU in float32, this checkpoint's architecture computes "
         "logits equal bit for bit to the base model's under moeprint's router mask (routing from the kept "
-        "experts' router rows only); moeprint's test suite checks that equality on small models in this "
+        "experts' router rows only" + (", replaced by the healed rows" if plan.extra.get("heal") else "")
+        + "); moeprint's test suite checks that equality on small models in this "
         "checkpoint's format, not on this checkpoint.",
         "",
         "<details><summary>Kept experts per layer (decoder-layer numbering)</summary>",
@@ -138,6 +137,24 @@ def build_card(
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     validate_card(card)
     return card
+
+
+def _what_changed(plan: PrunePlan) -> str:
+    heal = plan.extra.get("heal")
+    if not heal:
+        return ("Nothing was retrained: the kept experts and their router rows are the base model's, bit for bit, "
+                "and the router simply has fewer experts to pick from.")
+    settings = heal.get("settings") or {}
+    return (f"The router rows (weight and bias) of the kept experts were retrained (healed, objective "
+            f"`{heal.get('objective', '?')}`, {heal.get('fit_tokens', '?')} calibration tokens, "
+            f"seed {settings.get('seed', '?')}) so that the cut imitates its base: mean token KL(base || cut) on "
+            f"held-back calibration text {_num(heal.get('holdout_kl_before'))} -> {_num(heal.get('holdout_kl_after'))} "
+            "nats. Nothing else was retrained: every expert weight and every other tensor is the base model's, "
+            "bit for bit.")
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
 
 
 def _tag(value: str) -> list[str]:

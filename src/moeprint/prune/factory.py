@@ -41,9 +41,10 @@ class FactoryRow:
 
 def build_checkpoint(
     model_dir: str | Path, plan: PrunePlan, out_dir: str | Path, *, dtype: str = "keep", shard_size: int = 5 * 10**9,
-    card: CardOptions | None = CardOptions(), overwrite: bool = False, progress: bool = True,
+    card: CardOptions | None = CardOptions(), overwrite: bool = False, progress: bool = True, router_rows=None,
 ) -> PruneResult:  # fmt: skip
-    """Prune `model_dir` by `plan` into `out_dir` with a README.md model card (all inside one atomic rename)."""
+    """Prune `model_dir` by `plan` into `out_dir` with a README.md model card (all inside one atomic rename).
+    `router_rows`: the healed rows of a healed plan (moeprint.prune.rows), written in place of the kept rows."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = load_config_dict(model_dir)
     family = family_name(adapter_for(config).model_type)
@@ -66,7 +67,7 @@ def build_checkpoint(
         model_card.save(tmp / "README.md")
 
     return prune_checkpoint(model_dir, plan, out_dir, dtype=dtype, shard_size=shard_size, overwrite=overwrite,
-                            progress=progress, finalize=write_card)  # fmt: skip
+                            progress=progress, finalize=write_card, router_rows=router_rows)  # fmt: skip
 
 
 def planned_parameters(model_dir: str | Path, plan: PrunePlan, dtype: str = "keep", tensors=None) -> int:

@@ -18,9 +18,10 @@ from moeprint.prune.shards import list_tensors
 from moeprint.types import PrunePlan
 
 
-def load_masked(model_dir: str | Path, plan: PrunePlan, settings: LoadSettings = LoadSettings()):
+def load_masked(model_dir: str | Path, plan: PrunePlan, settings: LoadSettings = LoadSettings(), router_rows=None):
     """Load a local model with stock transformers (placed and typed by `settings`) and apply `plan`
-    as a router mask, in the model's own dtype and on its own device(s).
+    as a router mask, in the model's own dtype and on its own device(s) (with `router_rows`, a healed cut:
+    per MoE layer the kept experts' replacement rows).
 
     The mask stays on for the model's lifetime; `model.moeprint_unmask()` restores the original router.
     """
@@ -29,7 +30,7 @@ def load_masked(model_dir: str | Path, plan: PrunePlan, settings: LoadSettings =
     list_tensors(model_dir)  # reads the safetensors headers: a truncated or foreign file is one clear error
     model = load_causal_lm(model_dir, settings)
     stack = contextlib.ExitStack()
-    stack.enter_context(adapter_for(model.config).router_mask(model, plan.kept))
+    stack.enter_context(adapter_for(model.config).router_mask(model, plan.kept, router_rows))
     model.moeprint_unmask = stack.close
     return model
 
@@ -54,10 +55,10 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 32, chat:
 
 
 def masked_generate(model_dir: str | Path, plan: PrunePlan, prompt: str, max_new_tokens: int = 32,
-                    settings: LoadSettings = LoadSettings()) -> str:
+                    settings: LoadSettings = LoadSettings(), router_rows=None) -> str:
     tokenizer = load_tokenizer(model_dir)
     # The length check needs only the tokenizer and config: a too-long prompt fails before any weight loads.
     n = prompt_ids(tokenizer, prompt).shape[1]
     check_context(n + max_new_tokens, context_length(load_config_dict(model_dir)), "the prompt plus --max-new-tokens")
-    model = load_masked(model_dir, plan, settings)
+    model = load_masked(model_dir, plan, settings, router_rows=router_rows)
     return generate_text(model, tokenizer, prompt, max_new_tokens)

@@ -18,11 +18,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from moeprint.adapters import PerExpertName, adapter_for, load_config_dict
+from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
 from moeprint.identity import model_sha256
 from moeprint.io import atomic_directory
@@ -150,9 +151,12 @@ def prune_checkpoint(
     overwrite: bool = False,
     progress: bool = True,
     finalize: Callable[[Path, PruneResult], None] | None = None,
+    router_rows: Sequence[RouterRows] | None = None,
 ) -> PruneResult:
     """Write a pruned copy of `model_dir` to `out_dir` (appears atomically). `finalize(tmp_dir, result)`
-    runs inside the temp folder before the rename (the model card is written there)."""
+    runs inside the temp folder before the rename (the model card is written there).
+    `router_rows` (a healed cut, per MoE layer): written in place of the kept router rows, cast to the
+    checkpoint's router dtype; every other tensor is made exactly as without them."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     source, target = model_dir.resolve(), out_dir.resolve()
     if target == source or target in source.parents:  # --overwrite would delete the model being read
@@ -165,6 +169,7 @@ def prune_checkpoint(
     tensors = list_tensors(model_dir)
     _check_layout(tensors, adapter, config)
     specs = model_output_specs(tensors, plan, adapter, config, dtype)
+    replaced = _replaced_router_tensors(specs, adapter, config, router_rows)
     shard_of, n_shards = plan_shards([(s.name, s.nbytes) for s in specs], shard_size)
     n_bytes = sum(s.nbytes for s in specs)
     _check_free_space(out_dir, n_bytes)
@@ -175,7 +180,7 @@ def prune_checkpoint(
         writer = ShardWriter(tmp, shard_of, n_shards)
         with _progress(progress, n_bytes, out_dir.name) as advance, ShardReader(model_dir) as reader:
             for spec in specs:
-                tensor = _make_tensor(reader, spec)
+                tensor = replaced[spec.name] if spec.name in replaced else _make_tensor(reader, spec)
                 if tuple(tensor.shape) != spec.shape or DTYPE_CODES[tensor.dtype] != spec.dtype:
                     raise MoeprintError(f"{spec.source.shard} is corrupt: {spec.name} read as {tuple(tensor.shape)}.")
                 writer.add(spec.name, tensor)
@@ -188,6 +193,9 @@ def prune_checkpoint(
             record = {**plan.to_json(), "old_to_new": old_to_new(plan), "source_model": str(model_dir),
                       "source_model_sha256": model_sha256(model_dir), "dtype": dtype,
                       "n_parameters": n_params}  # fmt: skip
+            if replaced:  # the healed rows are inside this checkpoint now, not in a file beside the plan
+                record["extra"] = {k: v for k, v in record["extra"].items() if k != "router_rows"}
+                record["router_rows_replaced"] = sorted(replaced)
             _write_json(tmp / PLAN_FILE, record)
             if finalize is not None:
                 finalize(tmp, result)
@@ -199,6 +207,32 @@ def model_output_specs(tensors: list[TensorInfo], plan: PrunePlan, adapter, conf
     layers = adapter.moe_layers(config)
     per_expert = adapter.per_expert_tensor_names(layers, adapter.num_experts(config))
     return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config))
+
+
+def _replaced_router_tensors(specs: list[OutTensor], adapter, config: dict[str, Any],
+                             router_rows: Sequence[RouterRows] | None) -> dict[str, torch.Tensor]:
+    """Output router tensor name -> its healed rows (cast to the output dtype), checked against the specs."""
+    if router_rows is None:
+        return {}
+    layers = adapter.moe_layers(config)
+    if len(router_rows) != len(layers):
+        raise MoeprintError(f"router rows cover {len(router_rows)} layers but the model has {len(layers)} MoE layers.")
+    by_name = {s.name: s for s in specs}
+    out: dict[str, torch.Tensor] = {}
+    for slot, layer in enumerate(layers):
+        for t in adapter.router_tensors:
+            name = t.template.format(layer=layer)
+            row = router_rows[slot].bias if name.endswith("bias") else router_rows[slot].weight
+            if name not in by_name:
+                continue
+            if row is None or tuple(row.shape) != by_name[name].shape:
+                raise MoeprintError(f"the router rows do not fit {name} (shape {by_name[name].shape}); "
+                                    "were they fitted for this model and plan?")
+            out[name] = row.detach().to(DTYPES[by_name[name].dtype][0]).contiguous()
+        if router_rows[slot].bias is not None and not any(n.endswith("bias") and n in out for n in
+                                                          (t.template.format(layer=layer) for t in adapter.router_tensors)):
+            raise MoeprintError(f"the router rows carry a bias but the checkpoint's layer {layer} router has none.")
+    return out
 
 
 def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) -> None:
