@@ -19,6 +19,7 @@ from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.cut import load_model
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration
+from moeprint.loader import LoadSettings
 from moeprint.prune import build_checkpoint, save_plan
 from moeprint.prune.rows import HealedRows, load_router_rows, rows_for_plan, save_router_rows
 from prune_helpers import main_in_process, make_plan, read_tensors
@@ -29,7 +30,7 @@ FAST = dict(steps=30, token_budget=512, window=32, batch_tokens=128, eval_every=
 
 @pytest.fixture(scope="module")
 def base(tiny_model_dir):
-    return load_model(tiny_model_dir, dtype=torch.float32)
+    return load_model(tiny_model_dir, LoadSettings(device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from moeprint.errors import MoeprintError
 from moeprint.evaluate.cut import load_model, read_plan
 from moeprint.evaluate.heal import HealResult, HealSettings, heal_rows, split_calibration
 from moeprint.evaluate.inputs import file_sha256, read_jsonl
+from moeprint.loader import LoadSettings
 from moeprint.evaluate.progress import Progress
 from moeprint.prune.plan import save_plan
 from moeprint.prune.rows import HealedRows, rows_path_for, save_router_rows, with_heal_record
@@ -75,7 +76,7 @@ def heal_plan(model_path: str | Path, plan_path: str | Path, out: str | Path, se
     router_dtypes = _router_dtypes(model_path, adapter, config)
 
     # Healing trains in float32 whatever the checkpoint stores; the rows are saved in the checkpoint's dtype.
-    base = load_model(model_path, dtype=torch.float32)
+    base = load_model(model_path, LoadSettings(dtype="float32"))  # router rows are fitted in float32
     stride = max(1, len(texts) // max(1, settings.token_budget // settings.window))  # spread over the texts
     calib = split_calibration(base.model, base.tokenizer, texts[::stride], settings)
     total = settings.steps * (base.num_layers if settings.objective == "local" else 1)
