@@ -460,3 +460,37 @@ def test_fp8_block_scales_follow_their_expert(family, scale, tmp_path):
         for new, old in enumerate(plan.kept[slot]):
             assert torch.equal(out[scale.format(layer=layer, e=new)], torch.full((2, 2), float(100 * layer + old)))
         assert scale.format(layer=layer, e=4) not in out
+
+
+def test_greedy_loss_keeps_an_equal_budget_per_group(tmp_path):
+    """Group-limited greedy selection: each round drops one expert per group (every trial mask stays balanced),
+    the result keeps two experts in each of the two groups, and it is never worse on the calibration batches than
+    the starting ranking's per-group top-2, whose loss is computed here with a plain masked forward."""
+    from moeprint.evaluate.select import greedy_loss_select
+
+    base_dir = build_tiny(tmp_path / "base", "deepseek_v3", seed=4)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(0, 64, (2, 12), generator=gen), torch.ones(2, 12, dtype=torch.long)) for _ in range(2)]
+    ranking = [[0, 1, 2, 3, 4, 5, 6, 7], [7, 3, 6, 2, 5, 1, 4, 0]]
+    with pytest.raises(MoeprintError, match="cannot be split equally"):
+        greedy_loss_select(model, DEEPSEEK_ADAPTER, batches, ranking, sizes=[5])
+    sel = greedy_loss_select(model, DEEPSEEK_ADAPTER, batches, ranking, sizes=[6, 4], candidates=3)
+    for n in (6, 4):
+        for kept in sel.kept[n]:
+            assert len(kept) == n and sorted(e // 4 for e in kept) == [0] * (n // 2) + [1] * (n // 2)
+
+    def plain_loss(kept) -> float:
+        total, count = 0.0, 0
+        with torch.no_grad(), DEEPSEEK_ADAPTER.router_mask(model, kept):
+            for ids, _ in batches:
+                logits = model(input_ids=ids).logits  # (B, S, V)
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                        reduction="sum")
+                total, count = total + float(nll), count + ids[:, 1:].numel()
+        return total / count
+
+    top2 = [[0, 1, 4, 5], [2, 3, 6, 7]]  # the best two of each group {0..3}, {4..7} in ranking order
+    assert sel.initial_loss[4] == pytest.approx(plain_loss(top2), rel=1e-5)
+    assert sel.loss[4] == pytest.approx(plain_loss(sel.kept[4]), rel=1e-5)
+    assert sel.loss[4] <= sel.initial_loss[4] + 1e-9

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from moeprint.adapters import MoEAdapter
+from moeprint.adapters import MoEAdapter, adapter_for
 from moeprint.errors import MoeprintError
 from moeprint.identity import check_same_model
 from moeprint.loader import LoadSettings, input_device
@@ -132,6 +132,16 @@ def greedy_loss_select(model: torch.nn.Module, adapter: MoEAdapter, batches: lis
     targets = sorted({int(n) for n in sizes}, reverse=True)
     if not targets or not 1 <= targets[-1] <= targets[0] <= E:
         raise MoeprintError(f"greedy-loss sizes must be within 1..{E} experts.")
+    # Group-limited routing: a round drops one expert from every group of a layer, so each size on the path
+    # keeps the same number of experts per group (what a plan of such a model must keep).
+    groups = adapter.expert_groups(model.config)
+    if groups is not None and groups.n_group == 1:
+        groups = None
+    step = groups.n_group if groups is not None else 1
+    top_k = adapter.top_k(model.config)
+    for n in targets:
+        if groups is not None and (error := groups.budget_error(n, top_k)):
+            raise MoeprintError(f"greedy-loss cannot keep {n} experts: {error}")
     if candidates < 1:
         raise MoeprintError("greedy-loss needs at least one candidate per round.")
     remaining = [list(r) for r in initial_ranking]  # best first; candidates come from the tail
@@ -146,22 +156,29 @@ def greedy_loss_select(model: torch.nn.Module, adapter: MoEAdapter, batches: lis
         return masked_loss(model, adapter, as_kept(sets), batches)
 
     current_loss = None
-    for size in range(E, targets[-1] - 1, -1):
-        if size < E:  # one round: every layer drops one expert
+    for size in range(E, targets[-1] - 1, -step):
+        if size < E:  # one round: every layer drops one expert (one per group under group-limited routing)
             for layer in range(L):
-                best = None
-                for expert in remaining[layer][-candidates:]:
-                    trial = [r if i != layer else [e for e in r if e != expert] for i, r in enumerate(remaining)]
-                    trial_loss = loss_of(trial)
-                    if best is None or trial_loss < best[0]:
-                        best = (trial_loss, expert)
-                current_loss = best[0]
-                remaining[layer].remove(best[1])
-                removed[layer].append(best[1])
+                # With groups, every trial mask must stay balanced: the groups not yet decided this round drop
+                # their lowest-ranked remaining expert as a stand-in while one group's candidates are tried.
+                pools = [[e for e in remaining[layer] if groups is None or groups.group_of(e) == g] for g in range(step)]
+                drop = [pool[-1] for pool in pools]  # per group: decided, or the stand-in
+                for group, pool in enumerate(pools):
+                    best = None
+                    for expert in pool[-candidates:]:
+                        gone = set(drop[:group] + [expert] + drop[group + 1 :])
+                        trial = [r if i != layer else [e for e in r if e not in gone] for i, r in enumerate(remaining)]
+                        trial_loss = loss_of(trial)
+                        if best is None or trial_loss < best[0]:
+                            best = (trial_loss, expert)
+                    current_loss, drop[group] = best
+                for expert in drop:
+                    remaining[layer].remove(expert)
+                    removed[layer].append(expert)
             if progress:
                 progress()
         if size in targets:
-            top_n = [list(r[:size]) for r in initial_ranking]
+            top_n = [list(r[:size]) if groups is None else groups.select(r, size) for r in initial_ranking]
             if validation is not None:
                 result.forward_passes += 2
                 greedy = masked_loss(model, adapter, as_kept(remaining), validation)
@@ -211,6 +228,10 @@ def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start:
     signature = model_signature(load_config_dict(model_path))
     check_same_model(run.manifest().get("model_sha256"), model_path, f"run {run.root}")
     ranking, source = load_ranking(run, start, domain)  # bad criterion or domain fails before weights load
+    config = load_config_dict(model_path)
+    groups = adapter_for(config).expert_groups(config)
+    if groups is not None and groups.n_group > 1 and (error := groups.budget_error(n_experts, signature["top_k"])):
+        raise MoeprintError(f"greedy-loss cannot keep {n_experts} experts: {error}")
     prompts = run_calibration_texts(run.root, domain)
     base = load_model(model_path, load)
     E = base.num_experts
@@ -220,7 +241,7 @@ def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start:
     batches = calibration_batches(prompts[::stride], base.tokenizer, token_budget)
     sel = greedy_loss_select(base.model, base.adapter, batches, [ranking[f"layer_{l}"] for l in range(base.num_layers)],
                              [n_experts], candidates,
-                             progress.task("greedy-loss rounds", E - n_experts) if progress else None)
+                             progress.task("greedy-loss rounds", (E - n_experts) // _group_step(base)) if progress else None)
     plan = PrunePlan(str(model_path), signature["architecture"], domain, "greedy-loss", n_experts, base.top_k,
                      sel.kept[n_experts],
                      extra={"base_num_experts": E, "start_criterion": start, "start_source": source,
@@ -228,3 +249,9 @@ def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start:
                             "calibration_loss": sel.loss[n_experts], "start_loss": sel.initial_loss[n_experts],
                             "greedy_path_loss": sel.greedy_loss[n_experts], "forward_passes": sel.forward_passes})
     return validate_plan(plan, signature), sel
+
+
+def _group_step(base) -> int:
+    """Experts a greedy round drops per layer: one per expert group (1 without group-limited routing)."""
+    groups = base.adapter.expert_groups(base.model.config)
+    return groups.n_group if groups is not None else 1
