@@ -24,6 +24,7 @@ from moeprint.cluster import ClusterSettings, PoolEvent, UnitResult, WorkerHello
 from moeprint.errors import MoeprintError
 from moeprint.io import make_output_dir
 from moeprint.record import store
+from moeprint.loader import load_tokenizer
 from moeprint.record.merge import merge_runs
 from moeprint.record.options import RecordSettings, Shard, check_settings
 from moeprint.record.runner import (Recorder, check_inputs, check_run_dir, finish_run, n_batches,
@@ -65,7 +66,7 @@ def record_on_ray(
     staging = staging_dir(out)
     count = _existing_shard_count(staging) or cluster.workers
     runs = [RunDir(shard_dir(staging, Shard(i, count))) for i in range(count)]
-    prepared = prepare_prompts(model_dir, prompts, settings, config)  # render + context check before any worker
+    prepared = prepare_prompts(load_tokenizer(model_dir), prompts, settings, config)  # render + context check first
     base_state = recording_state(model_dir, prompts, settings, None, prepared)
     states = [dict(base_state, shard=str(Shard(i, count))) for i in range(count)]
     for run, state in zip(runs, states):

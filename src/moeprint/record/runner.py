@@ -73,10 +73,11 @@ def record(
     run = check_run_dir(out_dir)
     lock = OutputLock(run.root).acquire()  # held until the run is complete: a second writer fails now
     try:
-        prepared = prepare_prompts(model_dir, prompts, settings, config)  # before the weights load
+        tokenizer = load_tokenizer(model_dir)
+        prepared = prepare_prompts(tokenizer, prompts, settings, config)  # before the weights load
         state = recording_state(model_dir, prompts, settings, shard, prepared)
         check_rendering(run, state)
-        recorder = Recorder(model_dir, prompts, settings, load.device, prepared)
+        recorder = Recorder(model_dir, prompts, settings, load.device, prepared, tokenizer)
         mine = [b for b in range(len(recorder.batches)) if shard is None or shard.owns(b)]
         make_output_dir(run.root)  # the first write: every check above has passed
         store.check_or_write_state(run, state)
@@ -128,11 +129,10 @@ def check_run_dir(out_dir: str | Path) -> RunDir:
 
 
 
-def prepare_prompts(model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
+def prepare_prompts(tokenizer, prompts: Sequence[PromptRecord], settings: RecordSettings,
                     config: dict) -> list[_Prepared]:
     """Every prompt rendered with the run's fixed template inputs and tokenised, each checked against the
     model's context (one clear error before any weight loads)."""
-    tokenizer = load_tokenizer(model_dir)
     prepared = [_prepare(tokenizer, p, settings.reasoning_effort, settings.template) for p in prompts]
     limit = context_length(config)
     for p in prepared:
@@ -168,12 +168,12 @@ class Recorder:
     One per process: `record` keeps one, and so does each Ray worker."""
 
     def __init__(self, model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
-                 device: str = "auto", prepared: Sequence[_Prepared] | None = None):
+                 device: str = "auto", prepared: Sequence[_Prepared] | None = None, tokenizer=None):
         model_dir = Path(model_dir)
         config = load_config_dict(model_dir)
         self.settings = settings
-        self.prepared = list(prepared) if prepared is not None else prepare_prompts(model_dir, prompts, settings, config)
-        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
+        self.prepared = list(prepared) if prepared is not None else prepare_prompts(self.tokenizer, prompts, settings, config)
         self.model = load_causal_lm(model_dir, LoadSettings(device, settings.dtype))
         # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
         order = sorted(range(len(prompts)), key=lambda i: (len(self.prepared[i].token_ids), prompts[i].prompt_id))
