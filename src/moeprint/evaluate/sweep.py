@@ -81,25 +81,30 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
           out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False,
           load: LoadSettings = LoadSettings(), cluster: "ClusterSettings | None" = None) -> Path:
     """With `cluster`, the cuts are spread over Ray workers (moeprint.evaluate.distributed); same result."""
+    if cluster is not None and load.device != "auto":
+        raise MoeprintError("--ray places the model on each worker: drop --device "
+                            "(workers use their GPUs with --gpus-per-worker, else the CPU).")
     job = prepare_sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, mc_path=mc_path, load=load)
     target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work
-    if cluster is not None:
-        from moeprint.evaluate.distributed import sweep_on_ray
+    try:
+        if cluster is not None:
+            from moeprint.evaluate.distributed import sweep_on_ray
 
-        if load.device != "auto":
-            raise MoeprintError("--ray places the model on each worker: drop --device "
-                                "(workers use their GPUs with --gpus-per-worker, else the CPU).")
-        job = dataclasses.replace(job, load=LoadSettings(cluster.device, load.dtype))
-        cuts, n_windows = sweep_on_ray(job, cluster)
-        return write_sweep(job, cuts, n_windows, target)
-    with Progress() as progress:
-        evaluator = CutEvaluator(job, progress)
-        advance = progress.task("cuts", len(job.plans))
-        cuts = []
-        for i in range(len(job.plans)):
-            cuts.append(evaluator.evaluate(i))
-            advance()
-    return write_sweep(job, cuts, len(evaluator.windows), target)
+            job = dataclasses.replace(job, load=LoadSettings(cluster.device, load.dtype))
+            cuts, n_windows = sweep_on_ray(job, cluster)
+        else:
+            with Progress() as progress:
+                evaluator = CutEvaluator(job, progress)
+                advance = progress.task("cuts", len(job.plans))
+                cuts = []
+                for i in range(len(job.plans)):
+                    cuts.append(evaluator.evaluate(i))
+                    advance()
+            n_windows = len(evaluator.windows)
+    except BaseException:
+        target.lock.release()  # the work failed before the output was opened: free the output for the next try
+        raise
+    return write_sweep(job, cuts, n_windows, target)
 
 
 def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
