@@ -29,8 +29,14 @@ def make_data(n_tokens: int, num_layers: int, num_experts: int, top_k: int, seed
 
 
 def vectorised(ids, weights, group, num_experts, batch, coactivation):
-    sums = UsageSums(tuple(f"d{i}" for i in range(8)), ("prompt", "think", "answer", "generated"), ids.shape[1],
-                     num_experts, ids.shape[2], with_coactivation=coactivation)
+    sums = UsageSums(
+        tuple(f"d{i}" for i in range(8)),
+        ("prompt", "think", "answer", "generated"),
+        ids.shape[1],
+        num_experts,
+        ids.shape[2],
+        with_coactivation=coactivation,
+    )
     for start in range(0, len(ids), batch):
         sl = slice(start, start + batch)
         sums.add_batch(group[sl], ids[sl], weights[sl])
@@ -76,22 +82,31 @@ def main() -> None:
     n_loop = min(args.loop_tokens, args.tokens)
     t_loop, c_loop, (loop_tokens, _) = best_of(lambda: dict_loop(ids[:n_loop], weights[:n_loop], group[:n_loop]), 1)
     t_vec_small, _, small = best_of(
-        lambda: vectorised(ids[:n_loop], weights[:n_loop], group[:n_loop], E, args.batch, False), args.repeats)
+        lambda: vectorised(ids[:n_loop], weights[:n_loop], group[:n_loop], E, args.batch, False), args.repeats
+    )
     # the two agree (a bench that measures wrong answers is no bench)
     flat = small.tokens.reshape(32, L, E)
     assert all(flat[g, l, e] == c for (g, l, e), c in loop_tokens.items()) and flat.sum() == sum(loop_tokens.values())
 
     loop_rate = ids[:n_loop].size / t_loop
     loop_cpu_rate = ids[:n_loop].size / c_loop
-    print(f"data: {args.tokens} tokens x {L} layers x top-{k} = {decisions / 1e6:.1f} M routing decisions, "
-          f"batches of {args.batch} rows, 1 thread, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"data: {args.tokens} tokens x {L} layers x top-{k} = {decisions / 1e6:.1f} M routing decisions, "
+        f"batches of {args.batch} rows, 1 thread, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     print("                                               wall clock        per CPU-second")
-    print(f"usage sums (tokens, weight sum, weight max):  {decisions / t_sums / 1e6:8.1f} M/s      "
-          f"{decisions / c_sums / 1e6:8.1f} M decisions/s")
-    print(f"  + co-activation pair counts:                 {decisions / t_all / 1e6:8.1f} M/s      "
-          f"{decisions / c_all / 1e6:8.1f} M decisions/s")
-    print(f"dict-of-counts loop (tokens, weight sum):      {loop_rate / 1e6:8.2f} M/s      "
-          f"{loop_cpu_rate / 1e6:8.2f} M decisions/s  (on {n_loop} tokens)")
+    print(
+        f"usage sums (tokens, weight sum, weight max):  {decisions / t_sums / 1e6:8.1f} M/s      "
+        f"{decisions / c_sums / 1e6:8.1f} M decisions/s"
+    )
+    print(
+        f"  + co-activation pair counts:                 {decisions / t_all / 1e6:8.1f} M/s      "
+        f"{decisions / c_all / 1e6:8.1f} M decisions/s"
+    )
+    print(
+        f"dict-of-counts loop (tokens, weight sum):      {loop_rate / 1e6:8.2f} M/s      "
+        f"{loop_cpu_rate / 1e6:8.2f} M decisions/s  (on {n_loop} tokens)"
+    )
     print(f"ratio usage sums / loop (same {n_loop} tokens): {(ids[:n_loop].size / t_vec_small) / loop_rate:8.0f}x")
     print(f"ratio usage sums / loop (full-size rate):       {(decisions / t_sums) / loop_rate:8.0f}x")
 

@@ -40,10 +40,10 @@ from moeprint.evaluate import text  # noqa: E402
 from moeprint.evaluate.cut import Cut, base_cut, load_model  # noqa: E402
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration  # noqa: E402
 from moeprint.evaluate.inputs import EvalText  # noqa: E402
-from moeprint.evaluate.progress import Progress  # noqa: E402
-from moeprint.evaluate.select import calibration_batches, greedy_loss_select, run_calibration_texts  # noqa: E402
-from moeprint.evaluate.selection import load_ranking, random_kept  # noqa: E402
-from moeprint.run import open_run  # noqa: E402
+from moeprint.io.run import open_run  # noqa: E402
+from moeprint.progress import Progress  # noqa: E402
+from moeprint.select.greedy import calibration_batches, greedy_loss_select, run_calibration_texts  # noqa: E402
+from moeprint.select.rankings import load_ranking, random_kept  # noqa: E402
 from moeprint.testbed import testbed_domains, testbed_path, testbed_texts  # noqa: E402
 
 UNSEEN = Path("/usr/share/perl/5.36.0/pod/perldiag.pod")  # Debian perl-modules-5.36: English prose, never trained on
@@ -134,7 +134,11 @@ def score(ref, base, kept, rows, domain: str) -> tuple[float, float, float]:
         s = t.summary()
         return s["ppl_cut"] - s["ppl_base"]
 
-    return increase(totals[domain]), increase(off), increase(totals[UNSEEN_DOMAIN]) if UNSEEN_DOMAIN in totals else float("nan")
+    return (
+        increase(totals[domain]),
+        increase(off),
+        increase(totals[UNSEEN_DOMAIN]) if UNSEEN_DOMAIN in totals else float("nan"),
+    )
 
 
 def main() -> None:
@@ -168,8 +172,11 @@ def main() -> None:
     fit_docs = {d: take_chars(cal[d], 0, args.calibration_chars) for d in domains}
     val_docs = {d: take_chars(cal[d], args.calibration_chars, args.validation_chars) for d in domains}
     test = testbed_texts("test")
-    eval_texts = [EvalText(f"{d}:{i}", d, t) for d in all_domains
-                  for i, t in enumerate(test[d] if d in domains else take_chars(test[d], 0, args.off_chars))]
+    eval_texts = [
+        EvalText(f"{d}:{i}", d, t)
+        for d in all_domains
+        for i, t in enumerate(test[d] if d in domains else take_chars(test[d], 0, args.off_chars))
+    ]
     if UNSEEN.is_file() and args.unseen_chars:
         eval_texts.append(EvalText("perldiag", UNSEEN_DOMAIN, UNSEEN.read_text(encoding="utf-8")[: args.unseen_chars]))
     else:
@@ -184,8 +191,13 @@ def main() -> None:
             n_tok[w.domain] = n_tok.get(w.domain, 0) + len(w.ids) - 1
         print("evaluation tokens per domain:", ", ".join(f"{d} {n:,}" for d, n in sorted(n_tok.items())))
         with Progress() as progress:
-            ref = text.build_reference(base_cut(base), windows, tok.pad_token_id, 4096,
-                                       progress=progress.task("base", len(text.batches(windows, 4096))))
+            ref = text.build_reference(
+                base_cut(base),
+                windows,
+                tok.pad_token_id,
+                4096,
+                progress=progress.task("base", len(text.batches(windows, 4096))),
+            )
             E, L = base.num_experts, base.num_layers
             for domain in domains:
                 prompts = run_calibration_texts(run, domain)
@@ -198,33 +210,62 @@ def main() -> None:
                         stride = max(1, len(prompts) // max(1, args.greedy_tokens // 128))
                         batches = calibration_batches(prompts[::stride], tok, args.greedy_tokens, 256)
                         validation = calibration_batches(val_docs[domain], tok, args.greedy_tokens, 256)
-                        sel = greedy_loss_select(base.model, base.adapter, batches,
-                                                 [ranking[f"layer_{l}"] for l in range(L)], sizes,
-                                                 args.greedy_candidates,
-                                                 progress=progress.task(f"{domain} greedy-loss", E - min(sizes)),
-                                                 validation=validation)
+                        sel = greedy_loss_select(
+                            base.model,
+                            base.adapter,
+                            batches,
+                            [ranking[f"layer_{l}"] for l in range(L)],
+                            sizes,
+                            args.greedy_candidates,
+                            progress=progress.task(f"{domain} greedy-loss", E - min(sizes)),
+                            validation=validation,
+                        )
                         cut_sets += [("greedy-loss", n, sel.kept[n]) for n in sizes]
                     else:
                         ranking, _ = load_ranking(open_run(run), criterion, domain)
-                        cut_sets += [(criterion, n, tuple(tuple(sorted(ranking[f"layer_{l}"][:n])) for l in range(L)))
-                                     for n in sizes]
+                        cut_sets += [
+                            (criterion, n, tuple(tuple(sorted(ranking[f"layer_{l}"][:n])) for l in range(L)))
+                            for n in sizes
+                        ]
                 for criterion, n, kept in cut_sets:
                     rows.append(Row(domain, n, criterion, "none", *score(ref, base, kept, None, domain)))
                     print(_line(rows[-1]), flush=True)
                     for objective in objectives:
-                        settings = HealSettings(objective=objective, steps=args.steps, seed=args.seed,
-                                                token_budget=args.heal_tokens, batch_tokens=512)
+                        settings = HealSettings(
+                            objective=objective,
+                            steps=args.steps,
+                            seed=args.seed,
+                            token_budget=args.heal_tokens,
+                            batch_tokens=512,
+                        )
                         stride = max(1, len(prompts) // max(1, args.heal_tokens // 128))
                         with PeakRSS() as mem:
                             started = time.perf_counter()
                             calib = split_calibration(base.model, tok, prompts[::stride], settings)
-                            result = heal_rows(base.model, base.adapter, kept, calib, settings,
-                                               progress=progress.task(f"{domain} {criterion} {n} {objective}",
-                                                                      args.steps * (L if objective == "local" else 1)))
+                            result = heal_rows(
+                                base.model,
+                                base.adapter,
+                                kept,
+                                calib,
+                                settings,
+                                progress=progress.task(
+                                    f"{domain} {criterion} {n} {objective}",
+                                    args.steps * (L if objective == "local" else 1),
+                                ),
+                            )
                             seconds = time.perf_counter() - started
-                        rows.append(Row(domain, n, criterion, objective,
-                                        *score(ref, base, kept, result.rows, domain), seconds, mem.mb,
-                                        (result.kl_before, result.kl_after)))
+                        rows.append(
+                            Row(
+                                domain,
+                                n,
+                                criterion,
+                                objective,
+                                *score(ref, base, kept, result.rows, domain),
+                                seconds,
+                                mem.mb,
+                                (result.kl_before, result.kl_after),
+                            )
+                        )
                         print(_line(rows[-1]), flush=True)
     report(rows, base.num_experts, args.markdown)
 
@@ -232,13 +273,18 @@ def main() -> None:
 def _line(r: Row) -> str:
     kl = f" heldout-KL {r.holdout_kl[0]:.3f}->{r.holdout_kl[1]:.3f}" if r.holdout_kl else ""
     cost = f" {r.seconds:.0f}s {r.peak_mb:.0f}MB" if r.objective != "none" else ""
-    return (f"{r.domain:<18} {r.n:>2} {r.criterion:<11} {r.objective:<5} in +{r.in_inc:.3f} off +{r.off_inc:.3f} "
-            f"unseen +{r.unseen_inc:.3f}{kl}{cost}")
+    return (
+        f"{r.domain:<18} {r.n:>2} {r.criterion:<11} {r.objective:<5} in +{r.in_inc:.3f} off +{r.off_inc:.3f} "
+        f"unseen +{r.unseen_inc:.3f}{kl}{cost}"
+    )
 
 
 def report(rows: list[Row], n_experts: int, markdown: Path | None) -> None:
-    lines = ["| domain | kept | criterion | healing | in-domain Δppl | x freq. unhealed | off-domain Δppl | "
-             "unseen Δppl | held-back KL | seconds | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| domain | kept | criterion | healing | in-domain Δppl | x freq. unhealed | off-domain Δppl | "
+        "unseen Δppl | held-back KL | seconds | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     freq = {(r.domain, r.n): r.in_inc for r in rows if r.criterion == "frequency" and r.objective == "none"}
     unhealed = {(r.domain, r.n, r.criterion): r for r in rows if r.objective == "none"}
     for r in rows:
@@ -246,8 +292,10 @@ def report(rows: list[Row], n_experts: int, markdown: Path | None) -> None:
         kl = f"{r.holdout_kl[0]:.3f} -> {r.holdout_kl[1]:.3f}" if r.holdout_kl else ""
         cost = f"{r.seconds:.0f} | {r.peak_mb:.0f}" if r.objective != "none" else " | "
         ratio = f"{r.in_inc / f:.2f}" if f else ""
-        lines.append(f"| {r.domain} | {r.n} | {r.criterion} | {r.objective} | {r.in_inc:.3f} | {ratio} | "
-                     f"{r.off_inc:.3f} | {r.unseen_inc:.3f} | {kl} | {cost} |")
+        lines.append(
+            f"| {r.domain} | {r.n} | {r.criterion} | {r.objective} | {r.in_inc:.3f} | {ratio} | "
+            f"{r.off_inc:.3f} | {r.unseen_inc:.3f} | {kl} | {cost} |"
+        )
     table = "\n".join(lines)
     print("\n" + table + "\n")
     checks = []
@@ -257,14 +305,31 @@ def report(rows: list[Row], n_experts: int, markdown: Path | None) -> None:
             continue
         best = min(healed, key=lambda r: r.in_inc)
         bound = 0.3 if 2 * n >= n_experts else 0.5  # the targets: 16 of 32 and 8 of 32
-        checks.append((best.in_inc <= bound * f, f"{domain} {n}: best healed {best.criterion}/{best.objective} "
-                       f"+{best.in_inc:.3f} = {best.in_inc / f:.2f}x unhealed frequency's +{f:.3f} (target <= {bound}x)"))
+        checks.append(
+            (
+                best.in_inc <= bound * f,
+                f"{domain} {n}: best healed {best.criterion}/{best.objective} "
+                f"+{best.in_inc:.3f} = {best.in_inc / f:.2f}x unhealed frequency's +{f:.3f} (target <= {bound}x)",
+            )
+        )
     worse = [r for r in rows if r.objective != "none" and r.off_inc > unhealed[(r.domain, r.n, r.criterion)].off_inc]
     n_healed = sum(r.objective != "none" for r in rows)
-    checks.append((not worse, f"off-domain: {n_healed - len(worse)} of {n_healed} healed cuts no worse than unhealed"
-                   + (": worse " + ", ".join(f"{r.domain}/{r.n}/{r.criterion}/{r.objective} +{r.off_inc:.3f} vs +"
-                                             f"{unhealed[(r.domain, r.n, r.criterion)].off_inc:.3f}" for r in worse)
-                      if worse else "")))
+    checks.append(
+        (
+            not worse,
+            f"off-domain: {n_healed - len(worse)} of {n_healed} healed cuts no worse than unhealed"
+            + (
+                ": worse "
+                + ", ".join(
+                    f"{r.domain}/{r.n}/{r.criterion}/{r.objective} +{r.off_inc:.3f} vs +"
+                    f"{unhealed[(r.domain, r.n, r.criterion)].off_inc:.3f}"
+                    for r in worse
+                )
+                if worse
+                else ""
+            ),
+        )
+    )
     for ok, detail in checks:
         print(f"{'PASS' if ok else 'MISS'}  {detail}")
     if markdown:

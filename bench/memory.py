@@ -56,9 +56,12 @@ def weight_bytes(layers: int, experts: int = 32) -> dict[str, float]:
     router = (experts * H + experts) * BF16
     experts_bf16 = experts * (H * 2 * I + I * H + 2 * I + H) * BF16
     experts_mxfp4 = experts * (2 * I * (H // 32) * 17 + H * (I // 32) * 17 + (2 * I + H) * BF16)
-    return {"bf16": shared + layers * (attn + router + experts_bf16),
-            "mxfp4": shared + layers * (attn + router + experts_mxfp4),
-            "largest_tensor": V * H * BF16, "mxfp4_experts_per_layer": experts_mxfp4}
+    return {
+        "bf16": shared + layers * (attn + router + experts_bf16),
+        "mxfp4": shared + layers * (attn + router + experts_mxfp4),
+        "largest_tensor": V * H * BF16,
+        "mxfp4_experts_per_layer": experts_mxfp4,
+    }
 
 
 def model_bytes(stage: str, layers: int, batch_tokens: int = 512, kept: int = 8) -> float:
@@ -79,8 +82,9 @@ def run_stage(args: list[str], tmp: Path) -> tuple[float, float]:
     """(peak RSS, peak anonymous RSS) in GB of one CLI command."""
     out = tmp / "rss"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *map(str, args)], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(out), *map(str, args)], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"moeprint {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
     rss, anon = out.read_text().split()
@@ -88,14 +92,21 @@ def run_stage(args: list[str], tmp: Path) -> tuple[float, float]:
 
 
 def inputs(root: Path) -> dict[str, Path]:
-    words = {"law": "court judge statute plaintiff contract appeal verdict tort counsel ruling".split(),
-             "math": "integral matrix prime theorem lemma proof vector sum limit series".split()}
+    words = {
+        "law": "court judge statute plaintiff contract appeal verdict tort counsel ruling".split(),
+        "math": "integral matrix prime theorem lemma proof vector sum limit series".split(),
+    }
     rows = [(d, " ".join(w[(i * 7 + j) % len(w)] for j in range(40))) for d, w in words.items() for i in range(4)]
     paths = {"prompts": root / "prompts.jsonl", "texts": root / "texts.jsonl"}
-    paths["prompts"].write_text("".join(json.dumps({"id": f"{d}-{i}", "domain": d, "messages": [{"role": "user", "content": t}]})
-                                        + "\n" for i, (d, t) in enumerate(rows)))
-    paths["texts"].write_text("".join(json.dumps({"id": f"t{i}", "domain": d, "text": t[::-1]}) + "\n"
-                                      for i, (d, t) in enumerate(rows)))
+    paths["prompts"].write_text(
+        "".join(
+            json.dumps({"id": f"{d}-{i}", "domain": d, "messages": [{"role": "user", "content": t}]}) + "\n"
+            for i, (d, t) in enumerate(rows)
+        )
+    )
+    paths["texts"].write_text(
+        "".join(json.dumps({"id": f"t{i}", "domain": d, "text": t[::-1]}) + "\n" for i, (d, t) in enumerate(rows))
+    )
     return paths
 
 
@@ -125,29 +136,79 @@ def main() -> None:
         run = root / f"run-{L}"
         plan = root / f"plan-{L}.json"
         if not (run / "manifest.json").exists():
-            peaks.setdefault("record", {})[L] = run_stage(["record", model, "--prompts", files["prompts"],
-                                                           "--max-new-tokens", "8", "--batch-size", "4", "--quiet",
-                                                           *cpu, "--out", run], root)
+            peaks.setdefault("record", {})[L] = run_stage(
+                [
+                    "record",
+                    model,
+                    "--prompts",
+                    files["prompts"],
+                    "--max-new-tokens",
+                    "8",
+                    "--batch-size",
+                    "4",
+                    "--quiet",
+                    *cpu,
+                    "--out",
+                    run,
+                ],
+                root,
+            )
         run_stage(["analyze", run, "--no-stats"], root)
         run_stage(["plan", run, "--domain", "law", "--experts", "8", "--criterion", "frequency", "--out", plan], root)
         commands = {
             "mask": ["mask", model, "--plan", plan, "--prompt", "What is a tort?", "--max-new-tokens", "8", *cpu],
-            "evaluate": ["evaluate", model, "--plan", plan, "--texts", files["texts"], "--max-tokens", "128", *cpu,
-                         "--out", root / f"eval-{L}.json"],
-            "sweep": ["sweep", run, "--model", model, "--texts", files["texts"], "--domains", "law", "--sizes", "8,16",
-                      "--random-seeds", "1", "--max-tokens", "128", "--unverified-calibration", "--overwrite", *cpu,
-                      "--out", root / f"sweep-{L}"],
+            "evaluate": [
+                "evaluate",
+                model,
+                "--plan",
+                plan,
+                "--texts",
+                files["texts"],
+                "--max-tokens",
+                "128",
+                *cpu,
+                "--out",
+                root / f"eval-{L}.json",
+            ],
+            "sweep": [
+                "sweep",
+                run,
+                "--model",
+                model,
+                "--texts",
+                files["texts"],
+                "--domains",
+                "law",
+                "--sizes",
+                "8,16",
+                "--random-seeds",
+                "1",
+                "--max-tokens",
+                "128",
+                "--unverified-calibration",
+                "--overwrite",
+                *cpu,
+                "--out",
+                root / f"sweep-{L}",
+            ],
             "prune": ["prune", model, "--plan", plan, "--out", root / f"pruned-{L}", "--overwrite", "--no-card"],
         }
         for stage in stages:
             if stage in commands:
                 peaks[stage][L] = run_stage(commands[stage], root)
-        print(f"{L} layer(s): " + ", ".join(f"{s} {p[L][0]:.2f} GB (anon {p[L][1]:.2f})" for s, p in peaks.items() if L in p),
-              flush=True)
+        print(
+            f"{L} layer(s): "
+            + ", ".join(f"{s} {p[L][0]:.2f} GB (anon {p[L][1]:.2f})" for s, p in peaks.items() if L in p),
+            flush=True,
+        )
 
-    per_layer_120b = (weight_bytes(2, 128)["bf16"] - weight_bytes(1, 128)["bf16"]) / (weight_bytes(2)["bf16"] - weight_bytes(1)["bf16"])
-    print(f"\n{'stage':<9} {'layers':>6} {'RSS GB':>7} {'anon GB':>8} {'model GB':>9} {'RSS/model':>10} {'anon/model':>11}"
-          "   extrapolated anon GB: 20b (24 L), 120b (36 L)")
+    per_layer_120b = (weight_bytes(2, 128)["bf16"] - weight_bytes(1, 128)["bf16"]) / (
+        weight_bytes(2)["bf16"] - weight_bytes(1)["bf16"]
+    )
+    print(
+        f"\n{'stage':<9} {'layers':>6} {'RSS GB':>7} {'anon GB':>8} {'model GB':>9} {'RSS/model':>10} {'anon/model':>11}"
+        "   extrapolated anon GB: 20b (24 L), 120b (36 L)"
+    )
     for stage, by_layers in peaks.items():
         Ls = sorted(by_layers)
         for L in Ls:
@@ -157,8 +218,10 @@ def main() -> None:
         if len(Ls) >= 2:
             b = (by_layers[Ls[-1]][1] - by_layers[Ls[0]][1]) / (Ls[-1] - Ls[0])
             a = by_layers[Ls[0]][1] - b * Ls[0]
-            print(f"{'':<56}   {a + 24 * b:.1f}, {a + 36 * b * per_layer_120b:.1f}"
-                  f"   (a = {a:.2f} GB + {b:.2f} GB/layer; model: {model_bytes(stage, 24) / GB:.1f} at 24 layers)")
+            print(
+                f"{'':<56}   {a + 24 * b:.1f}, {a + 36 * b * per_layer_120b:.1f}"
+                f"   (a = {a:.2f} GB + {b:.2f} GB/layer; model: {model_bytes(stage, 24) / GB:.1f} at 24 layers)"
+            )
 
 
 if __name__ == "__main__":

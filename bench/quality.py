@@ -10,7 +10,7 @@ then every target with its numbers. Targets are reported, never tuned for.
     python bench/quality.py --run RUN --texts HELD.jsonl      # any recorded (and analyzed) run
     python bench/quality.py --sweep DIR                       # an existing sweep folder
 Options: --criteria, --seeds, --markdown FILE (the results table for docs/evaluate.md), --plot-to DIR.
---greedy-from CRITERION adds the model-in-the-loop `greedy-loss` selection (evaluate/select.py), started
+--greedy-from CRITERION adds the model-in-the-loop `greedy-loss` selection (select/greedy.py), started
 from that criterion's ranking and scored on each domain's recorded calibration prompts (never the test
 texts); --greedy-tokens and --greedy-candidates set its cost. Needs a run and model (not --sweep).
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from moeprint.evaluate.quality import check_targets, criterion_summary, markdown_table, quality_rows  # noqa: E402
 from moeprint.evaluate.sweep import SweepSpec, sweep  # noqa: E402
+from moeprint.testbed.quality import check_targets, criterion_summary, markdown_table, quality_rows  # noqa: E402
 
 
 def corpus_split(corpus: Path, split: str, max_chars: int) -> list[dict]:
@@ -46,8 +46,9 @@ def corpus_split(corpus: Path, split: str, max_chars: int) -> list[dict]:
     return rows
 
 
-def prepare(model: Path, corpus: Path, workdir: Path, calibration_chars: int, test_chars: int,
-            criteria: list[str]) -> tuple[Path, Path, list[str]]:
+def prepare(
+    model: Path, corpus: Path, workdir: Path, calibration_chars: int, test_chars: int, criteria: list[str]
+) -> tuple[Path, Path, list[str]]:
     """Record the calibration split on `model` (with expert norms, for REAP/EAN), analyze it, and write the
     test split as held-out texts. The corpus keeps its splits disjoint by document; the sweep re-checks."""
     from transformers import AutoTokenizer
@@ -75,8 +76,9 @@ def prepare(model: Path, corpus: Path, workdir: Path, calibration_chars: int, te
     return run, texts, sorted({r["domain"] for r in test_rows})
 
 
-def greedy_cuts(run: Path, model: Path, texts: Path, domains: list[str], sizes: list[int], start: str,
-                tokens: int, candidates: int) -> list[dict]:
+def greedy_cuts(
+    run: Path, model: Path, texts: Path, domains: list[str], sizes: list[int], start: str, tokens: int, candidates: int
+) -> list[dict]:
     """Sweep-format entries of the `greedy-loss` selection per domain and size, evaluated like the sweep's
     cuts (router masks on one loaded base, the same held-out windows). Prints its cost."""
     import time
@@ -84,10 +86,10 @@ def greedy_cuts(run: Path, model: Path, texts: Path, domains: list[str], sizes: 
     from moeprint.evaluate import text
     from moeprint.evaluate.cut import Cut, base_cut, load_model
     from moeprint.evaluate.inputs import load_texts
-    from moeprint.evaluate.progress import Progress
-    from moeprint.evaluate.select import calibration_batches, greedy_loss_select, run_calibration_texts
-    from moeprint.evaluate.selection import load_ranking
-    from moeprint.run import open_run
+    from moeprint.io.run import open_run
+    from moeprint.progress import Progress
+    from moeprint.select.greedy import calibration_batches, greedy_loss_select, run_calibration_texts
+    from moeprint.select.rankings import load_ranking
 
     base = load_model(model)
     windows = text.make_windows(load_texts(texts), base.tokenizer, 256, base.model)
@@ -101,23 +103,52 @@ def greedy_cuts(run: Path, model: Path, texts: Path, domains: list[str], sizes: 
             prompts = run_calibration_texts(run, domain)
             stride = max(1, len(prompts) // max(1, tokens // 128))  # spread the budget over the domain's documents
             batches = calibration_batches(prompts[::stride], base.tokenizer, tokens, 256)
-            sel = greedy_loss_select(base.model, base.adapter, batches, [ranking[f"layer_{l}"] for l in range(base.num_layers)],
-                                     sizes, candidates, progress=advance)
+            sel = greedy_loss_select(
+                base.model,
+                base.adapter,
+                batches,
+                [ranking[f"layer_{l}"] for l in range(base.num_layers)],
+                sizes,
+                candidates,
+                progress=advance,
+            )
             passes += sel.forward_passes
             for n in sizes:
                 kept = sel.kept[n]
-                cut = Cut(f"{domain}-greedy-loss-{n}", "plan", base.model, kept=kept, adapter=base.adapter,
-                          _activate=lambda kept=kept: base.adapter.router_mask(base.model, kept))
+                cut = Cut(
+                    f"{domain}-greedy-loss-{n}",
+                    "plan",
+                    base.model,
+                    kept=kept,
+                    adapter=base.adapter,
+                    _activate=lambda kept=kept: base.adapter.router_mask(base.model, kept),
+                )
                 totals = text.compare_texts(ref, cut, base_model=base.model)
                 picked = "greedy" if sel.greedy_loss[n] <= sel.initial_loss[n] else start
-                print(f"greedy-loss {domain} {n}: calibration loss {sel.initial_loss[n]:.4f} ({start} top-{n}) -> "
-                      f"{sel.greedy_loss[n]:.4f} (greedy path); kept the {picked} set")
-                entries.append({"cut": {"name": f"{domain}-greedy-loss-{n}", "kind": "plan", "domain": domain,
-                                        "criterion": "greedy-loss", "n_experts": n, "top_k": min(base.top_k, n),
-                                        "num_experts": E, "seed": None, "kept": [list(x) for x in kept]},
-                                "text": text.summarise(totals, domain)})
-    print(f"greedy-loss: {passes} masked forward passes of <= {tokens} calibration tokens over {len(domains)} domains "
-          f"({passes // max(1, len(domains))} per domain), {time.perf_counter() - started:.0f} s")
+                print(
+                    f"greedy-loss {domain} {n}: calibration loss {sel.initial_loss[n]:.4f} ({start} top-{n}) -> "
+                    f"{sel.greedy_loss[n]:.4f} (greedy path); kept the {picked} set"
+                )
+                entries.append(
+                    {
+                        "cut": {
+                            "name": f"{domain}-greedy-loss-{n}",
+                            "kind": "plan",
+                            "domain": domain,
+                            "criterion": "greedy-loss",
+                            "n_experts": n,
+                            "top_k": min(base.top_k, n),
+                            "num_experts": E,
+                            "seed": None,
+                            "kept": [list(x) for x in kept],
+                        },
+                        "text": text.summarise(totals, domain),
+                    }
+                )
+    print(
+        f"greedy-loss: {passes} masked forward passes of <= {tokens} calibration tokens over {len(domains)} domains "
+        f"({passes // max(1, len(domains))} per domain), {time.perf_counter() - started:.0f} s"
+    )
     return entries
 
 
@@ -132,7 +163,9 @@ def main() -> None:
     ap.add_argument("--domains", help="comma-separated (default: every domain of the texts)")
     ap.add_argument("--criteria", default="frequency,gate-mass,reap,reap-sum,ean,lift")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--sizes", default="25%,50%", help="sizes to sweep; the targets use 25% and 50%, which must be in it")
+    ap.add_argument(
+        "--sizes", default="25%,50%", help="sizes to sweep; the targets use 25% and 50%, which must be in it"
+    )
     ap.add_argument("--sweep", type=Path, help="read this sweep folder instead of running one")
     ap.add_argument("--keep", type=Path, help="write the sweep folder here (default: a temp dir)")
     ap.add_argument("--markdown", type=Path, help="also write the results table (Markdown) here")
@@ -150,8 +183,11 @@ def main() -> None:
         else:
             if args.run and args.texts:
                 run, texts, model = args.run, args.texts, args.model
-                domains = args.domains.split(",") if args.domains else sorted(
-                    {json.loads(line)["domain"] for line in texts.open() if line.strip()})
+                domains = (
+                    args.domains.split(",")
+                    if args.domains
+                    else sorted({json.loads(line)["domain"] for line in texts.open() if line.strip()})
+                )
             else:
                 model, corpus = args.model, args.corpus
                 if model is None or corpus is None:
@@ -166,16 +202,21 @@ def main() -> None:
             sweep(run, model_path=model, texts_path=texts, spec=spec, out=out, overwrite=True)
         doc = json.loads((out / "results.json").read_text())
         if args.greedy_from and not args.sweep:
-            doc["cuts"] += greedy_cuts(run, model, texts, domains, doc["sizes"], args.greedy_from,
-                                       args.greedy_tokens, args.greedy_candidates)
+            doc["cuts"] += greedy_cuts(
+                run, model, texts, domains, doc["sizes"], args.greedy_from, args.greedy_tokens, args.greedy_candidates
+            )
         E = doc["num_experts"]
         half, quarter = round(E * 0.5), round(E * 0.25)
         rows = [r for r in quality_rows(doc) if r["n_experts"] in (half, quarter)]
         table = markdown_table(rows)
-        print(f"model {doc['base_model']} ({doc['num_layers']} layers x {E} experts, top-{doc['top_k']}); "
-              f"calibration {doc['calibration']['status']}; rankings from {doc['ranking_source']}")
-        print("in-domain perplexity increase (cut - base); in parentheses: the same criterion selected from the "
-              "other domains' statistics (mean)\n")
+        print(
+            f"model {doc['base_model']} ({doc['num_layers']} layers x {E} experts, top-{doc['top_k']}); "
+            f"calibration {doc['calibration']['status']}; rankings from {doc['ranking_source']}"
+        )
+        print(
+            "in-domain perplexity increase (cut - base); in parentheses: the same criterion selected from the "
+            "other domains' statistics (mean)\n"
+        )
         print(table)
         summary = criterion_summary(rows)
         print("\neach criterion across the domains:\n")

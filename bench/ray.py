@@ -26,7 +26,6 @@ from pathlib import Path
 # This file is named ray.py: drop its folder from the path so that `import ray` finds the package.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 import ray  # noqa: E402
-
 from moeprint.cluster import ClusterSettings
 from moeprint.prompts import load_prompts
 from moeprint.record import record
@@ -44,38 +43,85 @@ def run_data(run: Path) -> dict[str, bytes]:
 
 def plain_shards(model: Path, out: Path, args) -> float:
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
-    common = ["--prompts", "builtin", "--max-new-tokens", str(args.max_new_tokens), "--batch-size",
-              str(args.batch_size), "--quiet"]
+    common = [
+        "--prompts",
+        "builtin",
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--batch-size",
+        str(args.batch_size),
+        "--quiet",
+    ]
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "moeprint", "record", str(model), *common, "--shard",
-                               f"{i}/{args.workers}", "--out", str(out / f"s{i}")], env=env)
-             for i in range(args.workers)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "moeprint",
+                "record",
+                str(model),
+                *common,
+                "--shard",
+                f"{i}/{args.workers}",
+                "--out",
+                str(out / f"s{i}"),
+            ],
+            env=env,
+        )
+        for i in range(args.workers)
+    ]
     if any(p.wait() for p in procs):
         raise SystemExit("a plain shard failed")
-    subprocess.run([sys.executable, "-m", "moeprint", "merge-runs", *[str(out / f"s{i}") for i in range(args.workers)],
-                    "--out", str(out / "merged")], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moeprint",
+            "merge-runs",
+            *[str(out / f"s{i}") for i in range(args.workers)],
+            "--out",
+            str(out / "merged"),
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
 def on_ray(model: Path, out: Path, args) -> float:
     settings = RecordSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     start = time.perf_counter()
-    record_on_ray(model, load_prompts("builtin"), out / "merged", settings, ClusterSettings(workers=args.workers),
-                  progress=False)
+    record_on_ray(
+        model, load_prompts("builtin"), out / "merged", settings, ClusterSettings(workers=args.workers), progress=False
+    )
     return time.perf_counter() - start
 
 
 def trace_sizes(model: Path, tmp: Path) -> None:
     prompts = load_prompts("builtin")[:8]
     print("trace size on disk (zstd Parquet), bytes per token per MoE layer:")
-    for name, extra in (("default (ids, weights)", {}), ("--expert-norms", {"expert_norms": True}),
-                        ("--logits", {"logits": True})):
-        run = record(model, prompts, tmp / f"size-{len(extra)}-{name[2:8]}", max_new_tokens=32, batch_size=8,
-                     progress=False, **extra)
+    for name, extra in (
+        ("default (ids, weights)", {}),
+        ("--expert-norms", {"expert_norms": True}),
+        ("--logits", {"logits": True}),
+    ):
+        run = record(
+            model,
+            prompts,
+            tmp / f"size-{len(extra)}-{name[2:8]}",
+            max_new_tokens=32,
+            batch_size=8,
+            progress=False,
+            **extra,
+        )
         m = json.loads((run / "manifest.json").read_text())
         size = sum(p.stat().st_size for p in (run / "traces").glob("*.parquet"))
-        print(f"  {name:24s} {size / (m['n_tokens'] * m['num_layers']):7.1f}  "
-              f"({m['num_layers']} layers, {m['num_experts']} experts, top-{m['top_k']})")
+        print(
+            f"  {name:24s} {size / (m['n_tokens'] * m['num_layers']):7.1f}  "
+            f"({m['num_layers']} layers, {m['num_experts']} experts, top-{m['top_k']})"
+        )
 
 
 def main() -> None:
@@ -88,8 +134,13 @@ def main() -> None:
     model = testbed_path()
 
     start = time.perf_counter()
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}})
+    ray.init(
+        num_cpus=args.workers,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}},
+    )
     startup = time.perf_counter() - start
     plain, distributed = [], []
     with tempfile.TemporaryDirectory() as tmp:

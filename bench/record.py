@@ -40,8 +40,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model(Path(tmp) / "model", num_layers=4, num_experts=16, top_k=4, hidden_size=64,
-                                     intermediate_size=64)
+        model_dir = build_tiny_model(
+            Path(tmp) / "model", num_layers=4, num_experts=16, top_k=4, hidden_size=64, intermediate_size=64
+        )
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         tok = AutoTokenizer.from_pretrained(model_dir)
     prompts = load_prompts("builtin")[: args.prompts]
@@ -58,10 +59,16 @@ def main() -> None:
         ids = torch.full((len(batch), S), pad_id)  # (B, S)
         mask = torch.zeros_like(ids)
         for b, p in enumerate(batch):
-            ids[b, S - len(p.token_ids):] = torch.tensor(p.token_ids)
-            mask[b, S - len(p.token_ids):] = 1
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.max_new_tokens, do_sample=False,
-                       pad_token_id=pad_id, eos_token_id=eos_ids)
+            ids[b, S - len(p.token_ids) :] = torch.tensor(p.token_ids)
+            mask[b, S - len(p.token_ids) :] = 1
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids,
+        )
 
     def plain(size):
         for batch in batches(size):
@@ -78,8 +85,9 @@ def main() -> None:
     def recorded(size):
         with capture:
             for batch in batches(size):
-                _record_batch(model, tok, capture, segmenter, batch, args.max_new_tokens, False, pad_id, eos_ids,
-                              False, False)
+                _record_batch(
+                    model, tok, capture, segmenter, batch, args.max_new_tokens, False, pad_id, eos_ids, False, False
+                )
 
     def timed(fn, size):
         t = time.process_time()  # CPU time of this process: robust to other jobs on a shared machine
@@ -107,14 +115,22 @@ def main() -> None:
             hooked_call = min(timeit.repeat(lambda: router(x), number=2000, repeat=7)) / 2000
         capture.take()
 
-    print(f"CPU seconds (process time, best of {args.repeats}); tiny gpt-oss: 4 layers x 16 experts top-4, hidden 64; {len(prepared)} prompts, "
-          f"{args.max_new_tokens} new tokens each, batch {bs}, {n_tokens} routed tokens, 1 thread")
+    print(
+        f"CPU seconds (process time, best of {args.repeats}); tiny gpt-oss: 4 layers x 16 experts top-4, hidden 64; {len(prepared)} prompts, "
+        f"{args.max_new_tokens} new tokens each, batch {bs}, {n_tokens} routed tokens, 1 thread"
+    )
     print(f"plain generate                 {t_plain:8.3f} s")
-    print(f"generate + hooks               {t_hooked:8.3f} s   overhead {100 * (t_hooked / t_plain - 1):+.1f} %  (target <= 5 %)")
-    print(f"  one router call {bare * 1e6:.1f} us, with the capture hook {hooked_call * 1e6:.1f} us "
-          f"({(hooked_call - bare) * 1e6:+.1f} us per call)")
-    print(f"full recording pipeline        {t_recorded:8.3f} s   overhead {100 * (t_recorded / t_plain - 1):+.1f} %  "
-          "(hooks + final-token forward + token mapping + table)")
+    print(
+        f"generate + hooks               {t_hooked:8.3f} s   overhead {100 * (t_hooked / t_plain - 1):+.1f} %  (target <= 5 %)"
+    )
+    print(
+        f"  one router call {bare * 1e6:.1f} us, with the capture hook {hooked_call * 1e6:.1f} us "
+        f"({(hooked_call - bare) * 1e6:+.1f} us per call)"
+    )
+    print(
+        f"full recording pipeline        {t_recorded:8.3f} s   overhead {100 * (t_recorded / t_plain - 1):+.1f} %  "
+        "(hooks + final-token forward + token mapping + table)"
+    )
     print(f"recording one prompt at a time {t_one:8.3f} s   batched speed-up {t_one / t_recorded:.2f}x  (target >= 4x)")
     print(f"recording throughput: batch {bs} {n_tokens / t_recorded:,.0f} tok/s, batch 1 {n_tokens / t_one:,.0f} tok/s")
 

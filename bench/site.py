@@ -20,11 +20,22 @@ from urllib.parse import unquote, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared next to the repository, also from a git worktree deeper down
-DEFAULT_SRC = next((p / "shared" / "data" / "expert-fingerprinting" for p in REPO.parents
-                    if (p / "shared" / "data" / "expert-fingerprinting").is_dir()),
-                   REPO.parent / "shared" / "data" / "expert-fingerprinting")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+DEFAULT_SRC = next(
+    (
+        p / "shared" / "data" / "expert-fingerprinting"
+        for p in REPO.parents
+        if (p / "shared" / "data" / "expert-fingerprinting").is_dir()
+    ),
+    REPO.parent / "shared" / "data" / "expert-fingerprinting",
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def page_load(browser, url: str, mark: str, repeats: int) -> tuple[float, int, int]:
@@ -36,7 +47,9 @@ def page_load(browser, url: str, mark: str, repeats: int) -> tuple[float, int, i
         files: set[str] = set()
         page.on("request", lambda r: files.add(r.url))
         page.goto(url)
-        page.wait_for_function(f"() => performance.getEntriesByName('{mark}').length > 0", timeout=30000)  # a function: the CSP forbids eval
+        page.wait_for_function(
+            f"() => performance.getEntriesByName('{mark}').length > 0", timeout=30000
+        )  # a function: the CSP forbids eval
         times.append(page.evaluate(f"performance.getEntriesByName('{mark}')[0].startTime"))
         local = [Path(unquote(urlparse(u).path)) for u in files if u.startswith("file://")]
         sizes.append(sum(p.stat().st_size for p in local))
@@ -86,14 +99,19 @@ def main() -> None:
             cases = [
                 ("overview", index, "moeprint:overview-rendered"),
                 ("overview, domain math, lift", index + "#domain=math&metric=lift", "moeprint:overview-rendered"),
-                ("comparison math vs rest", (site / "comparison.html").as_uri() + "#aname=math&bkind=rest",
-                 "moeprint:comparison-rendered"),
+                (
+                    "comparison math vs rest",
+                    (site / "comparison.html").as_uri() + "#aname=math&bkind=rest",
+                    "moeprint:comparison-rendered",
+                ),
                 ("token view, first math prompt", index + "#view=tokens&fdomain=math", "moeprint:tokens-rendered"),
             ]
             for name, url, mark in cases:
                 ms, size, count = page_load(browser, url, mark, args.repeats)
-                print(f"{name}: first render {ms:.0f} ms (median of {args.repeats}), loads {size / 1e3:.0f} kB in {count} files"
-                      f" -> {ms / 1000:.2f} x the 1 s target")
+                print(
+                    f"{name}: first render {ms:.0f} ms (median of {args.repeats}), loads {size / 1e3:.0f} kB in {count} files"
+                    f" -> {ms / 1000:.2f} x the 1 s target"
+                )
             if args.screenshots:
                 shots(browser, site, args.screenshots)
             browser.close()

@@ -20,20 +20,41 @@ def tiny_config(family: str, vocab_size: int = 64, eos_token_id: int | None = No
     from transformers import MixtralConfig, OlmoeConfig, Qwen3MoeConfig
 
     common = dict(
-        vocab_size=vocab_size, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-        num_experts_per_tok=TOP_K, max_position_embeddings=512, eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id, bos_token_id=None, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts_per_tok=TOP_K,
+        max_position_embeddings=512,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     if family == "mixtral":
-        return MixtralConfig(architectures=["MixtralForCausalLM"], num_hidden_layers=2, intermediate_size=16,
-                             num_local_experts=E, **common)  # fmt: skip
+        return MixtralConfig(
+            architectures=["MixtralForCausalLM"],
+            num_hidden_layers=2,
+            intermediate_size=16,
+            num_local_experts=E,
+            **common,
+        )
     if family == "qwen3_moe":
-        return Qwen3MoeConfig(architectures=["Qwen3MoeForCausalLM"], num_hidden_layers=3, intermediate_size=48,
-                              moe_intermediate_size=16, num_experts=E, head_dim=8, mlp_only_layers=[1],
-                              norm_topk_prob=True, **common)  # fmt: skip
+        return Qwen3MoeConfig(
+            architectures=["Qwen3MoeForCausalLM"],
+            num_hidden_layers=3,
+            intermediate_size=48,
+            moe_intermediate_size=16,
+            num_experts=E,
+            head_dim=8,
+            mlp_only_layers=[1],
+            norm_topk_prob=True,
+            **common,
+        )
     if family == "olmoe":
-        return OlmoeConfig(architectures=["OlmoeForCausalLM"], num_hidden_layers=2, intermediate_size=16,
-                           num_experts=E, **common)  # fmt: skip
+        return OlmoeConfig(
+            architectures=["OlmoeForCausalLM"], num_hidden_layers=2, intermediate_size=16, num_experts=E, **common
+        )
     raise ValueError(family)
 
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from moeprint.run import PROMPTS_SCHEMA, RunDir, trace_schema
+from moeprint.io.run import PROMPTS_SCHEMA, RunDir, trace_schema
 
 WORDS = {
     "law": "court judge statute plaintiff contract appeal verdict tort counsel ruling".split(),
@@ -57,20 +57,49 @@ def make_run(root: Path, model_dir: Path, rows: list[dict]) -> RunDir:
         topk_ids = torch.stack([out[2] for out in seen], 1)  # (T, L, k)
         topk_w = torch.stack([out[1] for out in seen], 1)  # (T, L, k)
         for pos in range(ids.shape[1]):
-            trace_rows.append({"prompt_id": row["id"], "domain": row["domain"], "position": pos,
-                               "token_id": int(ids[0, pos]), "is_generated": False, "segment": "prompt",
-                               "ids": topk_ids[pos].reshape(-1).tolist(), "weights": topk_w[pos].reshape(-1).tolist()})
-        prompt_rows.append({"prompt_id": row["id"], "domain": row["domain"], "source": "test", "category": "",
-                            "text": row["text"], "messages": None, "rendered": row["text"], "completion": "",
-                            "finished": True, "n_prompt_tokens": ids.shape[1], "n_generated_tokens": 0})
+            trace_rows.append(
+                {
+                    "prompt_id": row["id"],
+                    "domain": row["domain"],
+                    "position": pos,
+                    "token_id": int(ids[0, pos]),
+                    "is_generated": False,
+                    "segment": "prompt",
+                    "ids": topk_ids[pos].reshape(-1).tolist(),
+                    "weights": topk_w[pos].reshape(-1).tolist(),
+                }
+            )
+        prompt_rows.append(
+            {
+                "prompt_id": row["id"],
+                "domain": row["domain"],
+                "source": "test",
+                "category": "",
+                "text": row["text"],
+                "messages": None,
+                "rendered": row["text"],
+                "completion": "",
+                "finished": True,
+                "n_prompt_tokens": ids.shape[1],
+                "n_generated_tokens": 0,
+            }
+        )
     pq.write_table(pa.Table.from_pylist(prompt_rows, schema=PROMPTS_SCHEMA), run.prompts_path)
     pq.write_table(pa.Table.from_pylist(trace_rows, schema=trace_schema()), run.traces_dir / "part-00000.parquet")
-    run.write_manifest({"kind": "recorded", "model": str(model_dir), "architecture": "GptOssForCausalLM",
-                        "num_layers": len(layers), "num_experts": model.config.num_local_experts, "top_k": k,
-                        "domains": sorted({r["domain"] for r in rows}), "n_prompts": len(rows),
-                        "n_tokens": len(trace_rows)})
+    run.write_manifest(
+        {
+            "kind": "recorded",
+            "model": str(model_dir),
+            "architecture": "GptOssForCausalLM",
+            "num_layers": len(layers),
+            "num_experts": model.config.num_local_experts,
+            "top_k": k,
+            "domains": sorted({r["domain"] for r in rows}),
+            "n_prompts": len(rows),
+            "n_tokens": len(trace_rows),
+        }
+    )
     from moeprint.analyze import analyze_run
 
     analyze_run(run.root, criteria=["frequency", "gate-mass"], with_stats=False, progress=False, coactivation=False)
     return run
-

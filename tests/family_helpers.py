@@ -21,54 +21,146 @@ import torch
 
 NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_5_moe", "ernie4_5_moe", "minimax_m2", "llama4")
 E, TOP_K = 8, 2
-MOE_LAYERS = {"deepseek_v3": [1, 2], "glm4_moe": [1, 2], "qwen3_5_moe": [0, 1, 2, 3], "ernie4_5_moe": [1, 2],
-              "minimax_m2": [0, 1], "llama4": [1, 3]}
+MOE_LAYERS = {
+    "deepseek_v3": [1, 2],
+    "glm4_moe": [1, 2],
+    "qwen3_5_moe": [0, 1, 2, 3],
+    "ernie4_5_moe": [1, 2],
+    "minimax_m2": [0, 1],
+    "llama4": [1, 3],
+}
 # per family, the expert counts the oracle runs: {1, top_k, E-1, E} or their group-valid equivalents
 # (DeepSeek-V3 here: 2 groups, at least 2 per group -> 4, 6, 8; GLM: 1 group of at least 2 -> 2, 7, 8)
-ORACLE_SIZES = {"deepseek_v3": (4, 6, 8), "glm4_moe": (2, 7, 8), "qwen3_5_moe": (1, 2, 7, 8), "ernie4_5_moe": (1, 2, 7, 8),
-                "minimax_m2": (1, 2, 7, 8), "llama4": (1, 2, 7, 8)}
+ORACLE_SIZES = {
+    "deepseek_v3": (4, 6, 8),
+    "glm4_moe": (2, 7, 8),
+    "qwen3_5_moe": (1, 2, 7, 8),
+    "ernie4_5_moe": (1, 2, 7, 8),
+    "minimax_m2": (1, 2, 7, 8),
+    "llama4": (1, 2, 7, 8),
+}
 
 
 def tiny_config(family: str):
     from transformers import (
-        DeepseekV3Config, Ernie4_5_MoeConfig, Glm4MoeConfig, Llama4Config, MiniMaxM2Config, Qwen3_5MoeConfig,
-    )  # fmt: skip
+        DeepseekV3Config,
+        Ernie4_5_MoeConfig,
+        Glm4MoeConfig,
+        Llama4Config,
+        MiniMaxM2Config,
+        Qwen3_5MoeConfig,
+    )
 
-    common = dict(vocab_size=64, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_experts_per_tok=TOP_K,
-                  max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=None, eos_token_id=None,
-                  pad_token_id=None)  # fmt: skip
+    common = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts_per_tok=TOP_K,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
     if family == "deepseek_v3":
-        return DeepseekV3Config(architectures=["DeepseekV3ForCausalLM"], num_hidden_layers=3, intermediate_size=48,
-                                moe_intermediate_size=16, n_routed_experts=E, n_group=2, topk_group=1,
-                                first_k_dense_replace=1, n_shared_experts=1, norm_topk_prob=True,
-                                routed_scaling_factor=2.5, q_lora_rank=16, kv_lora_rank=8, qk_rope_head_dim=4,
-                                qk_nope_head_dim=4, v_head_dim=8, **{**common, "num_key_value_heads": 4})  # fmt: skip
+        return DeepseekV3Config(
+            architectures=["DeepseekV3ForCausalLM"],
+            num_hidden_layers=3,
+            intermediate_size=48,
+            moe_intermediate_size=16,
+            n_routed_experts=E,
+            n_group=2,
+            topk_group=1,
+            first_k_dense_replace=1,
+            n_shared_experts=1,
+            norm_topk_prob=True,
+            routed_scaling_factor=2.5,
+            q_lora_rank=16,
+            kv_lora_rank=8,
+            qk_rope_head_dim=4,
+            qk_nope_head_dim=4,
+            v_head_dim=8,
+            **{**common, "num_key_value_heads": 4},
+        )
     if family == "glm4_moe":
-        return Glm4MoeConfig(architectures=["Glm4MoeForCausalLM"], num_hidden_layers=3, intermediate_size=48,
-                             moe_intermediate_size=16, n_routed_experts=E, n_group=1, topk_group=1, head_dim=8,
-                             first_k_dense_replace=1, n_shared_experts=1, norm_topk_prob=False,
-                             routed_scaling_factor=1.0, **common)  # fmt: skip
+        return Glm4MoeConfig(
+            architectures=["Glm4MoeForCausalLM"],
+            num_hidden_layers=3,
+            intermediate_size=48,
+            moe_intermediate_size=16,
+            n_routed_experts=E,
+            n_group=1,
+            topk_group=1,
+            head_dim=8,
+            first_k_dense_replace=1,
+            n_shared_experts=1,
+            norm_topk_prob=False,
+            routed_scaling_factor=1.0,
+            **common,
+        )
     if family == "ernie4_5_moe":
         moe = dict(moe_num_experts=E, moe_k=TOP_K, moe_num_shared_experts=1, moe_layer_start_index=1)
         rest = {k: v for k, v in common.items() if k != "num_experts_per_tok"}
-        return Ernie4_5_MoeConfig(architectures=["Ernie4_5_MoeForCausalLM"], num_hidden_layers=3, intermediate_size=48,
-                                  moe_intermediate_size=16, **moe, **rest)  # fmt: skip
+        return Ernie4_5_MoeConfig(
+            architectures=["Ernie4_5_MoeForCausalLM"],
+            num_hidden_layers=3,
+            intermediate_size=48,
+            moe_intermediate_size=16,
+            **moe,
+            **rest,
+        )
     if family == "minimax_m2":
-        return MiniMaxM2Config(architectures=["MiniMaxM2ForCausalLM"], num_hidden_layers=2, intermediate_size=16,
-                               head_dim=8, num_local_experts=E, **common)  # fmt: skip
+        return MiniMaxM2Config(
+            architectures=["MiniMaxM2ForCausalLM"],
+            num_hidden_layers=2,
+            intermediate_size=16,
+            head_dim=8,
+            num_local_experts=E,
+            **common,
+        )
     if family == "llama4":
-        text = dict(common, num_hidden_layers=4, intermediate_size=16, intermediate_size_mlp=48, head_dim=8,
-                    num_local_experts=E, interleave_moe_layer_step=2)  # fmt: skip
-        vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=32,
-                      patch_size=16, vision_output_dim=16, projector_input_dim=16, projector_output_dim=32)  # fmt: skip
+        text = dict(
+            common,
+            num_hidden_layers=4,
+            intermediate_size=16,
+            intermediate_size_mlp=48,
+            head_dim=8,
+            num_local_experts=E,
+            interleave_moe_layer_step=2,
+        )
+        vision = dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            image_size=32,
+            patch_size=16,
+            vision_output_dim=16,
+            projector_input_dim=16,
+            projector_output_dim=32,
+        )
         return Llama4Config(architectures=["Llama4ForConditionalGeneration"], text_config=text, vision_config=vision)
     if family == "qwen3_5_moe":
-        text = dict(common, num_hidden_layers=4, head_dim=8, moe_intermediate_size=16, shared_expert_intermediate_size=16,
-                    num_experts=E, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
-                    linear_value_head_dim=8)  # fmt: skip
+        text = dict(
+            common,
+            num_hidden_layers=4,
+            head_dim=8,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=16,
+            num_experts=E,
+            linear_num_value_heads=4,
+            linear_num_key_heads=2,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+        )
         vision = dict(depth=1, hidden_size=16, num_heads=2, intermediate_size=16, out_hidden_size=32)
-        return Qwen3_5MoeConfig(architectures=["Qwen3_5MoeForConditionalGeneration"], text_config=text,
-                                vision_config=vision, tie_word_embeddings=False)  # fmt: skip
+        return Qwen3_5MoeConfig(
+            architectures=["Qwen3_5MoeForConditionalGeneration"],
+            text_config=text,
+            vision_config=vision,
+            tie_word_embeddings=False,
+        )
     raise ValueError(family)
 
 
@@ -95,7 +187,9 @@ def build_model(family: str, seed: int = 0, causal_lm: bool = False, vocab_size:
     if family in multimodal and causal_lm:
         model = AutoModelForCausalLM.from_config(config.text_config, dtype=torch.float32)
     elif family in multimodal:
-        model = multimodal[family](config)  # float32 by default (a cast would make Llama-4's complex rotary buffer real)
+        model = multimodal[family](
+            config
+        )  # float32 by default (a cast would make Llama-4's complex rotary buffer real)
     else:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     randomise_routers(model)

@@ -136,8 +136,15 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- endpoints ------------------------------------------------------------------------
     def h_whoami(self, body, query):
         role = self._user()
-        return self._send(200, {"type": "user", "name": USER, "orgs": [{"name": n, "roleInOrg": r} for n, r in ORGS.items()],
-                                "auth": {"type": "access_token", "accessToken": {"displayName": "t", "role": role}}})
+        return self._send(
+            200,
+            {
+                "type": "user",
+                "name": USER,
+                "orgs": [{"name": n, "roleInOrg": r} for n, r in ORGS.items()],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "t", "role": role}},
+            },
+        )
 
     def h_create_repo(self, body, query):
         doc = json.loads(body)
@@ -177,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
             remote = repo.files.get(f["path"])
             lfs = f["path"].endswith(".safetensors") or f["size"] > 1_000_000
             oid = None if remote is None else (remote[1] or blob_sha1(remote[0]))
-            files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            files.append(
+                {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
         return self._send(200, {"files": files})
 
     def h_validate_yaml(self, body, query):
@@ -221,15 +230,18 @@ class _Handler(BaseHTTPRequestHandler):
             paths.append(value["path"])
         repo.commits.append(paths)
         oid = hashlib.sha1(repr((repo_id, len(repo.commits))).encode()).hexdigest()
-        return self._send(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}", "commitOid": oid,
-                                "pullRequestUrl": None})
+        return self._send(
+            200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+        )
 
     # ---- collections ----------------------------------------------------------------------
     def h_list_collections(self, body, query):
         owner = (query.get("owner") or [None])[0]
         found = [c for c in self.hub.state.collections.values() if owner is None or c["owner"]["name"] == owner]
         # listings truncate items and carry no position (huggingface_hub numbers them)
-        return self._send(200, [{**{k: v for k, v in c.items() if k != "position"}, "items": c["items"][:4]} for c in found])
+        return self._send(
+            200, [{**{k: v for k, v in c.items() if k != "position"}, "items": c["items"][:4]} for c in found]
+        )
 
     def h_get_collection(self, body, query, slug):
         c = self.hub.state.collections.get(slug)
@@ -243,9 +255,18 @@ class _Handler(BaseHTTPRequestHandler):
             if c["owner"]["name"] == doc["namespace"] and c["title"] == doc["title"]:
                 return self._send(409, {"error": "Collection already exists", "slug": c["slug"]})
         slug = f"{doc['namespace']}/{re.sub(r'[^a-z0-9]+', '-', doc['title'].lower()).strip('-')}-{self.hub.state.new_id()}"
-        c = {"slug": slug, "title": doc["title"], "owner": {"name": doc["namespace"]}, "items": [],
-             "lastUpdated": "2026-12-02T00:00:00.000Z", "position": len(self.hub.state.collections),
-             "private": bool(doc.get("private")), "theme": "blue", "upvotes": 0, "description": doc.get("description")}
+        c = {
+            "slug": slug,
+            "title": doc["title"],
+            "owner": {"name": doc["namespace"]},
+            "items": [],
+            "lastUpdated": "2026-12-02T00:00:00.000Z",
+            "position": len(self.hub.state.collections),
+            "private": bool(doc.get("private")),
+            "theme": "blue",
+            "upvotes": 0,
+            "description": doc.get("description"),
+        }
         self.hub.state.collections[slug] = c
         return self._send(200, c)
 
@@ -258,8 +279,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(409, {"error": "Item already in collection"})
         if doc["item"]["type"] == "model" and doc["item"]["id"] not in self.hub.state.repos:
             return self._send(404, {"error": "Repository not found"})
-        c["items"].append({"_id": self.hub.state.new_id(), "id": doc["item"]["id"], "type": doc["item"]["type"],
-                           "position": len(c["items"]), **({"note": {"text": doc["note"]}} if "note" in doc else {})})
+        c["items"].append(
+            {
+                "_id": self.hub.state.new_id(),
+                "id": doc["item"]["id"],
+                "type": doc["item"]["type"],
+                "position": len(c["items"]),
+                **({"note": {"text": doc["note"]}} if "note" in doc else {}),
+            }
+        )
         return self._send(200, c)
 
     def h_patch_item(self, body, query, slug, item):

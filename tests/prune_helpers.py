@@ -30,10 +30,18 @@ def write_run(root: Path, model_dir: Path, domains=("law", "math"), criteria=("f
             (rankings / criterion).mkdir(parents=True, exist_ok=True)
             ranking = random_ranking(n_layers, n_experts, seed=100 * c + d)
             (rankings / criterion / f"{domain}.json").write_text(json.dumps(ranking))
-    (root / "fingerprints" / "manifest.json").write_text(json.dumps({"criteria": list(criteria), "domains": list(domains)}))
-    manifest = {"kind": "recorded", "model": str(model_dir), "architecture": config["architectures"][0],
-                "num_layers": n_layers, "num_experts": n_experts, "top_k": config["num_experts_per_tok"],
-                "domains": list(domains)}  # fmt: skip
+    (root / "fingerprints" / "manifest.json").write_text(
+        json.dumps({"criteria": list(criteria), "domains": list(domains)})
+    )
+    manifest = {
+        "kind": "recorded",
+        "model": str(model_dir),
+        "architecture": config["architectures"][0],
+        "num_layers": n_layers,
+        "num_experts": n_experts,
+        "top_k": config["num_experts_per_tok"],
+        "domains": list(domains),
+    }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -41,8 +49,9 @@ def write_run(root: Path, model_dir: Path, domains=("law", "math"), criteria=("f
 def make_plan(model_dir: Path, n_experts: int, seed: int = 0, domain: str = "law"):
     config = load_config_dict(model_dir)
     ranking = random_ranking(config["num_hidden_layers"], config["num_local_experts"], seed)
-    return plan_from_ranking(ranking, n_experts, model_signature(config), base_model=str(model_dir),
-                             domain=domain, criterion="test")  # fmt: skip
+    return plan_from_ranking(
+        ranking, n_experts, model_signature(config), base_model=str(model_dir), domain=domain, criterion="test"
+    )
 
 
 def main_in_process(capsys, *args) -> tuple[int, str]:
@@ -71,7 +80,7 @@ def read_tensors(path: Path) -> dict:
     """Every tensor of a model folder (all shards), read with plain safetensors."""
     from safetensors import safe_open
 
-    from moeprint.prune.shards import list_tensors
+    from moeprint.io.shards import list_tensors
 
     out = {}
     for info in list_tensors(path):

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moeprint.run import PROMPTS_SCHEMA, trace_schema
+from moeprint.io.run import PROMPTS_SCHEMA, trace_schema
 from moeprint.types import PrunePlan
 
 L, E, K = 3, 8, 2
@@ -45,8 +45,9 @@ def _route(rng, domain: str) -> tuple[list[int], list[float]]:
     return ids, weights
 
 
-def make_run(root: Path, seed: int = 0, with_fingerprints: bool = True, name: str = "synthetic",
-             unrouted_prompt: bool = True) -> Path:
+def make_run(
+    root: Path, seed: int = 0, with_fingerprints: bool = True, name: str = "synthetic", unrouted_prompt: bool = True
+) -> Path:
     """`unrouted_prompt`: p3's prompt rows carry no routing, as in imported traces (the analyze stage needs
     every row routed, so runs that go through it set this to False)."""
     rng = np.random.default_rng(seed)
@@ -62,42 +63,98 @@ def make_run(root: Path, seed: int = 0, with_fingerprints: bool = True, name: st
                 ids, weights = [], []  # imported traces: prompt rows without routing
             else:
                 ids, weights = _route(rng, domain)
-            rows.append({"prompt_id": pid, "domain": domain, "position": pos, "token_id": -1,
-                         "is_generated": seg != "prompt", "segment": seg, "ids": ids, "weights": weights, "token": tok})
+            rows.append(
+                {
+                    "prompt_id": pid,
+                    "domain": domain,
+                    "position": pos,
+                    "token_id": -1,
+                    "is_generated": seg != "prompt",
+                    "segment": seg,
+                    "ids": ids,
+                    "weights": weights,
+                    "token": tok,
+                }
+            )
     schema = trace_schema(with_token_text=True)
     half = len(rows) // 2
     pq.write_table(pa.Table.from_pylist(rows[:half], schema=schema), run / "traces" / "part-00000.parquet")
     pq.write_table(pa.Table.from_pylist(rows[half:], schema=schema), run / "traces" / "part-00001.parquet")
-    prompts = [{"prompt_id": pid, "domain": d, "source": s, "category": c, "text": f"Question {pid}: <b>bold?</b>",
-                "messages": None, "rendered": f"<|start|>user<|message|>Question {pid}: <b>bold?</b><|end|>",
-                "completion": "...", "finished": f, "n_prompt_tokens": 4, "n_generated_tokens": 11}
-               for pid, d, s, c, f in PROMPTS]
+    prompts = [
+        {
+            "prompt_id": pid,
+            "domain": d,
+            "source": s,
+            "category": c,
+            "text": f"Question {pid}: <b>bold?</b>",
+            "messages": None,
+            "rendered": f"<|start|>user<|message|>Question {pid}: <b>bold?</b><|end|>",
+            "completion": "...",
+            "finished": f,
+            "n_prompt_tokens": 4,
+            "n_generated_tokens": 11,
+        }
+        for pid, d, s, c, f in PROMPTS
+    ]
     pq.write_table(pa.Table.from_pylist(prompts, schema=PROMPTS_SCHEMA), run / "prompts.parquet")
     if with_fingerprints:
         write_fingerprints(run, rows)
     (run / "plans").mkdir()
-    plan = PrunePlan("synthetic/moe", "GptOssForCausalLM", "law", "frequency", 4, K, ((4, 5, 6, 7), (0, 4, 5, 6), (1, 4, 5, 7)))
+    plan = PrunePlan(
+        "synthetic/moe", "GptOssForCausalLM", "law", "frequency", 4, K, ((4, 5, 6, 7), (0, 4, 5, 6), (1, 4, 5, 7))
+    )
     (run / "plans" / "law-4.json").write_text(json.dumps(plan.to_json()))
     (run / "evals").mkdir()
     retention = {"domain": "law", "sweep": [{"n_experts": n, "ppl": 10.0 / n, "kl": 1.0 / n} for n in (2, 4, 8)]}
     (run / "evals" / "retention.json").write_text(json.dumps(retention))
     # the evaluate stage's documented result shapes (docs/evaluate.md): one evaluated cut, one sweep
-    text = {"per_domain": {"law": {"ppl_ratio": 1.25, "kl": 0.1}}, "in_domain": {"ppl_ratio": 1.25, "kl": 0.1,
-            "top1_agreement": 0.9}, "off_domain": {"ppl_ratio": 1.5}}
-    evaluate = {"schema": "moeprint.evaluate/1", "cut": {"name": "law-4", "kind": "plan", "domain": "law",
-                "criterion": "frequency", "n_experts": 4}, "text": text, "mc": None, "generation": None}
+    text = {
+        "per_domain": {"law": {"ppl_ratio": 1.25, "kl": 0.1}},
+        "in_domain": {"ppl_ratio": 1.25, "kl": 0.1, "top1_agreement": 0.9},
+        "off_domain": {"ppl_ratio": 1.5},
+    }
+    evaluate = {
+        "schema": "moeprint.evaluate/1",
+        "cut": {"name": "law-4", "kind": "plan", "domain": "law", "criterion": "frequency", "n_experts": 4},
+        "text": text,
+        "mc": None,
+        "generation": None,
+    }
     (run / "evals" / "law-4.json").write_text(json.dumps(evaluate))
-    cuts = [{"cut": {"domain": "law", "criterion": "frequency", "n_experts": n, "seed": None},
-             "text": {"per_domain": {"law": {"ppl_ratio": 1 + 1 / n, "kl": 0.5 / n}}}} for n in (2, 4)]
-    cuts += [{"cut": {"domain": "", "criterion": "random", "n_experts": n, "seed": seed},
-              "text": {"per_domain": {"law": {"ppl_ratio": 2 + seed + 1 / n, "kl": 1.0}}}} for n in (2, 4) for seed in (0, 1)]
+    cuts = [
+        {
+            "cut": {"domain": "law", "criterion": "frequency", "n_experts": n, "seed": None},
+            "text": {"per_domain": {"law": {"ppl_ratio": 1 + 1 / n, "kl": 0.5 / n}}},
+        }
+        for n in (2, 4)
+    ]
+    cuts += [
+        {
+            "cut": {"domain": "", "criterion": "random", "n_experts": n, "seed": seed},
+            "text": {"per_domain": {"law": {"ppl_ratio": 2 + seed + 1 / n, "kl": 1.0}}},
+        }
+        for n in (2, 4)
+        for seed in (0, 1)
+    ]
     (run / "evals" / "sweep").mkdir()
     sweep = {"schema": "moeprint.sweep/1", "domains": ["law"], "sizes": [2, 4], "criteria": ["frequency"], "cuts": cuts}
     (run / "evals" / "sweep" / "results.json").write_text(json.dumps(sweep))
     (run / "evals" / "sweep" / "manifest.json").write_text("{}")
-    manifest = {"kind": "imported", "model": "synthetic/moe", "model_sha256": None, "architecture": "GptOssForCausalLM",
-                "num_layers": L, "num_experts": E, "top_k": K, "domains": ["law", "math"], "n_prompts": len(PROMPTS),
-                "n_tokens": len(rows), "has_logits": False, "has_norms": False, "has_token_ids": False}
+    manifest = {
+        "kind": "imported",
+        "model": "synthetic/moe",
+        "model_sha256": None,
+        "architecture": "GptOssForCausalLM",
+        "num_layers": L,
+        "num_experts": E,
+        "top_k": K,
+        "domains": ["law", "math"],
+        "n_prompts": len(PROMPTS),
+        "n_tokens": len(rows),
+        "has_logits": False,
+        "has_norms": False,
+        "has_token_ids": False,
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
 
@@ -128,12 +185,34 @@ def write_fingerprints(run: Path, rows: list[dict]) -> None:
     for (d, s), (tokens, mass, n) in sorted(usage.items()):
         for layer in range(L):
             for e in range(E):
-                table.append({"domain": d, "segment": s, "layer": layer, "expert": e, "tokens": tokens[layer][e],
-                              "weight_sum": mass[layer][e], "weight_max": 1.0, "norm_sum": None, "weight_norm_sum": None,
-                              "layer_tokens": n[0]})
-    schema = pa.schema([("domain", pa.string()), ("segment", pa.string()), ("layer", pa.int16()), ("expert", pa.int16()),
-                        ("tokens", pa.int64()), ("weight_sum", pa.float64()), ("weight_max", pa.float32()),
-                        ("norm_sum", pa.float64()), ("weight_norm_sum", pa.float64()), ("layer_tokens", pa.int64())])
+                table.append(
+                    {
+                        "domain": d,
+                        "segment": s,
+                        "layer": layer,
+                        "expert": e,
+                        "tokens": tokens[layer][e],
+                        "weight_sum": mass[layer][e],
+                        "weight_max": 1.0,
+                        "norm_sum": None,
+                        "weight_norm_sum": None,
+                        "layer_tokens": n[0],
+                    }
+                )
+    schema = pa.schema(
+        [
+            ("domain", pa.string()),
+            ("segment", pa.string()),
+            ("layer", pa.int16()),
+            ("expert", pa.int16()),
+            ("tokens", pa.int64()),
+            ("weight_sum", pa.float64()),
+            ("weight_max", pa.float32()),
+            ("norm_sum", pa.float64()),
+            ("weight_norm_sum", pa.float64()),
+            ("layer_tokens", pa.int64()),
+        ]
+    )
     pq.write_table(pa.Table.from_pylist(table, schema=schema), fp / "usage.parquet")
     for d in ("all", "math", "law"):
         tokens = usage[(d, "all")][0]
@@ -141,10 +220,16 @@ def write_fingerprints(run: Path, rows: list[dict]) -> None:
         (fp / "rankings" / "frequency").mkdir(parents=True, exist_ok=True)
         (fp / "rankings" / "frequency" / f"{d}.json").write_text(json.dumps(ranking))
     # the shape analyze writes: per domain, per-layer lists and scalars (values here are only placeholders)
-    law_stats = {"n_prompts": 3, "usage_token_level": {"g": [1.5, 2.5, 3.5], "p": [0.01, 0.2, 1e-9], "q": [0.03, 0.2, 3e-9]},
-                 "stability": {"jaccard_vs_full_mean": [0.9, 0.8, 0.7], "n_boot": 10}, "summary": {"median_tvd_vs_rest": 0.25}}
+    law_stats = {
+        "n_prompts": 3,
+        "usage_token_level": {"g": [1.5, 2.5, 3.5], "p": [0.01, 0.2, 1e-9], "q": [0.03, 0.2, 3e-9]},
+        "stability": {"jaccard_vs_full_mean": [0.9, 0.8, 0.7], "n_boot": 10},
+        "summary": {"median_tvd_vs_rest": 0.25},
+    }
     (fp / "stats.json").write_text(json.dumps({"segment": "all", "domains": {"law": law_stats}}))
-    (fp / "manifest.json").write_text(json.dumps({"criteria": ["frequency"], "domains": ["math", "law"], "segment": "all"}))
+    (fp / "manifest.json").write_text(
+        json.dumps({"criteria": ["frequency"], "domains": ["math", "law"], "segment": "all"})
+    )
 
 
 def trace_rows(run: Path) -> list[dict]:

@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-JS_TIKTOKEN_RANKS = Path(os.environ.get("MOEPRINT_JS_TIKTOKEN", REPO / ".deps/npm/node_modules/js-tiktoken")) \
+JS_TIKTOKEN_RANKS = (
+    Path(os.environ.get("MOEPRINT_JS_TIKTOKEN", REPO / ".deps/npm/node_modules/js-tiktoken"))
     / "dist/ranks/o200k_base.js"
+)
 
 
 @pytest.fixture(scope="session")
 def tiktoken_dir(tmp_path_factory) -> Path:
     """A folder holding o200k_base.tiktoken (what TIKTOKEN_ENCODINGS_BASE names for tiktoken/openai-harmony)."""
     if not JS_TIKTOKEN_RANKS.exists():
-        pytest.skip(f"js-tiktoken ranks not found at {JS_TIKTOKEN_RANKS} (.ci/run installs them: npm install --prefix .deps/npm js-tiktoken)")
+        pytest.skip(
+            f"js-tiktoken ranks not found at {JS_TIKTOKEN_RANKS} (.ci/run installs them: npm install --prefix .deps/npm js-tiktoken)"
+        )
     from moeprint.testbed.standin import o200k_ranks_from_js_tiktoken
 
     d = tmp_path_factory.mktemp("tiktoken")

@@ -1,4 +1,4 @@
-"""Write small run directories in the recorded-run schema (moeprint.run) from arrays, for analyze tests."""
+"""Write small run directories in the recorded-run schema (moeprint.io.run) from arrays, for analyze tests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from moeprint.run import PROMPTS_SCHEMA, trace_schema
+from moeprint.io.run import PROMPTS_SCHEMA, trace_schema
 
 
 def write_run(root: Path, prompts: list[dict], num_experts: int, rows_per_part: int = 500) -> Path:
@@ -41,18 +41,38 @@ def write_run(root: Path, prompts: list[dict], num_experts: int, rows_per_part: 
     prompt_rows = {f.name: [] for f in PROMPTS_SCHEMA}
     for p in prompts:
         n_prompt = sum(s == "prompt" for s in p["segments"])
-        for name, value in [("prompt_id", p["prompt_id"]), ("domain", p["domain"]), ("source", "synthetic"),
-                            ("category", ""), ("text", "x"), ("messages", None), ("rendered", "x"),
-                            ("completion", ""), ("finished", True), ("n_prompt_tokens", n_prompt),
-                            ("n_generated_tokens", len(p["ids"]) - n_prompt)]:
+        for name, value in [
+            ("prompt_id", p["prompt_id"]),
+            ("domain", p["domain"]),
+            ("source", "synthetic"),
+            ("category", ""),
+            ("text", "x"),
+            ("messages", None),
+            ("rendered", "x"),
+            ("completion", ""),
+            ("finished", True),
+            ("n_prompt_tokens", n_prompt),
+            ("n_generated_tokens", len(p["ids"]) - n_prompt),
+        ]:
             prompt_rows[name].append(value)
     pq.write_table(pa.Table.from_pydict(prompt_rows, PROMPTS_SCHEMA), root / "prompts.parquet")
     manifest = {
-        "kind": "recorded", "model": "synthetic", "model_sha256": None, "architecture": "GptOssForCausalLM",
-        "num_layers": num_layers, "num_experts": num_experts, "top_k": top_k,
-        "domains": sorted({p["domain"] for p in prompts}), "n_prompts": len(prompts), "n_tokens": table.num_rows,
-        "has_logits": False, "has_norms": with_norms, "has_token_ids": True, "prompt_suite_sha256": None,
-        "generation": {}, "versions": {},
+        "kind": "recorded",
+        "model": "synthetic",
+        "model_sha256": None,
+        "architecture": "GptOssForCausalLM",
+        "num_layers": num_layers,
+        "num_experts": num_experts,
+        "top_k": top_k,
+        "domains": sorted({p["domain"] for p in prompts}),
+        "n_prompts": len(prompts),
+        "n_tokens": table.num_rows,
+        "has_logits": False,
+        "has_norms": with_norms,
+        "has_token_ids": True,
+        "prompt_suite_sha256": None,
+        "generation": {},
+        "versions": {},
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
@@ -66,10 +86,19 @@ def top_k_from_logits(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return ids.astype(np.int16), (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def token_routed_run(root: Path, seed: int, domain_shift: float, n_prompts_per_domain: int = 12,
-                     tokens_per_prompt: int = 80, num_layers: int = 3, num_experts: int = 8, top_k: int = 2,
-                     with_norms: bool = False, domains: tuple[str, ...] = ("law", "math"),
-                     data_seed: int | None = None) -> Path:
+def token_routed_run(
+    root: Path,
+    seed: int,
+    domain_shift: float,
+    n_prompts_per_domain: int = 12,
+    tokens_per_prompt: int = 80,
+    num_layers: int = 3,
+    num_experts: int = 8,
+    top_k: int = 2,
+    with_norms: bool = False,
+    domains: tuple[str, ...] = ("law", "math"),
+    data_seed: int | None = None,
+) -> Path:
     """Routing decided by the token (a fixed random preference per token id) plus noise.
 
     Domains use different token mixes (so usage differs even when routing ignores the domain);
@@ -84,14 +113,24 @@ def token_routed_run(root: Path, seed: int, domain_shift: float, n_prompts_per_d
     prompts = []
     for di, domain in enumerate(domains):
         mix = np.ones(vocab)
-        mix[di * 3:(di + 1) * 3] = 6.0  # each domain favours its own few tokens; the rest are shared
+        mix[di * 3 : (di + 1) * 3] = 6.0  # each domain favours its own few tokens; the rest are shared
         mix /= mix.sum()
         for i in range(n_prompts_per_domain):
             tok = rng.choice(vocab, size=tokens_per_prompt, p=mix)
-            logits = token_pref[tok] + domain_shift * domain_pref[di][None] + rng.normal(0, 1.0, (tokens_per_prompt, num_layers, num_experts))
+            logits = (
+                token_pref[tok]
+                + domain_shift * domain_pref[di][None]
+                + rng.normal(0, 1.0, (tokens_per_prompt, num_layers, num_experts))
+            )
             ids, w = top_k_from_logits(logits, top_k)
-            p = {"prompt_id": f"{domain}-{i}", "domain": domain, "ids": ids, "weights": w, "token_ids": tok,
-                 "segments": ["prompt"] * 20 + ["think"] * 40 + ["answer"] * (tokens_per_prompt - 60)}
+            p = {
+                "prompt_id": f"{domain}-{i}",
+                "domain": domain,
+                "ids": ids,
+                "weights": w,
+                "token_ids": tok,
+                "segments": ["prompt"] * 20 + ["think"] * 40 + ["answer"] * (tokens_per_prompt - 60),
+            }
             if with_norms:
                 p["norms"] = rng.uniform(0.5, 2.0, ids.shape).astype(np.float32)
             prompts.append(p)
@@ -106,7 +145,7 @@ def loop_counts(run_dir):
     for part in sorted((run_dir / "traces").glob("part-*.parquet")):
         for row in pq.read_table(part).to_pylist():
             for layer in range(manifest["num_layers"]):
-                chosen = row["ids"][layer * k:(layer + 1) * k]
+                chosen = row["ids"][layer * k : (layer + 1) * k]
                 for j, e in enumerate(chosen):
                     key = (row["domain"], row["segment"], layer, e)
                     tokens[key] += 1
@@ -137,11 +176,17 @@ def check_against_loop(run_dir):
         if r["domain"] == "all" and r["segment"] == "all":
             assert r["tokens"] == pooled.get((r["layer"], r["expert"]), 0)
     pairs = pq.read_table(run_dir / "fingerprints" / "coactivation.parquet").to_pylist()
-    got = {(r["domain"], r["segment"], r["layer"], r["expert_a"], r["expert_b"]): r["count"]
-           for r in pairs if r["domain"] != "all" and r["segment"] != "all"}
+    got = {
+        (r["domain"], r["segment"], r["layer"], r["expert_a"], r["expert_b"]): r["count"]
+        for r in pairs
+        if r["domain"] != "all" and r["segment"] != "all"
+    }
     assert got == {k: v for k, v in coact.items() if k[0] != "all"}  # `all`-labelled prompts live in the pool
     pooled_pairs = defaultdict(int)
     for key, v in coact.items():
         pooled_pairs[key[2:]] += v
-    assert {(r["layer"], r["expert_a"], r["expert_b"]): r["count"] for r in pairs
-            if r["domain"] == "all" and r["segment"] == "all"} == dict(pooled_pairs)
+    assert {
+        (r["layer"], r["expert_a"], r["expert_b"]): r["count"]
+        for r in pairs
+        if r["domain"] == "all" and r["segment"] == "all"
+    } == dict(pooled_pairs)

@@ -10,19 +10,20 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, assert_clean_error, run_cli
 from scipy import stats as sps
-from synthetic_runs import check_against_loop, token_routed_run
 
+from conftest import REPO, assert_clean_error, run_cli
 from moeprint.analyze import LayerUsage, UsageSums, analyze_run, interleave, rank_experts
 from moeprint.analyze.stats import g_tests
 from moeprint.errors import MoeprintError
+from synthetic_runs import check_against_loop, token_routed_run
 
 
 def test_counts_match_plain_python_loop_synthetic(tmp_path):
     # a recorded `all` label marks general prompts: they count only in the pooled `all` rows
-    run = token_routed_run(tmp_path / "run", seed=1, domain_shift=0.0, n_prompts_per_domain=3,
-                           domains=("law", "math", "all"))
+    run = token_routed_run(
+        tmp_path / "run", seed=1, domain_shift=0.0, n_prompts_per_domain=3, domains=("law", "math", "all")
+    )
     analyze_run(run, progress=False, with_stats=False)
     check_against_loop(run)
     files = sorted(p.relative_to(run / "fingerprints").as_posix() for p in (run / "fingerprints").rglob("*.json"))
@@ -32,8 +33,13 @@ def test_counts_match_plain_python_loop_synthetic(tmp_path):
 def test_analysis_imports_stay_free_of_torch():
     # analyze and the CLI's validation must not pay torch's import time (seconds per command)
     code = "import sys, moeprint.types, moeprint.analyze.runio; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -56,8 +62,14 @@ def test_merge_of_halves_equals_whole():
 
 def test_criteria_on_hand_made_usage():
     tokens = np.array([[10, 5, 0, 1]])
-    usage = LayerUsage(tokens, np.array([[2.0, 4.0, 0.0, 0.5]]), 8, None,
-                       norm_sum=np.array([[10.0, 50.0, 0.0, 30.0]]), weight_norm_sum=np.array([[1.0, 6.0, 0.0, 3.0]]))
+    usage = LayerUsage(
+        tokens,
+        np.array([[2.0, 4.0, 0.0, 0.5]]),
+        8,
+        None,
+        norm_sum=np.array([[10.0, 50.0, 0.0, 30.0]]),
+        weight_norm_sum=np.array([[1.0, 6.0, 0.0, 3.0]]),
+    )
     assert rank_experts(usage, "frequency") == [[0, 1, 3, 2]]
     assert rank_experts(usage, "gate-mass") == [[1, 0, 3, 2]]
     assert rank_experts(usage, "reap") == [[3, 1, 0, 2]]  # mean: 0.1, 1.2, 0, 3.0 -> the rare expert wins
@@ -126,8 +138,9 @@ def test_stats_permuted_labels_not_significant(tmp_path):
     import pyarrow as pa
 
     rng = np.random.default_rng(0)
-    relabel = {f"{d}-{i}": lab for d in ("law", "math")
-               for i, lab in enumerate(rng.permutation(["law"] * 6 + ["math"] * 6))}
+    relabel = {
+        f"{d}-{i}": lab for d in ("law", "math") for i, lab in enumerate(rng.permutation(["law"] * 6 + ["math"] * 6))
+    }
     for part in (run / "traces").glob("part-*.parquet"):
         t = pq.read_table(part)
         new = pa.array([relabel[p] for p in t["prompt_id"].to_pylist()])
@@ -155,16 +168,31 @@ def test_cli_analyze_export_and_errors(tmp_path):
     proc = run_cli("export-rankings", run, "--criterion", "frequency", "--out", tmp_path / "ta")
     assert_clean_error(proc)  # no fingerprints yet
     assert "moeprint analyze" in proc.stderr
-    run_cli("analyze", run, "--segment", "generated", "--criteria", "frequency,lift", "--permutations", "19",
-            "--bootstrap", "10", check=True)
+    run_cli(
+        "analyze",
+        run,
+        "--segment",
+        "generated",
+        "--criteria",
+        "frequency,lift",
+        "--permutations",
+        "19",
+        "--bootstrap",
+        "10",
+        check=True,
+    )
     manifest = json.loads((run / "fingerprints" / "manifest.json").read_text())
     assert manifest["segments_pooled"] == ["think", "answer", "generated"]
     run_cli("export-rankings", run, "--criterion", "gate-mass", "--out", tmp_path / "ta", check=True)
     exported = json.loads((tmp_path / "ta" / "law.json").read_text())
     assert list(exported) == ["layer_0", "layer_1", "layer_2"] and sorted(exported["layer_1"]) == list(range(8))
-    for args in (["analyze", tmp_path / "missing"], ["analyze", run, "--domains", "poetry"],
-                 ["analyze", run, "--criteria", "magic"], ["analyze", run, "--criteria", "reap"],
-                 ["export-rankings", run, "--criterion", "ean", "--out", tmp_path / "x"]):
+    for args in (
+        ["analyze", tmp_path / "missing"],
+        ["analyze", run, "--domains", "poetry"],
+        ["analyze", run, "--criteria", "magic"],
+        ["analyze", run, "--criteria", "reap"],
+        ["export-rankings", run, "--criterion", "ean", "--out", tmp_path / "x"],
+    ):
         proc = run_cli(*args)
         assert_clean_error(proc)
     assert "norms" in run_cli("analyze", run, "--criteria", "reap").stderr

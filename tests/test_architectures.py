@@ -21,15 +21,15 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
-from arch_helpers import E, FAMILIES, TOP_K, build_tiny, record_with_inputs, tiny_config
+from arch_helpers import FAMILIES, TOP_K, E, build_tiny, record_with_inputs, tiny_config
 from conftest import run_cli
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.adapters.mixtral import MIXTRAL
 from moeprint.adapters.olmoe import OLMOE
 from moeprint.adapters.qwen3_moe import QWEN3_MOE
 from moeprint.errors import MoeprintError
+from moeprint.io.shards import list_tensors
 from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking
-from moeprint.prune.shards import list_tensors
 from moeprint.record.hooks import RouterCapture
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
@@ -113,7 +113,7 @@ def test_recorded_routing_equals_router_math(family_model, token_ids):
     blocks = adapter.moe_blocks(model)
     assert [layer for layer, _ in blocks] == MOE_LAYERS[family]
     calls, inputs = record_with_inputs(model, adapter, token_ids)
-    for (layer, block), x, layer_calls in zip(blocks, inputs, calls):
+    for (_, block), x, layer_calls in zip(blocks, inputs, calls):
         (got,) = layer_calls  # one forward call
         ids, weights, logits = _plain_routing(model, adapter, x, block, RENORMALISED[family])
         assert torch.equal(got["ids"].long(), ids)
@@ -177,8 +177,9 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
         base_logits = base(token_ids).logits
     base_tensors = read_tensors(base_dir)
     for n in (1, TOP_K, E - 1, E):
-        plan = plan_from_ranking(random_ranking(2, E, seed=n), n, signature, base_model=str(base_dir),
-                                 domain="law", criterion="test")  # fmt: skip
+        plan = plan_from_ranking(
+            random_ranking(2, E, seed=n), n, signature, base_model=str(base_dir), domain="law", criterion="test"
+        )
         out = tmp_path / f"pruned-{n}"
         result = build_checkpoint(base_dir, plan, out, card=None, progress=False)
         pruned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -224,8 +225,14 @@ def test_checkpoint_with_missing_experts_is_refused(tmp_path):
 
 def make_plan_for(model_dir, n):
     signature = model_signature(load_config_dict(model_dir))
-    return plan_from_ranking(random_ranking(signature["num_layers"], E), n, signature, base_model=str(model_dir),
-                             domain="law", criterion="test")  # fmt: skip
+    return plan_from_ranking(
+        random_ranking(signature["num_layers"], E),
+        n,
+        signature,
+        base_model=str(model_dir),
+        domain="law",
+        criterion="test",
+    )
 
 
 # ---- through the real entry point -------------------------------------------------------------------

@@ -107,14 +107,29 @@ CASES = [
     ("classify --token-baseline negative", "classify {run} --token-baseline -1 --out {out}"),
     ("classify --folds above the prompt count", "classify {run} --folds 50 --token-baseline 0 --out {out}"),
     ("plan --out under a file", "plan {run} --domain law --experts 4 --criterion frequency --out {a_file}/x.json"),
-    ("prune --out is the model (--overwrite)", "prune {model_copy} --plan {plan} --out {model_copy} --overwrite --no-card"),
+    (
+        "prune --out is the model (--overwrite)",
+        "prune {model_copy} --plan {plan} --out {model_copy} --overwrite --no-card",
+    ),
     ("prune plan with a boolean expert id", "prune {model} --plan {plan_bool} --out {out} --no-card"),
     ("factory empty --rankings-dir", "factory {model} --rankings-dir {empty_dir} --sizes 4 --out {out} --no-card"),
-    ("factory RUN_DIR and --rankings-dir", "factory {model} {run} --rankings-dir {empty_dir} --sizes 4 --out {out} --no-card"),
+    (
+        "factory RUN_DIR and --rankings-dir",
+        "factory {model} {run} --rankings-dir {empty_dir} --sizes 4 --out {out} --no-card",
+    ),
     ("mask corrupt safetensors", "mask {model_garbage} --plan {plan} --prompt hi"),
-    ("evaluate corrupt safetensors", "evaluate {model_garbage} --plan {plan} --texts {texts} --no-speculative --out {out}.json"),
-    ("evaluate non-UTF-8 texts", "evaluate {model} --plan {plan} --texts {texts_latin1} --no-speculative --out {out}.json"),
-    ("evaluate --lm-eval-limit 0", "evaluate {model} --plan {plan} --texts {texts} --lm-eval x --lm-eval-limit 0 --out {out}.json"),
+    (
+        "evaluate corrupt safetensors",
+        "evaluate {model_garbage} --plan {plan} --texts {texts} --no-speculative --out {out}.json",
+    ),
+    (
+        "evaluate non-UTF-8 texts",
+        "evaluate {model} --plan {plan} --texts {texts_latin1} --no-speculative --out {out}.json",
+    ),
+    (
+        "evaluate --lm-eval-limit 0",
+        "evaluate {model} --plan {plan} --texts {texts} --lm-eval x --lm-eval-limit 0 --out {out}.json",
+    ),
 ]
 
 
@@ -138,8 +153,11 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(outcomes, case_id):
     proc, out = outcomes[case_id]
     assert_clean_error(proc)
     assert proc.returncode == 2, proc.stderr
-    leftovers = [p.name for p in out.parent.iterdir() if p.name == out.name or p.name.startswith(f"{out.name}.")
-                 or p.name.startswith(f".{out.name}.")]  # fmt: skip
+    leftovers = [
+        p.name
+        for p in out.parent.iterdir()
+        if p.name == out.name or p.name.startswith(f"{out.name}.") or p.name.startswith(f".{out.name}.")
+    ]
     assert not leftovers, leftovers
 
 

@@ -8,9 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import assert_clean_error, run_cli
+from moeprint import testbed  # not `from ... import testbed_*`: pytest would collect those as tests
 from moeprint.adapters import adapter_for
 from moeprint.demo import DEMO_DOMAIN, DEMO_EXPERTS, SWEEP_CRITERIA, DemoSettings, run_demo
-from moeprint import testbed  # not `from ... import testbed_*`: pytest would collect those as tests
 
 
 def test_demo_refuses_a_non_empty_output_folder(tmp_path):
@@ -22,8 +22,9 @@ def test_demo_refuses_a_non_empty_output_folder(tmp_path):
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path):
-    settings = DemoSettings(docs_per_domain=3, doc_chars=400, test_docs_per_domain=2, prompts_per_domain=1,
-                            random_seeds=1)
+    settings = DemoSettings(
+        docs_per_domain=3, doc_chars=400, test_docs_per_domain=2, prompts_per_domain=1, random_seeds=1
+    )
     where = run_demo(tmp_path / "demo", settings, progress=False)
     for path in where.values():
         assert path.exists(), path

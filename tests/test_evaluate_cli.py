@@ -21,23 +21,45 @@ def inputs(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("evalin")
     calibration = domain_texts(seed=1, per_domain=3)
     held_out = domain_texts(seed=2, per_domain=3)
-    plan = {"base_model": str(tiny_model_dir), "architecture": "GptOssForCausalLM", "domain": "law",
-            "criterion": "frequency", "n_experts": 4, "top_k": 2, "kept": KEPT}
+    plan = {
+        "base_model": str(tiny_model_dir),
+        "architecture": "GptOssForCausalLM",
+        "domain": "law",
+        "criterion": "frequency",
+        "n_experts": 4,
+        "top_k": 2,
+        "kept": KEPT,
+    }
     (d / "plan.json").write_text(json.dumps(plan))
     return {
         "dir": d,
         "run": make_run(d / "run", tiny_model_dir, calibration).root,
         "texts": write_jsonl(d / "texts.jsonl", held_out),
         "overlapping": write_jsonl(d / "overlap.jsonl", held_out + calibration[:1]),
-        "mc": write_jsonl(d / "mc.jsonl", [
-            {"question": "Which word is legal?", "choices": ["court", "prime", "matrix"], "answer": 0, "domain": "law"},
-            {"question": "Pick a proof word", "correct_answer": "theorem", "incorrect_answers": ["judge", "tort"],
-             "domain": "math"},
-        ]),
-        "prompts": write_jsonl(d / "prompts.jsonl", [
-            {"id": "p1", "domain": "law", "text": "The court"},
-            {"id": "p2", "domain": "math", "messages": [{"role": "user", "content": "Prove the lemma"}]},
-        ]),
+        "mc": write_jsonl(
+            d / "mc.jsonl",
+            [
+                {
+                    "question": "Which word is legal?",
+                    "choices": ["court", "prime", "matrix"],
+                    "answer": 0,
+                    "domain": "law",
+                },
+                {
+                    "question": "Pick a proof word",
+                    "correct_answer": "theorem",
+                    "incorrect_answers": ["judge", "tort"],
+                    "domain": "math",
+                },
+            ],
+        ),
+        "prompts": write_jsonl(
+            d / "prompts.jsonl",
+            [
+                {"id": "p1", "domain": "law", "text": "The court"},
+                {"id": "p2", "domain": "math", "messages": [{"role": "user", "content": "Prove the lemma"}]},
+            ],
+        ),
         "plan": d / "plan.json",
     }
 
@@ -45,15 +67,40 @@ def inputs(tmp_path_factory, tiny_model_dir):
 def test_evaluate_plan_and_checkpoint_agree(inputs, tiny_model_dir, tmp_path):
     """A plan (router mask) and the physically pruned checkpoint give the same numbers."""
     out_plan, out_ckpt = tmp_path / "plan.json", tmp_path / "ckpt.json"
-    run_cli("evaluate", tiny_model_dir, "--plan", inputs["plan"], "--texts", inputs["texts"], "--mc", inputs["mc"],
-            "--prompts", inputs["prompts"], "--max-new-tokens", "16", "--out", out_plan, check=True)
-    from moeprint.prune.plan import load_plan
+    run_cli(
+        "evaluate",
+        tiny_model_dir,
+        "--plan",
+        inputs["plan"],
+        "--texts",
+        inputs["texts"],
+        "--mc",
+        inputs["mc"],
+        "--prompts",
+        inputs["prompts"],
+        "--max-new-tokens",
+        "16",
+        "--out",
+        out_plan,
+        check=True,
+    )
     from moeprint.prune.surgery import prune_checkpoint
+    from moeprint.select.plan import load_plan
 
     ckpt = tmp_path / "ckpt"
     prune_checkpoint(tiny_model_dir, load_plan(inputs["plan"]), ckpt, progress=False)
-    run_cli("evaluate", tiny_model_dir, "--checkpoint", ckpt, "--texts", inputs["texts"], "--no-speculative",
-            "--out", out_ckpt, check=True)
+    run_cli(
+        "evaluate",
+        tiny_model_dir,
+        "--checkpoint",
+        ckpt,
+        "--texts",
+        inputs["texts"],
+        "--no-speculative",
+        "--out",
+        out_ckpt,
+        check=True,
+    )
     plan, checkpoint = json.loads(out_plan.read_text()), json.loads(out_ckpt.read_text())
     assert plan["schema"] == "moeprint.evaluate/1" and plan["cut"]["kind"] == "plan"
     assert checkpoint["cut"]["kind"] == "checkpoint" and checkpoint["cut"]["n_experts"] == 4
@@ -107,10 +154,34 @@ def test_evaluate_bad_input_is_one_clean_error(case, inputs, tiny_model_dir, tmp
 
 def test_sweep_tables_plots_and_rankings(inputs, tiny_model_dir, tmp_path):
     out = tmp_path / "sweep"
-    run_cli("sweep", inputs["run"], "--texts", inputs["texts"], "--mc", inputs["mc"], "--domains", "law,math",
-            "--sizes", "2,50%,8", "--criteria", "frequency,lift", "--random-seeds", "2", "--out", out, check=True)
-    assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", "manifest.json", "retention.png",
-                                                "retention.svg", "kl.png", "kl.svg"}
+    run_cli(
+        "sweep",
+        inputs["run"],
+        "--texts",
+        inputs["texts"],
+        "--mc",
+        inputs["mc"],
+        "--domains",
+        "law,math",
+        "--sizes",
+        "2,50%,8",
+        "--criteria",
+        "frequency,lift",
+        "--random-seeds",
+        "2",
+        "--out",
+        out,
+        check=True,
+    )
+    assert {p.name for p in out.iterdir()} >= {
+        "results.json",
+        "results.csv",
+        "manifest.json",
+        "retention.png",
+        "retention.svg",
+        "kl.png",
+        "kl.svg",
+    }
     rows = list(csv.DictReader((out / "results.csv").open()))
     n_cuts = 2 * 2 * 3 + 2 * 3  # domains x criteria x sizes + seeds x sizes
     assert len(rows) == n_cuts * 2  # every cut scored on both evaluation domains
@@ -130,8 +201,11 @@ def test_sweep_tables_plots_and_rankings(inputs, tiny_model_dir, tmp_path):
         counts = Counter(e for r in table if r["domain"] == "law" for e in r["ids"][layer * 2 : layer * 2 + 2])
         ranked = sorted(range(8), key=lambda e: (-counts[e], e))
         expected.append(sorted(ranked[:2]))
-    law2 = next(c for c in doc["cuts"] if c["cut"]["domain"] == "law" and c["cut"]["criterion"] == "frequency"
-                and c["cut"]["n_experts"] == 2)
+    law2 = next(
+        c
+        for c in doc["cuts"]
+        if c["cut"]["domain"] == "law" and c["cut"]["criterion"] == "frequency" and c["cut"]["n_experts"] == 2
+    )
     assert law2["cut"]["kept"] == expected
     retention = load_retention(out)
     assert len([r for r in retention if r["metric"] == "ppl"]) == n_cuts * 2
@@ -140,13 +214,26 @@ def test_sweep_tables_plots_and_rankings(inputs, tiny_model_dir, tmp_path):
 
 def test_sweep_refuses_calibration_overlap(inputs, tiny_model_dir, tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", inputs["run"], "--texts", inputs["overlapping"], "--domains", "law", "--sizes", "4",
-                   "--out", out)
+    proc = run_cli(
+        "sweep", inputs["run"], "--texts", inputs["overlapping"], "--domains", "law", "--sizes", "4", "--out", out
+    )
     assert_clean_error(proc)
     assert "calibration" in proc.stderr and "law-1-0" in proc.stderr
     assert not out.exists()
-    proc = run_cli("sweep", inputs["run"], "--texts", inputs["texts"], "--domains", "law", "--sizes", "4",
-                   "--criteria", "reap", "--out", out)
+    proc = run_cli(
+        "sweep",
+        inputs["run"],
+        "--texts",
+        inputs["texts"],
+        "--domains",
+        "law",
+        "--sizes",
+        "4",
+        "--criteria",
+        "reap",
+        "--out",
+        out,
+    )
     assert_clean_error(proc)
     assert "reap" in proc.stderr and not out.exists()
 
@@ -164,22 +251,27 @@ def test_lm_eval_bridge_offline_runs_the_masked_model(inputs, tiny_model_dir, tm
     from moeprint.evaluate.inputs import load_choice_questions
 
     words = ["court", "prime", "matrix", "tort", "lemma", "appeal", "series", "vector", "judge", "limit"]
-    rows = [{"question": f"Which word comes after {words[i]}?", "choices": words[i + 1 : i + 4] + words[:1], "answer": 0}
-            for i in range(6)]
+    rows = [
+        {"question": f"Which word comes after {words[i]}?", "choices": words[i + 1 : i + 4] + words[:1], "answer": 0}
+        for i in range(6)
+    ]
     base = load_model(tiny_model_dir)
     plan = {**json.loads(inputs["plan"].read_text()), "n_experts": 1, "kept": [[0], [1]]}  # a harsh cut
     (tmp_path / "plan1.json").write_text(json.dumps(plan))
     cut = plan_cut(base, read_plan(tmp_path / "plan1.json", load_config_dict(tiny_model_dir)))
     questions = load_choice_questions(write_jsonl(tmp_path / "probe.jsonl", rows))
     picks_cut = [max(range(4), key=s.loglik.__getitem__) for s in choice.score_choices(cut, questions, base.tokenizer)]
-    picks_base = [max(range(4), key=s.loglik.__getitem__) for s in choice.score_choices(base_cut(base), questions, base.tokenizer)]
+    picks_base = [
+        max(range(4), key=s.loglik.__getitem__) for s in choice.score_choices(base_cut(base), questions, base.tokenizer)
+    ]
     assert picks_cut != picks_base  # precondition: the cut answers differently somewhere
     data = write_jsonl(tmp_path / "mc.jsonl", [{**r, "answer": p} for r, p in zip(rows, picks_cut)])
     (tmp_path / "tiny_mc.yaml").write_text(
         "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
         f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
         'doc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
     got_cut = run_lm_eval(cut, base.tokenizer, str(tmp_path / "tiny_mc.yaml"))
     got_base = run_lm_eval(base_cut(base), base.tokenizer, str(tmp_path / "tiny_mc.yaml"))
     assert got_cut["tiny_mc"]["acc,none"] == 1.0
@@ -187,7 +279,17 @@ def test_lm_eval_bridge_offline_runs_the_masked_model(inputs, tiny_model_dir, tm
 
 
 def test_lm_eval_cli_bad_task_is_clean_error(inputs, tiny_model_dir, tmp_path):
-    proc = run_cli("evaluate", tiny_model_dir, "--plan", inputs["plan"], "--texts", inputs["texts"],
-                   "--lm-eval", str(tmp_path / "missing.yaml"), "--out", tmp_path / "o.json")
+    proc = run_cli(
+        "evaluate",
+        tiny_model_dir,
+        "--plan",
+        inputs["plan"],
+        "--texts",
+        inputs["texts"],
+        "--lm-eval",
+        str(tmp_path / "missing.yaml"),
+        "--out",
+        tmp_path / "o.json",
+    )
     assert_clean_error(proc)
     assert "missing.yaml" in proc.stderr

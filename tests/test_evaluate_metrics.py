@@ -93,11 +93,26 @@ def test_plan_keeping_every_expert_has_kl_zero_and_retention_one(base):
 def test_multiple_choice_accuracy_matches_manual_loglik(base, tmp_path):
     rows = [
         {"question": "Which word is legal?", "choices": ["court", "prime", "matrix"], "answer": 0, "domain": "law"},
-        {"question": "Which is maths?", "choices": ["tort", "lemma", "appeal", "ruling"], "answer": "B", "domain": "math"},
-        {"question": "Pick a proof word", "correct_answer": "theorem", "incorrect_answers": ["judge", "counsel"],
-         "domain": "math"},
-        {"Question": "Plaintiff is", "Correct Answer": "a party", "Incorrect Answer 1": "a sum",
-         "Incorrect Answer 2": "a limit", "Incorrect Answer 3": "a series", "domain": "law"},
+        {
+            "question": "Which is maths?",
+            "choices": ["tort", "lemma", "appeal", "ruling"],
+            "answer": "B",
+            "domain": "math",
+        },
+        {
+            "question": "Pick a proof word",
+            "correct_answer": "theorem",
+            "incorrect_answers": ["judge", "counsel"],
+            "domain": "math",
+        },
+        {
+            "Question": "Plaintiff is",
+            "Correct Answer": "a party",
+            "Incorrect Answer 1": "a sum",
+            "Incorrect Answer 2": "a limit",
+            "Incorrect Answer 3": "a series",
+            "domain": "law",
+        },
     ]
     questions = load_choice_questions(write_jsonl(tmp_path / "mc.jsonl", rows))
     assert questions[1].answer == 1
@@ -161,16 +176,21 @@ def test_looping_detector_matches_brute_force():
 def test_speculative_draft_counts(base):
     from moeprint.types import PromptRecord
 
-    prompts = [PromptRecord("p1", "law", "test", text="The court ruled"), PromptRecord("p2", "math", "test", text="A prime")]
+    prompts = [
+        PromptRecord("p1", "law", "test", text="The court ruled"),
+        PromptRecord("p2", "math", "test", text="A prime"),
+    ]
     everything = tuple(tuple(range(base.num_experts)) for _ in range(base.num_layers))
-    same = generation.speculative(base.model, plan_cut(base, _plan(everything)), prompts, base.tokenizer,
-                                  max_new_tokens=20, draft_tokens=4)
+    same = generation.speculative(
+        base.model, plan_cut(base, _plan(everything)), prompts, base.tokenizer, max_new_tokens=20, draft_tokens=4
+    )
     for counts in same.values():
         s = counts.summary()
         # a draft identical to its base is always accepted: 4 drafted + 1 own token per base forward
         assert s["acceptance_rate"] == 1.0 and s["new_tokens"] == 20 and s["base_forwards"] == 4
-    weak = generation.speculative(base.model, plan_cut(base, _plan(((0,), (1,)))), prompts, base.tokenizer,
-                                  max_new_tokens=20, draft_tokens=4)
+    weak = generation.speculative(
+        base.model, plan_cut(base, _plan(((0,), (1,)))), prompts, base.tokenizer, max_new_tokens=20, draft_tokens=4
+    )
     total = sum(c.accepted for c in weak.values()) / sum(c.drafted for c in weak.values())
     assert total < 1.0  # a one-expert draft disagrees with its base sometimes
     assert all(0 < c.drafted <= 4 * c.base_forwards for c in weak.values())

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import pytest
 
-from moeprint.evaluate.quality import check_targets, markdown_table, quality_rows
+from moeprint.testbed.quality import check_targets, markdown_table, quality_rows
 
 
 def _entry(domain, criterion, n, ppl, seed=None):
     per = {d: {"ppl_base": 2.0, "ppl_cut": v} for d, v in ppl.items()}
-    return {"cut": {"domain": domain, "criterion": criterion, "n_experts": n, "seed": seed}, "text": {"per_domain": per}}
+    return {
+        "cut": {"domain": domain, "criterion": criterion, "n_experts": n, "seed": seed},
+        "text": {"per_domain": per},
+    }
 
 
 def test_quality_rows_and_targets():
-    doc = {"domains": ["law", "math", "bio"], "cuts": [
-        # law's own frequency / reap plans and the other domains' plans, scored on every domain
-        _entry("law", "frequency", 4, {"law": 3.0, "math": 4.0, "bio": 4.0}),
-        _entry("law", "reap", 4, {"law": 2.5, "math": 3.0, "bio": 3.0}),
-        _entry("math", "frequency", 4, {"law": 3.5, "math": 2.2, "bio": 4.0}),
-        _entry("math", "reap", 4, {"law": 2.4, "math": 2.15, "bio": 3.0}),
-        _entry("bio", "frequency", 4, {"law": 4.5, "math": 4.0, "bio": 2.2}),
-        _entry("bio", "reap", 4, {"law": 2.8, "math": 3.0, "bio": 2.1}),
-        _entry("", "random", 4, {"law": 5.0, "math": 5.0, "bio": 5.0}, seed=0),
-        _entry("", "random", 4, {"law": 6.0, "math": 3.0, "bio": 5.0}, seed=1),
-    ]}
+    doc = {
+        "domains": ["law", "math", "bio"],
+        "cuts": [
+            # law's own frequency / reap plans and the other domains' plans, scored on every domain
+            _entry("law", "frequency", 4, {"law": 3.0, "math": 4.0, "bio": 4.0}),
+            _entry("law", "reap", 4, {"law": 2.5, "math": 3.0, "bio": 3.0}),
+            _entry("math", "frequency", 4, {"law": 3.5, "math": 2.2, "bio": 4.0}),
+            _entry("math", "reap", 4, {"law": 2.4, "math": 2.15, "bio": 3.0}),
+            _entry("bio", "frequency", 4, {"law": 4.5, "math": 4.0, "bio": 2.2}),
+            _entry("bio", "reap", 4, {"law": 2.8, "math": 3.0, "bio": 2.1}),
+            _entry("", "random", 4, {"law": 5.0, "math": 5.0, "bio": 5.0}, seed=0),
+            _entry("", "random", 4, {"law": 6.0, "math": 3.0, "bio": 5.0}, seed=1),
+        ],
+    }
     rows = {(r["domain"], r["criterion"]): r for r in quality_rows(doc)}
     assert rows[("law", "frequency")]["increase"] == pytest.approx(1.0)
     assert rows[("law", "frequency")]["other_domain_increase"] == pytest.approx((1.5 + 2.5) / 2)
@@ -40,11 +46,14 @@ def test_quality_rows_and_targets():
 
 
 def test_targets_report_misses():
-    doc = {"domains": ["law", "math"], "cuts": [
-        _entry("law", "frequency", 2, {"law": 3.0, "math": 3.0}),
-        _entry("math", "frequency", 2, {"law": 2.5, "math": 3.0}),
-        _entry("", "random", 2, {"law": 2.9, "math": 3.5}, seed=0),
-    ]}
+    doc = {
+        "domains": ["law", "math"],
+        "cuts": [
+            _entry("law", "frequency", 2, {"law": 3.0, "math": 3.0}),
+            _entry("math", "frequency", 2, {"law": 2.5, "math": 3.0}),
+            _entry("", "random", 2, {"law": 2.9, "math": 3.5}, seed=0),
+        ],
+    }
     targets = {(t["domain"], t["target"]): t for t in check_targets(quality_rows(doc), half=4, quarter=2)}
     assert targets[("law", "frequency beats random at 2 experts")]["passed"] is False  # 1.0 vs 0.9
     miss = targets[("law", "frequency: own domain beats other domains at 2 experts")]

@@ -10,7 +10,7 @@ import torch
 
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.cut import load_model
-from moeprint.evaluate.select import calibration_batches, calibration_windows, greedy_loss_select
+from moeprint.select.greedy import calibration_batches, calibration_windows, greedy_loss_select
 
 TEXTS = [
     "The court held that the contract was void because the seller had no title to the goods.",
@@ -81,8 +81,10 @@ def test_first_greedy_step_drops_the_cheapest_candidate(setup):
     ranking = [list(range(E)) for _ in range(L)]
     sel = greedy_loss_select(base.model, base.adapter, batches, ranking, sizes=[E - 1], candidates=E)
     full = [tuple(range(E)) for _ in range(L)]
-    losses = {e: independent_loss(base, tuple(tuple(x for x in r if x != e) if i == 0 else r
-                                               for i, r in enumerate(full))) for e in range(E)}
+    losses = {
+        e: independent_loss(base, tuple(tuple(x for x in r if x != e) if i == 0 else r for i, r in enumerate(full)))
+        for e in range(E)
+    }
     best = min(losses.values())
     assert losses[sel.removal_order[0][0]] == pytest.approx(best, rel=1e-4)
 
@@ -114,21 +116,35 @@ def test_greedy_plan_cli_writes_a_plan_never_worse_on_the_recorded_prompts(tmp_p
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import assert_clean_error, run_cli
     from evaluate_helpers import domain_texts, make_run
-
-    from moeprint.evaluate.select import run_calibration_texts
-    from moeprint.evaluate.selection import load_ranking
+    from moeprint.select.greedy import run_calibration_texts
+    from moeprint.select.rankings import load_ranking
 
     run = make_run(tmp_path / "run", tiny_model_dir, domain_texts(seed=1, per_domain=3)).root
     out = tmp_path / "law-greedy-4.json"
-    run_cli("greedy-plan", run, "--domain", "law", "--experts", "4", "--from", "gate-mass", "--tokens", "4096",
-            "--candidates", "2", "--out", out, check=True)
+    run_cli(
+        "greedy-plan",
+        run,
+        "--domain",
+        "law",
+        "--experts",
+        "4",
+        "--from",
+        "gate-mass",
+        "--tokens",
+        "4096",
+        "--candidates",
+        "2",
+        "--out",
+        out,
+        check=True,
+    )
     plan = json.loads(out.read_text())
     assert plan["criterion"] == "greedy-loss" and plan["n_experts"] == 4 and plan["domain"] == "law"
     assert all(len(k) == 4 and k == sorted(set(k)) for k in plan["kept"])
     base = load_model(tiny_model_dir)
     texts = run_calibration_texts(run, "law")  # 3 short prompts: the 4096-token budget takes all of them
     assert len(texts) == 3  # the law prompts only
-    from moeprint.run import open_run
+    from moeprint.io.run import open_run
 
     ranking, _ = load_ranking(open_run(run), "gate-mass", "law")
     top4 = tuple(tuple(sorted(ranking[f"layer_{l}"][:4])) for l in range(base.num_layers))

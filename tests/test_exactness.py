@@ -24,9 +24,14 @@ HIDDEN, INTERMEDIATE, E, TOP_K = 2880, 2880, 32, 4  # gpt-oss-20b's hidden and e
 def real_dims_dir(tmp_path_factory):
     """One decoder layer with gpt-oss-20b's MoE dimensions and random fp32 weights (~3.3 GB on disk)."""
     return build_tiny_model(
-        tmp_path_factory.mktemp("real-dims") / "model", num_layers=1, num_experts=E, top_k=TOP_K,
-        hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, seed=3,
-    )  # fmt: skip
+        tmp_path_factory.mktemp("real-dims") / "model",
+        num_layers=1,
+        num_experts=E,
+        top_k=TOP_K,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        seed=3,
+    )
 
 
 @pytest.mark.slow
@@ -49,8 +54,12 @@ def test_real_dimension_pruned_equals_masked_base(real_dims_dir, tmp_path):
             pruned_logits, pruned_one = pruned(ids).logits, pruned(one).logits
             with adapter.router_mask(base, plan.kept):
                 masked_logits, masked_one = base(ids).logits, base(one).logits
-        assert torch.equal(pruned_logits, masked_logits), f"N={n}: max |diff| {(pruned_logits - masked_logits).abs().max()}"
-        assert torch.equal(pruned_one, masked_one), f"N={n}, one token: max |diff| {(pruned_one - masked_one).abs().max()}"
+        assert torch.equal(pruned_logits, masked_logits), (
+            f"N={n}: max |diff| {(pruned_logits - masked_logits).abs().max()}"
+        )
+        assert torch.equal(pruned_one, masked_one), (
+            f"N={n}, one token: max |diff| {(pruned_one - masked_one).abs().max()}"
+        )
         assert torch.equal(masked_logits, base_logits) == (n == E)
         assert n < E or torch.equal(masked_one, base_one)
         # the written expert tensors are the kept experts' bytes

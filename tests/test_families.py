@@ -22,28 +22,41 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from arch_helpers import record_with_inputs
+from conftest import run_cli
 from family_configs import (
-    DEEPSEEK_V3, ERNIE4_5_21B_A3B, GLM4_5_AIR, KIMI_K2, LLAMA4_SCOUT, MINIMAX_M2, PUBLISHED_TOTALS, QWEN3_5_35B_A3B,
-)  # fmt: skip
-from family_helpers import E, MOE_LAYERS, NEW_FAMILIES, ORACLE_SIZES, TOP_K, build_model, build_tiny, tiny_config
+    DEEPSEEK_V3,
+    ERNIE4_5_21B_A3B,
+    GLM4_5_AIR,
+    KIMI_K2,
+    LLAMA4_SCOUT,
+    MINIMAX_M2,
+    PUBLISHED_TOTALS,
+    QWEN3_5_35B_A3B,
+)
+from family_helpers import MOE_LAYERS, NEW_FAMILIES, ORACLE_SIZES, TOP_K, E, build_model, build_tiny, tiny_config
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3 as DEEPSEEK_ADAPTER
 from moeprint.adapters.ernie4_5_moe import ERNIE4_5_MOE
+from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.llama4 import LLAMA4
 from moeprint.adapters.minimax_m2 import MINIMAX_M2 as MINIMAX_M2_ADAPTER
-from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
 from moeprint.adapters.size import cut_parameter_count, parameter_count, stored_numel
 from moeprint.errors import MoeprintError
-from moeprint.evaluate.selection import random_kept
 from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking, validate_plan
-from arch_helpers import record_with_inputs
-from conftest import run_cli
+from moeprint.select.rankings import random_kept
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
-ADAPTER = {"deepseek_v3": DEEPSEEK_ADAPTER, "glm4_moe": GLM4_MOE, "qwen3_5_moe": QWEN3_5_MOE, "ernie4_5_moe": ERNIE4_5_MOE,
-           "minimax_m2": MINIMAX_M2_ADAPTER, "llama4": LLAMA4}
+ADAPTER = {
+    "deepseek_v3": DEEPSEEK_ADAPTER,
+    "glm4_moe": GLM4_MOE,
+    "qwen3_5_moe": QWEN3_5_MOE,
+    "ernie4_5_moe": ERNIE4_5_MOE,
+    "minimax_m2": MINIMAX_M2_ADAPTER,
+    "llama4": LLAMA4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +126,16 @@ def expected_routing(family, config, block, x):
         logits = x @ router.weight.T  # (T, E)
         ids = logits.argsort(dim=-1, descending=True)[:, :TOP_K]
         return ids, 1.0 / (1.0 + torch.exp(-logits.gather(1, ids))), logits
-    return sigmoid_group_routing(x, router.weight, router.e_score_correction_bias, n_group=config.n_group,
-                                 topk_group=config.topk_group, top_k=TOP_K, normalize=config.norm_topk_prob,
-                                 scaling=config.routed_scaling_factor)  # fmt: skip
+    return sigmoid_group_routing(
+        x,
+        router.weight,
+        router.e_score_correction_bias,
+        n_group=config.n_group,
+        topk_group=config.topk_group,
+        top_k=TOP_K,
+        normalize=config.norm_topk_prob,
+        scaling=config.routed_scaling_factor,
+    )
 
 
 # ---- config -----------------------------------------------------------------------------------------------
@@ -147,11 +167,18 @@ def test_published_config_of_deepseek_v3():
     logits, bias = torch.randn(6, 256), torch.randn(256) * 0.1
     ids, weights = adapter.routing(DEEPSEEK_V3)(logits, 8, e_score_correction_bias=bias)
     x, eye = logits, torch.eye(256)  # logits = x @ I^T
-    want_ids, want_w, _ = sigmoid_group_routing(x, eye, bias, n_group=8, topk_group=4, top_k=8, normalize=True, scaling=2.5)
+    want_ids, want_w, _ = sigmoid_group_routing(
+        x, eye, bias, n_group=8, topk_group=4, top_k=8, normalize=True, scaling=2.5
+    )
     got, want = by_id(ids, weights), by_id(want_ids, want_w)
     assert torch.equal(got[0], want[0]) and torch.allclose(got[1], want[1], atol=1e-6)
     pruned = adapter.pruned_config(DEEPSEEK_V3, 16)
-    assert (pruned["n_routed_experts"], pruned["num_experts_per_tok"], pruned["n_group"], pruned["topk_group"]) == (16, 8, 8, 4)
+    assert (pruned["n_routed_experts"], pruned["num_experts_per_tok"], pruned["n_group"], pruned["topk_group"]) == (
+        16,
+        8,
+        8,
+        4,
+    )
     signature = model_signature(DEEPSEEK_V3)
     assert signature["expert_groups"] == [8, 4] and signature["num_layers"] == 58
     # 8 experts leave 1 per group (a group is scored by its best two); 16 leave 2 and 4 groups hold 8 = top-k
@@ -194,7 +221,9 @@ def test_published_config_of_llama4_scout():
     assert adapter_for(text) is LLAMA4  # the text config of a loaded model names only its type
     logits = torch.randn(5, 16)
     ids, weights = adapter.routing(LLAMA4_SCOUT)(logits, 1)
-    assert torch.equal(ids[:, 0], logits.argmax(-1)) and torch.allclose(weights[:, 0], torch.sigmoid(logits.max(-1).values))
+    assert torch.equal(ids[:, 0], logits.argmax(-1)) and torch.allclose(
+        weights[:, 0], torch.sigmoid(logits.max(-1).values)
+    )
 
 
 def test_published_config_of_kimi_k2():
@@ -216,7 +245,11 @@ def test_published_configs_of_glm_and_qwen3_5():
     assert glm is GLM4_MOE and glm.moe_layers(GLM4_5_AIR) == list(range(1, 46))
     assert (glm.num_experts(GLM4_5_AIR), glm.top_k(GLM4_5_AIR)) == (128, 8)
     groups = glm.expert_groups(GLM4_5_AIR)
-    assert (groups.n_group, groups.topk_group) == (1, 1) and groups.budget_error(1, 8) and groups.budget_error(2, 8) is None
+    assert (
+        (groups.n_group, groups.topk_group) == (1, 1)
+        and groups.budget_error(1, 8)
+        and groups.budget_error(2, 8) is None
+    )
     qwen = adapter_for(QWEN3_5_35B_A3B)
     assert qwen is QWEN3_5_MOE and qwen.moe_layers(QWEN3_5_35B_A3B) == list(range(40))
     assert (qwen.num_experts(QWEN3_5_35B_A3B), qwen.top_k(QWEN3_5_35B_A3B)) == (256, 8)
@@ -323,13 +356,15 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
     n_layers = len(MOE_LAYERS[family])
     in_memory = model_signature(base.config.to_dict())  # Qwen3.5 / Llama-4: a text config naming no architecture
     assert {k: in_memory[k] for k in ("num_layers", "num_experts", "top_k")} == {
-        k: signature[k] for k in ("num_layers", "num_experts", "top_k")}  # fmt: skip
+        k: signature[k] for k in ("num_layers", "num_experts", "top_k")
+    }
     with torch.no_grad():
         base_logits = base(token_ids).logits
     base_tensors = read_tensors(base_dir)
     for n in ORACLE_SIZES[family]:
-        plan = plan_from_ranking(random_ranking(n_layers, E, seed=n), n, signature, base_model=str(base_dir),
-                                 domain="law", criterion="test")  # fmt: skip
+        plan = plan_from_ranking(
+            random_ranking(n_layers, E, seed=n), n, signature, base_model=str(base_dir), domain="law", criterion="test"
+        )
         out = tmp_path / f"pruned-{n}"
         validate_plan(plan, in_memory)  # as `evaluate` checks a plan against the loaded base
         result = build_checkpoint(base_dir, plan, out, card=None, progress=False)
@@ -364,8 +399,13 @@ def _multimodal(family, model_dir):
     return getattr(transformers, arch).from_pretrained(model_dir, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("family,mtp_name", [("deepseek_v3", "model.layers.3.mlp.experts.5.gate_proj.weight"),
-                                             ("qwen3_5_moe", "mtp.layers.0.mlp.experts.gate_up_proj")])  # fmt: skip
+@pytest.mark.parametrize(
+    "family,mtp_name",
+    [
+        ("deepseek_v3", "model.layers.3.mlp.experts.5.gate_proj.weight"),
+        ("qwen3_5_moe", "mtp.layers.0.mlp.experts.gate_up_proj"),
+    ],
+)
 def test_multi_token_prediction_layers_are_left_out(family, mtp_name, tmp_path):
     """Hub checkpoints carry MTP modules transformers never loads (DeepSeek-V3's model.layers.61, Qwen3.5's
     mtp.*): their experts are never recorded, so a cut drops them and says so in the config."""
@@ -380,11 +420,19 @@ def test_multi_token_prediction_layers_are_left_out(family, mtp_name, tmp_path):
     key = "num_nextn_predict_layers" if family == "deepseek_v3" else "mtp_num_hidden_layers"
     text[key] = 1
     (base_dir / "config.json").write_text(json.dumps(config))
-    plan = plan_from_ranking(random_ranking(len(MOE_LAYERS[family]), E), 4, model_signature(config),
-                             base_model=str(base_dir), domain="law", criterion="test")  # fmt: skip
+    plan = plan_from_ranking(
+        random_ranking(len(MOE_LAYERS[family]), E),
+        4,
+        model_signature(config),
+        base_model=str(base_dir),
+        domain="law",
+        criterion="test",
+    )
     build_checkpoint(base_dir, plan, tmp_path / "out", card=None, progress=False)
     out_tensors = read_tensors(tmp_path / "out")
-    assert mtp_name not in out_tensors and set(out_tensors) >= {k for k in tensors if ".experts." not in k and k != mtp_name}
+    assert mtp_name not in out_tensors and set(out_tensors) >= {
+        k for k in tensors if ".experts." not in k and k != mtp_name
+    }
     out_config = load_config_dict(tmp_path / "out")
     assert out_config.get("text_config", out_config)[key] == 0
 
@@ -397,8 +445,14 @@ def test_oracle_in_bfloat16(family, tmp_path, token_ids):
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16).eval()
     adapter = adapter_for(base.config)
     n = ORACLE_SIZES[family][1]
-    plan = plan_from_ranking(random_ranking(len(MOE_LAYERS[family]), E, seed=7), n, model_signature(load_config_dict(base_dir)),
-                             base_model=str(base_dir), domain="law", criterion="test")  # fmt: skip
+    plan = plan_from_ranking(
+        random_ranking(len(MOE_LAYERS[family]), E, seed=7),
+        n,
+        model_signature(load_config_dict(base_dir)),
+        base_model=str(base_dir),
+        domain="law",
+        criterion="test",
+    )
     build_checkpoint(base_dir, plan, tmp_path / "out", card=None, progress=False)
     pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.bfloat16).eval()
     with torch.no_grad():
@@ -413,8 +467,12 @@ def test_record_plan_prune_cli_keeps_the_groups(tmp_path, capsys):
     records the groups, plans from it keep 2 experts per group, an impossible size is refused with one line."""
     model_dir = build_tiny(tmp_path / "ds", "deepseek_v3", tokenizer=True)
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "domain": "math", "text": t}) + "\n"
-                               for i, t in enumerate(["one two three", "four five six seven"])))  # fmt: skip
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "domain": "math", "text": t}) + "\n"
+            for i, t in enumerate(["one two three", "four five six seven"])
+        )
+    )
     run = tmp_path / "run"
     proc = run_cli("record", model_dir, "--prompts", prompts, "--out", run, "--max-new-tokens", "2")
     assert proc.returncode == 0, proc.stderr
@@ -422,16 +480,38 @@ def test_record_plan_prune_cli_keeps_the_groups(tmp_path, capsys):
     assert manifest["expert_groups"] == [2, 1] and manifest["moe_layers"] == [1, 2]
     code, err = main_in_process(capsys, "analyze", run)
     assert code == 0, err
-    code, err = main_in_process(capsys, "plan", run, "--domain", "math", "--experts", "4", "--criterion", "frequency",
-                                "--out", tmp_path / "plan.json")  # fmt: skip
+    code, err = main_in_process(
+        capsys,
+        "plan",
+        run,
+        "--domain",
+        "math",
+        "--experts",
+        "4",
+        "--criterion",
+        "frequency",
+        "--out",
+        tmp_path / "plan.json",
+    )
     assert code == 0, err
     plan = json.loads((tmp_path / "plan.json").read_text())
     ranking = json.loads((run / "fingerprints" / "rankings" / "frequency" / "math.json").read_text())
     for layer, kept in enumerate(plan["kept"]):  # the best two of each group, in the run's own ranking order
         ranked = ranking[f"layer_{layer}"]
         assert kept == sorted([e for e in ranked if e < 4][:2] + [e for e in ranked if e >= 4][:2])
-    code, err = main_in_process(capsys, "plan", run, "--domain", "math", "--experts", "3", "--criterion", "frequency",
-                                "--out", tmp_path / "bad.json")  # fmt: skip
+    code, err = main_in_process(
+        capsys,
+        "plan",
+        run,
+        "--domain",
+        "math",
+        "--experts",
+        "3",
+        "--criterion",
+        "frequency",
+        "--out",
+        tmp_path / "bad.json",
+    )
     assert_error_line(code, err, "3 experts cannot be split equally over the 2 expert groups")
     assert not (tmp_path / "bad.json").exists()
     code, err = main_in_process(capsys, "prune", model_dir, "--plan", tmp_path / "plan.json", "--out", tmp_path / "out")
@@ -439,8 +519,13 @@ def test_record_plan_prune_cli_keeps_the_groups(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["n_routed_experts"] == 4
 
 
-@pytest.mark.parametrize("family,scale", [("deepseek_v3", "model.layers.{layer}.mlp.experts.{e}.down_proj.weight_scale_inv"),
-                                          ("minimax_m2", "model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight_scale_inv")])  # fmt: skip
+@pytest.mark.parametrize(
+    "family,scale",
+    [
+        ("deepseek_v3", "model.layers.{layer}.mlp.experts.{e}.down_proj.weight_scale_inv"),
+        ("minimax_m2", "model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight_scale_inv"),
+    ],
+)
 def test_fp8_block_scales_follow_their_expert(family, scale, tmp_path):
     """FP8 hub checkpoints (DeepSeek-V3, MiniMax-M2) store a `weight_scale_inv` beside each expert weight: a cut
     renames a kept expert's scales with it and leaves a dropped expert's out."""
@@ -452,8 +537,14 @@ def test_fp8_block_scales_follow_their_expert(family, scale, tmp_path):
         for e in range(E):
             tensors[scale.format(layer=layer, e=e)] = torch.full((2, 2), float(100 * layer + e))
     save_file(tensors, base_dir / "model.safetensors", metadata={"format": "pt"})
-    plan = plan_from_ranking(random_ranking(len(MOE_LAYERS[family]), E, seed=3), 4, model_signature(load_config_dict(base_dir)),
-                             base_model=str(base_dir), domain="law", criterion="test")  # fmt: skip
+    plan = plan_from_ranking(
+        random_ranking(len(MOE_LAYERS[family]), E, seed=3),
+        4,
+        model_signature(load_config_dict(base_dir)),
+        base_model=str(base_dir),
+        domain="law",
+        criterion="test",
+    )
     build_checkpoint(base_dir, plan, tmp_path / "out", card=None, progress=False)
     out = read_tensors(tmp_path / "out")
     for slot, layer in enumerate(MOE_LAYERS[family]):
@@ -466,7 +557,7 @@ def test_greedy_loss_keeps_an_equal_budget_per_group(tmp_path):
     """Group-limited greedy selection: each round drops one expert per group (every trial mask stays balanced),
     the result keeps two experts in each of the two groups, and it is never worse on the calibration batches than
     the starting ranking's per-group top-2, whose loss is computed here with a plain masked forward."""
-    from moeprint.evaluate.select import greedy_loss_select
+    from moeprint.select.greedy import greedy_loss_select
 
     base_dir = build_tiny(tmp_path / "base", "deepseek_v3", seed=4)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
@@ -485,8 +576,9 @@ def test_greedy_loss_keeps_an_equal_budget_per_group(tmp_path):
         with torch.no_grad(), DEEPSEEK_ADAPTER.router_mask(model, kept):
             for ids, _ in batches:
                 logits = model(input_ids=ids).logits  # (B, S, V)
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                                        reduction="sum")
+                nll = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
+                )
                 total, count = total + float(nll), count + ids[:, 1:].numel()
         return total / count
 

@@ -19,7 +19,7 @@ from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.cut import load_model
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration
-from moeprint.loader import LoadSettings
+from moeprint.io.loader import LoadSettings
 from moeprint.prune import build_checkpoint, save_plan
 from moeprint.prune.rows import HealedRows, load_router_rows, rows_for_plan, save_router_rows
 from prune_helpers import main_in_process, make_plan, read_tensors
@@ -102,13 +102,16 @@ def test_rows_file_round_trip_and_bad_files(tiny_model_dir, tmp_path):
     plan = make_plan(tiny_model_dir, 3, seed=3)
     rows = _perturbed_rows(model, plan.kept)
     info = {"objective": "e2e", "holdout_kl_before": 0.5, "holdout_kl_after": 0.25}
-    path = save_router_rows(tmp_path / "p.router_rows.safetensors", HealedRows(plan.kept, tuple(rows), info, plan.to_json()))
+    path = save_router_rows(
+        tmp_path / "p.router_rows.safetensors", HealedRows(plan.kept, tuple(rows), info, plan.to_json())
+    )
     back = load_router_rows(path)
     assert back.kept == plan.kept and back.info == info and back.plan == plan.to_json()
     assert all(torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias) for a, b in zip(rows, back.rows))
     # a healed plan names its rows file; commands find it beside the plan
-    plan_path = save_plan(plan.__class__(**{**plan.__dict__, "extra": {**plan.extra, "router_rows": path.name}}),
-                          tmp_path / "p.json")
+    plan_path = save_plan(
+        plan.__class__(**{**plan.__dict__, "extra": {**plan.extra, "router_rows": path.name}}), tmp_path / "p.json"
+    )
     from moeprint.prune import load_plan
 
     found = rows_for_plan(load_plan(plan_path), plan_path, None)
@@ -116,7 +119,9 @@ def test_rows_file_round_trip_and_bad_files(tiny_model_dir, tmp_path):
     with pytest.raises(MoeprintError, match="other kept experts"):
         back.check_plan(make_plan(tiny_model_dir, 3, seed=4))
     with pytest.raises(MoeprintError, match="file name beside the plan"):
-        rows_for_plan(plan.__class__(**{**plan.__dict__, "extra": {"router_rows": "../x.safetensors"}}), plan_path, None)
+        rows_for_plan(
+            plan.__class__(**{**plan.__dict__, "extra": {"router_rows": "../x.safetensors"}}), plan_path, None
+        )
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(MoeprintError, match="not a readable safetensors"):
         load_router_rows(tmp_path / "bad.safetensors")
@@ -163,8 +168,23 @@ def test_heal_cli_then_prune_and_evaluate(tiny_model_dir, tmp_path, calib_texts,
     plan_path = _write_plan(tiny_model_dir, tmp_path / "law-3.json")
     calib = write_jsonl(tmp_path / "calib.jsonl", [{"text": t, "domain": "law"} for t in calib_texts])
     out = tmp_path / "healed" / "law-3-healed.json"
-    proc = run_cli("heal", tiny_model_dir, "--plan", plan_path, "--texts", calib, "--objective", "e2e", "--steps", "8",
-                   "--tokens", "512", "--out", out, check=True)
+    proc = run_cli(
+        "heal",
+        tiny_model_dir,
+        "--plan",
+        plan_path,
+        "--texts",
+        calib,
+        "--objective",
+        "e2e",
+        "--steps",
+        "8",
+        "--tokens",
+        "512",
+        "--out",
+        out,
+        check=True,
+    )
     assert "held-back KL" in proc.stdout
     healed_plan = json.loads(out.read_text())
     rows_file = out.parent / healed_plan["extra"]["router_rows"]
@@ -185,10 +205,27 @@ def test_heal_cli_then_prune_and_evaluate(tiny_model_dir, tmp_path, calib_texts,
 
     texts = write_jsonl(tmp_path / "held.jsonl", domain_texts(seed=99, per_domain=2))
     res, res_ckpt = tmp_path / "eval.json", tmp_path / "eval-ckpt.json"
-    assert main_in_process(capsys, "evaluate", tiny_model_dir, "--plan", out, "--texts", texts, "--no-speculative",
-                           "--out", res)[0] == 0
-    assert main_in_process(capsys, "evaluate", tiny_model_dir, "--checkpoint", ckpt, "--texts", texts,
-                           "--no-speculative", "--out", res_ckpt)[0] == 0
+    assert (
+        main_in_process(
+            capsys, "evaluate", tiny_model_dir, "--plan", out, "--texts", texts, "--no-speculative", "--out", res
+        )[0]
+        == 0
+    )
+    assert (
+        main_in_process(
+            capsys,
+            "evaluate",
+            tiny_model_dir,
+            "--checkpoint",
+            ckpt,
+            "--texts",
+            texts,
+            "--no-speculative",
+            "--out",
+            res_ckpt,
+        )[0]
+        == 0
+    )
     a, b = json.loads(res.read_text()), json.loads(res_ckpt.read_text())
     assert a["cut"]["healed"] == "e2e"
     # the healed mask and the healed checkpoint score the same (the oracle, through the commands)
@@ -204,7 +241,10 @@ def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts, capsys):
     assert_clean_error(proc)
     assert "exactly one calibration source" in proc.stderr
     cases = [
-        (["--plan", plan_path, "--texts", calib, "--run", tmp_path / "run", "--out", out], "exactly one calibration source"),
+        (
+            ["--plan", plan_path, "--texts", calib, "--run", tmp_path / "run", "--out", out],
+            "exactly one calibration source",
+        ),
         (["--plan", plan_path, "--texts", calib, "--out", plan_path], "is an input"),
         (["--plan", plan_path, "--texts", calib, "--steps", "0", "--out", out], "steps"),
         (["--plan", plan_path, "--texts", calib, "--holdout", "1.5", "--out", out], "held-back share"),
@@ -219,10 +259,12 @@ def test_heal_cli_bad_input(tiny_model_dir, tmp_path, calib_texts, capsys):
     # rows fitted for another plan are refused by prune before anything is written
     other = make_plan(tiny_model_dir, 3, seed=9)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    rows = save_router_rows(tmp_path / "o.router_rows.safetensors",
-                            HealedRows(other.kept, tuple(_perturbed_rows(model, other.kept)), {}))
-    code, err = main_in_process(capsys, "prune", tiny_model_dir, "--plan", plan_path, "--router-rows", rows,
-                                "--out", tmp_path / "ck")
+    rows = save_router_rows(
+        tmp_path / "o.router_rows.safetensors", HealedRows(other.kept, tuple(_perturbed_rows(model, other.kept)), {})
+    )
+    code, err = main_in_process(
+        capsys, "prune", tiny_model_dir, "--plan", plan_path, "--router-rows", rows, "--out", tmp_path / "ck"
+    )
     assert code == 2 and "other kept experts" in err and not (tmp_path / "ck").exists()
 
 
@@ -230,7 +272,6 @@ def test_sweep_scores_healed_rows_as_their_own_cut(tiny_model_dir, tmp_path):
     """A rows file given to the sweep is scored as its own cut, and scores what the healed mask scores
     when `evaluate` applies the same rows to the same plan."""
     from evaluate_helpers import make_run
-
     from moeprint.evaluate import EvalSettings, evaluate
     from moeprint.evaluate.sweep import SweepSpec, sweep
 
@@ -238,19 +279,42 @@ def test_sweep_scores_healed_rows_as_their_own_cut(tiny_model_dir, tmp_path):
     texts = write_jsonl(tmp_path / "held.jsonl", domain_texts(seed=2, per_domain=2))
     plan = make_plan(tiny_model_dir, 3, seed=5)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    rows_path = save_router_rows(tmp_path / "h.router_rows.safetensors",
-                                 HealedRows(plan.kept, tuple(_perturbed_rows(model, plan.kept)), {"objective": "e2e"},
-                                            plan.to_json()))
-    out = sweep(run, model_path=tiny_model_dir, texts_path=texts, out=tmp_path / "sweep",
-                spec=SweepSpec(domains=["law"], sizes="3", criteria=["frequency"], random_seeds=0, plots=False,
-                               router_rows=[str(rows_path)]))
+    rows_path = save_router_rows(
+        tmp_path / "h.router_rows.safetensors",
+        HealedRows(plan.kept, tuple(_perturbed_rows(model, plan.kept)), {"objective": "e2e"}, plan.to_json()),
+    )
+    out = sweep(
+        run,
+        model_path=tiny_model_dir,
+        texts_path=texts,
+        out=tmp_path / "sweep",
+        spec=SweepSpec(
+            domains=["law"],
+            sizes="3",
+            criteria=["frequency"],
+            random_seeds=0,
+            plots=False,
+            router_rows=[str(rows_path)],
+        ),
+    )
     doc = json.loads((out / "results.json").read_text())
     healed = [c for c in doc["cuts"] if c["cut"]["criterion"] == "test+healed-e2e"]
     assert len(healed) == 1 and healed[0]["cut"]["kept"] == [list(k) for k in plan.kept]
     plan_path = save_plan(plan, tmp_path / "plan.json")
-    single = evaluate(tiny_model_dir, plan_path=plan_path, router_rows=rows_path, texts_path=texts,
-                      out=tmp_path / "e.json", settings=EvalSettings(speculative=False))
+    single = evaluate(
+        tiny_model_dir,
+        plan_path=plan_path,
+        router_rows=rows_path,
+        texts_path=texts,
+        out=tmp_path / "e.json",
+        settings=EvalSettings(speculative=False),
+    )
     assert json.loads(single.read_text())["text"]["all"]["kl"] == healed[0]["text"]["all"]["kl"]
-    unhealed = evaluate(tiny_model_dir, plan_path=plan_path, texts_path=texts, out=tmp_path / "u.json",
-                        settings=EvalSettings(speculative=False))
+    unhealed = evaluate(
+        tiny_model_dir,
+        plan_path=plan_path,
+        texts_path=texts,
+        out=tmp_path / "u.json",
+        settings=EvalSettings(speculative=False),
+    )
     assert json.loads(unhealed.read_text())["text"]["all"]["kl"] != healed[0]["text"]["all"]["kl"]

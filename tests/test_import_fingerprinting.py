@@ -9,11 +9,11 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_clean_error, run_cli
-from synthetic_runs import check_against_loop
 
+from conftest import assert_clean_error, run_cli
 from moeprint.analyze import analyze_run
 from moeprint.importers import import_fingerprinting, segment_generated_tokens
+from synthetic_runs import check_against_loop
 
 # single-sample combos (their summary was computed from exactly the published example), one unfinished
 # generation that reached the final channel, and a folder whose example files are absent
@@ -87,8 +87,20 @@ def test_segments_and_alignment_reproduce_single_sample_summaries(imported, shar
 
 
 def test_segment_rule_on_harmony_tokens():
-    toks = ["<|channel|>", "analysis", "<|message|>", "x", "<|end|>", "<|start|>", "assistant", "<|channel|>",
-            "final", "<|message|>", "y", "<|return|>"]
+    toks = [
+        "<|channel|>",
+        "analysis",
+        "<|message|>",
+        "x",
+        "<|end|>",
+        "<|start|>",
+        "assistant",
+        "<|channel|>",
+        "final",
+        "<|message|>",
+        "y",
+        "<|return|>",
+    ]
     assert segment_generated_tokens(toks) == ["think"] * 4 + ["generated"] + ["answer"] * 6 + ["generated"]
     assert segment_generated_tokens(["a", "b"]) == ["generated", "generated"]
 
@@ -119,13 +131,18 @@ def test_cli_import_small_source_warns_about_missing(shared_data, tmp_path):
     shutil.copytree(shared_data / "data" / folder, src / "data" / folder)
     (src / "data" / folder / "False_False_examples.json.gz").unlink()
     layout = json.loads((shared_data / "data" / "map.json").read_text())
-    (src / "data" / "map.json").write_text(json.dumps({"gpqa_diamond": {"Organic Chemistry": layout["gpqa_diamond"]["Organic Chemistry"]}}))
+    (src / "data" / "map.json").write_text(
+        json.dumps({"gpqa_diamond": {"Organic Chemistry": layout["gpqa_diamond"]["Organic Chemistry"]}})
+    )
     (src / "domains.json").write_text(json.dumps({"science": [folder]}))
     proc = run_cli("import-fingerprinting", src, "--out", tmp_path / "run", check=True)
     warnings = [l for l in proc.stderr.splitlines() if l.startswith("warning:")]
     assert len(warnings) == 1 and "1 example file" in warnings[0]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["domains"] == ["science"] and manifest["n_prompts"] == len(layout["gpqa_diamond"]["Organic Chemistry"]) - 1
+    assert (
+        manifest["domains"] == ["science"]
+        and manifest["n_prompts"] == len(layout["gpqa_diamond"]["Organic Chemistry"]) - 1
+    )
     assert_clean_error(run_cli("import-fingerprinting", tmp_path / "nowhere", "--out", tmp_path / "r2"))
     (tmp_path / "bad.json").write_text("{not json")
     proc = run_cli("import-fingerprinting", src, "--out", tmp_path / "r3", "--domains-map", tmp_path / "bad.json")

@@ -13,6 +13,7 @@ from collections import defaultdict
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import run_cli
 from prune_helpers import assert_error_line, main_in_process
 from synthetic_runs import token_routed_run
@@ -20,8 +21,14 @@ from synthetic_runs import token_routed_run
 
 def _config_dir(path, **overrides):
     """A model folder with only config.json: planning reads the config, never weights."""
-    config = {"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "num_hidden_layers": 12,
-              "num_local_experts": 8, "num_experts_per_tok": 2, **overrides}  # fmt: skip
+    config = {
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": "gpt_oss",
+        "num_hidden_layers": 12,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        **overrides,
+    }
     path.mkdir()
     (path / "config.json").write_text(json.dumps(config))
     return path
@@ -38,7 +45,11 @@ def test_plan_from_kept_report_equals_the_report(tmp_path):
     rng = np.random.default_rng(0)
     kept = {layer: sorted(rng.choice(8, 5, replace=False).tolist()) for layer in range(12)}
     report = _kept_report(tmp_path / "reap_report.json", kept)
-    assert list(json.loads(report.read_text()))[:3] == ["model.layers.0.mlp", "model.layers.1.mlp", "model.layers.10.mlp"]
+    assert list(json.loads(report.read_text()))[:3] == [
+        "model.layers.0.mlp",
+        "model.layers.1.mlp",
+        "model.layers.10.mlp",
+    ]
     out = tmp_path / "plan.json"
     run_cli("plan", "--from-llmcompressor", report, "--model", model, "--out", out, check=True)
     plan = json.loads(out.read_text())
@@ -50,9 +61,19 @@ def test_kept_report_uses_decoder_layer_numbers(tmp_path):
     """Qwen3-MoE with dense decoder layers 0 and 2: the report's layers 1 and 3 are MoE layers 0 and 1."""
     model = tmp_path / "qwen"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({
-        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_hidden_layers": 4, "num_experts": 6,
-        "num_experts_per_tok": 2, "mlp_only_layers": [0, 2], "decoder_sparse_step": 1}))  # fmt: skip
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["Qwen3MoeForCausalLM"],
+                "model_type": "qwen3_moe",
+                "num_hidden_layers": 4,
+                "num_experts": 6,
+                "num_experts_per_tok": 2,
+                "mlp_only_layers": [0, 2],
+                "decoder_sparse_step": 1,
+            }
+        )
+    )
     report = _kept_report(tmp_path / "r.json", {1: [0, 2, 5], 3: [1, 3, 4]})
     out = tmp_path / "plan.json"
     run_cli("plan", "--from-llmcompressor", report, "--model", model, "--out", out, check=True)
@@ -64,8 +85,15 @@ def test_plan_from_saliency_report_keeps_the_most_salient(tmp_path):
     rng = np.random.default_rng(1)
     saliency = rng.uniform(0, 3, (12, 8))  # distinct values: the kept set is unambiguous
     report = tmp_path / "saliency.json"
-    report.write_text(json.dumps({"saliency": saliency.tolist(), "count": rng.integers(0, 99, (12, 8)).tolist(),
-                                  "topk_weights": saliency.tolist()}))  # fmt: skip
+    report.write_text(
+        json.dumps(
+            {
+                "saliency": saliency.tolist(),
+                "count": rng.integers(0, 99, (12, 8)).tolist(),
+                "topk_weights": saliency.tolist(),
+            }
+        )
+    )
     out = tmp_path / "plan.json"
     run_cli("plan", "--from-llmcompressor", report, "--model", model, "--experts", "3", "--out", out, check=True)
     expected = [sorted(int(e) for e in np.argsort(row)[-3:]) for row in saliency]

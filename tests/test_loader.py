@@ -15,7 +15,7 @@ import torch
 from conftest import assert_clean_error, run_cli
 from evaluate_helpers import domain_texts, write_jsonl
 from moeprint.errors import MoeprintError
-from moeprint.loader import CPU_FLOAT32, LoadSettings, device_map, load_causal_lm
+from moeprint.io.loader import CPU_FLOAT32, LoadSettings, device_map, load_causal_lm
 from moeprint.types import PrunePlan
 
 KEPT = ((0, 2, 5, 7), (1, 2, 3, 6))
@@ -26,9 +26,19 @@ def _plan(model_dir) -> PrunePlan:
 
 
 def _plan_file(model_dir, path):
-    path.write_text(json.dumps({"base_model": str(model_dir), "architecture": "GptOssForCausalLM", "domain": "law",
-                                "criterion": "frequency", "n_experts": 4, "top_k": 2,
-                                "kept": [list(k) for k in KEPT]}))
+    path.write_text(
+        json.dumps(
+            {
+                "base_model": str(model_dir),
+                "architecture": "GptOssForCausalLM",
+                "domain": "law",
+                "criterion": "frequency",
+                "n_experts": 4,
+                "top_k": 2,
+                "kept": [list(k) for k in KEPT],
+            }
+        )
+    )
     return path
 
 
@@ -70,8 +80,19 @@ def test_a_decoy_pickle_is_never_loaded(tiny_model_dir, tmp_path):
     proc = run_cli("mask", renamed, "--plan", plan, "--prompt", "The court")
     assert_clean_error(proc)
     assert "model.safetensors" in proc.stderr
-    proc = run_cli("record", renamed, "--prompts", "builtin", "--limit", "2", "--max-new-tokens", "2",
-                   "--out", tmp_path / "run", "--quiet")
+    proc = run_cli(
+        "record",
+        renamed,
+        "--prompts",
+        "builtin",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert_clean_error(proc)
     assert not (tmp_path / "run" / "manifest.json").exists()
 
@@ -114,10 +135,23 @@ def test_bfloat16_mask_equals_the_pruned_checkpoint_in_bfloat16(tiny_model_dir, 
     torch.testing.assert_close(_logits(masked, ids), _logits(pruned, ids), rtol=0, atol=0)
 
     plan = _plan_file(tiny_model_dir, tmp_path / "plan.json")
-    a = run_cli("mask", tiny_model_dir, "--plan", plan, "--prompt", "The court", "--dtype", "bfloat16",
-                "--device", "cpu", "--max-new-tokens", "6", check=True)
+    a = run_cli(
+        "mask",
+        tiny_model_dir,
+        "--plan",
+        plan,
+        "--prompt",
+        "The court",
+        "--dtype",
+        "bfloat16",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "6",
+        check=True,
+    )
+    from moeprint.io.loader import load_tokenizer
     from moeprint.prune.mask import generate_text
-    from moeprint.loader import load_tokenizer
 
     assert a.stdout.rstrip("\n") == generate_text(pruned, load_tokenizer(ckpt), "The court", 6)
 
@@ -138,7 +172,8 @@ def test_masked_draft_shares_the_base_weights(tiny_model_dir):
         assert not shared & routers
         n_shared = sum(p.numel() for p in draft.parameters() if p.data_ptr() in shared)
         assert n_shared == sum(p.numel() for p in draft.parameters()) - sum(
-            p.numel() for _, b in base.adapter.moe_blocks(draft) for p in base.adapter.router(b).parameters())
+            p.numel() for _, b in base.adapter.moe_blocks(draft) for p in base.adapter.router(b).parameters()
+        )
         assert torch.equal(_logits(draft, ids), expected)
         assert torch.equal(_logits(base.model, ids), plain)  # the base stays unmasked meanwhile
 
@@ -152,8 +187,9 @@ def test_spilled_reference_scores_like_the_in_memory_one(tiny_model_dir):
     texts = [EvalText(str(i), t["domain"], t["text"]) for i, t in enumerate(domain_texts(seed=2, per_domain=2))]
     windows = text.make_windows(texts, base.tokenizer, 64, base.model)
     cached = text.build_reference(base_cut(base), windows, base.tokenizer.pad_token_id, batch_tokens=128)
-    spilled = text.build_reference(base_cut(base), windows, base.tokenizer.pad_token_id, batch_tokens=128,
-                                   cache_bytes=0, keep_all=True)
+    spilled = text.build_reference(
+        base_cut(base), windows, base.tokenizer.pad_token_id, batch_tokens=128, cache_bytes=0, keep_all=True
+    )
     assert spilled.spill is not None and len(spilled.logprobs) == len(spilled.groups) > 1
     cut = plan_cut(base, _plan(tiny_model_dir))
     a = text.compare_texts(cached, cut)
@@ -183,15 +219,27 @@ def test_checkpoint_evaluation_releases_the_base_first(tiny_model_dir, tmp_path,
 
     monkeypatch.setattr(cut_module, "load_causal_lm", counting)
     out = tmp_path / "ckpt.json"
-    evaluate(tiny_model_dir, checkpoint=ckpt, texts_path=texts, prompts_path=str(prompts), out=out,
-             settings=EvalSettings(max_new_tokens=4, speculative=False))
+    evaluate(
+        tiny_model_dir,
+        checkpoint=ckpt,
+        texts_path=texts,
+        prompts_path=str(prompts),
+        out=out,
+        settings=EvalSettings(max_new_tokens=4, speculative=False),
+    )
     assert alive_at_load == [0, 0]  # the base was gone before the checkpoint loaded
     sequential = json.loads(out.read_text())
 
     alive_at_load.clear()
     out2 = tmp_path / "ckpt-spec.json"
-    evaluate(tiny_model_dir, checkpoint=ckpt, texts_path=texts, prompts_path=str(prompts), out=out2,
-             settings=EvalSettings(max_new_tokens=4))
+    evaluate(
+        tiny_model_dir,
+        checkpoint=ckpt,
+        texts_path=texts,
+        prompts_path=str(prompts),
+        out=out2,
+        settings=EvalSettings(max_new_tokens=4),
+    )
     assert alive_at_load == [0, 1]  # assisted generation needs both: the base stays
     both = json.loads(out2.read_text())
     assert sequential["text"] == both["text"] and sequential["generation"] == both["generation"]
@@ -201,10 +249,13 @@ def test_checkpoint_evaluation_releases_the_base_first(tiny_model_dir, tmp_path,
 def test_prompts_longer_than_the_context_are_refused(tiny_model_dir, tmp_path):
     """The tiny model has 512 positions: each stage refuses what cannot fit, with one error line and no output."""
     long_text = " ".join(["court"] * 2000)
-    prompts = write_jsonl(tmp_path / "long.jsonl", [{"id": "ok", "domain": "law", "text": "The court"},
-                                                    {"id": "huge", "domain": "law", "text": long_text}])
-    proc = run_cli("record", tiny_model_dir, "--prompts", prompts, "--out", tmp_path / "run", "--quiet",
-                   "--max-new-tokens", "4")
+    prompts = write_jsonl(
+        tmp_path / "long.jsonl",
+        [{"id": "ok", "domain": "law", "text": "The court"}, {"id": "huge", "domain": "law", "text": long_text}],
+    )
+    proc = run_cli(
+        "record", tiny_model_dir, "--prompts", prompts, "--out", tmp_path / "run", "--quiet", "--max-new-tokens", "4"
+    )
     assert_clean_error(proc)
     assert "'huge'" in proc.stderr and "context is 512" in proc.stderr
     assert not (tmp_path / "run").exists()
@@ -217,11 +268,33 @@ def test_prompts_longer_than_the_context_are_refused(tiny_model_dir, tmp_path):
     assert_clean_error(proc)
 
     texts = write_jsonl(tmp_path / "texts.jsonl", domain_texts(seed=2, per_domain=1))
-    proc = run_cli("evaluate", tiny_model_dir, "--plan", plan, "--texts", texts, "--max-tokens", "2048",
-                   "--out", tmp_path / "e.json")
+    proc = run_cli(
+        "evaluate",
+        tiny_model_dir,
+        "--plan",
+        plan,
+        "--texts",
+        texts,
+        "--max-tokens",
+        "2048",
+        "--out",
+        tmp_path / "e.json",
+    )
     assert_clean_error(proc)
     assert "--max-tokens needs 2048 positions" in proc.stderr and not (tmp_path / "e.json").exists()
-    proc = run_cli("evaluate", tiny_model_dir, "--plan", plan, "--texts", texts, "--prompts", prompts,
-                   "--max-new-tokens", "4", "--out", tmp_path / "g.json")
+    proc = run_cli(
+        "evaluate",
+        tiny_model_dir,
+        "--plan",
+        plan,
+        "--texts",
+        texts,
+        "--prompts",
+        prompts,
+        "--max-new-tokens",
+        "4",
+        "--out",
+        tmp_path / "g.json",
+    )
     assert_clean_error(proc)
     assert not (tmp_path / "g.json").exists()

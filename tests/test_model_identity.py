@@ -13,6 +13,7 @@ import pytest
 from evaluate_helpers import write_jsonl
 from prune_helpers import assert_error_line, main_in_process, random_ranking
 
+
 def _ok(capsys, *args) -> None:
     code, err = main_in_process(capsys, *args)
     assert code == 0, err
@@ -55,15 +56,16 @@ def models(tmp_path_factory, tiny_model_dir):
 
 
 def test_resume_and_merge_refuse_other_weights(models, capsys):
-    from moeprint.identity import model_sha256
+    from moeprint.io.identity import model_sha256
 
     root, a, b = models
     run = root / "run"
     _ok(capsys, "record", a, *RECORD, "--out", run)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model_sha256"] == model_sha256(a) != model_sha256(b)
-    assert manifest["model_weights"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
-                                         for f in a.glob("*.safetensors")}
+    assert manifest["model_weights"] == {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in a.glob("*.safetensors")
+    }
 
     # an unfinished run (no manifest yet) whose model's weights then change in place
     moving = shutil.copytree(a, root / "moving")
@@ -97,13 +99,24 @@ def test_factory_evaluate_and_sweep_refuse_other_weights(models, capsys):
     (checkpoint,) = [p for p in out.iterdir() if p.is_dir()]
     _ok(capsys, "factory", a, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card")
     assert [row["status"] for row in json.loads((out / "summary.json").read_text())] == ["skipped (complete)"]
-    code, err = main_in_process(capsys, "factory", b, "--rankings-dir", rankings, "--sizes", "4", "--out", out,
-                                "--no-card")
+    code, err = main_in_process(
+        capsys, "factory", b, "--rankings-dir", rankings, "--sizes", "4", "--out", out, "--no-card"
+    )
     assert_error_line(code, err, "not pruned from these weights")
 
     texts = write_jsonl(root / "texts.jsonl", [{"text": "the court held that the contract was void", "domain": "law"}])
-    code, err = main_in_process(capsys, "evaluate", b, "--checkpoint", checkpoint, "--texts", texts,
-                                "--no-speculative", "--out", root / "e.json")
+    code, err = main_in_process(
+        capsys,
+        "evaluate",
+        b,
+        "--checkpoint",
+        checkpoint,
+        "--texts",
+        texts,
+        "--no-speculative",
+        "--out",
+        root / "e.json",
+    )
     assert_error_line(code, err, "other weights")
     assert not (root / "e.json").exists()
 

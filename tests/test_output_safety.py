@@ -24,8 +24,11 @@ from synthetic_runs import top_k_from_logits, write_run
 
 def _tree_digest(root: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under root: 'untouched' means this is unchanged."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _run_without_think(root: Path) -> Path:
@@ -35,20 +38,37 @@ def _run_without_think(root: Path) -> Path:
     for domain in ("law", "math"):
         for i in range(4):
             ids, w = top_k_from_logits(rng.normal(0, 1, (30, 2, 8)), 2)
-            prompts.append({"prompt_id": f"{domain}-{i}", "domain": domain, "ids": ids, "weights": w,
-                            "token_ids": rng.integers(0, 12, 30), "segments": ["prompt"] * 10 + ["answer"] * 20})
+            prompts.append(
+                {
+                    "prompt_id": f"{domain}-{i}",
+                    "domain": domain,
+                    "ids": ids,
+                    "weights": w,
+                    "token_ids": rng.integers(0, 12, 30),
+                    "segments": ["prompt"] * 10 + ["answer"] * 20,
+                }
+            )
     return write_run(root, prompts, num_experts=8)
 
 
 def _published(root: Path, domains: dict, entry: dict | None = None, probs: float = 0.6) -> Path:
     """The published expert-fingerprinting layout with one folder ds/cat and one combo A."""
     (root / "data" / "ds" / "cat").mkdir(parents=True)
-    entry = entry or {"sample_count": 1, "summary_file_path": "ds/cat/A.json", "examples_file_path": "ds/cat/A_examples.json"}
+    entry = entry or {
+        "sample_count": 1,
+        "summary_file_path": "ds/cat/A.json",
+        "examples_file_path": "ds/cat/A_examples.json",
+    }
     (root / "data" / "map.json").write_text(json.dumps({"ds": {"cat": {"A": entry}}}))
     (root / "domains.json").write_text(json.dumps(domains))
     layers = {f"layer_{l}": {"selected_experts": [l, 3], "selected_probs": [probs, 1 - probs]} for l in range(2)}
-    example = {"full_text": ["a", "b", "c", "d"], "generated_only": ["c", "d"], "finished_successfully": True,
-               "original_prompt": "ab", "router_data": [{"token_2": layers}, {"token_3": layers}]}
+    example = {
+        "full_text": ["a", "b", "c", "d"],
+        "generated_only": ["c", "d"],
+        "finished_successfully": True,
+        "original_prompt": "ab",
+        "router_data": [{"token_2": layers}, {"token_3": layers}],
+    }
     with gzip.open(root / "data" / "ds" / "cat" / "A_examples.json.gz", "wt") as f:
         f.write(json.dumps(example))  # json.dumps writes NaN when a case asks for it
     return root
@@ -61,10 +81,9 @@ def _ok(capsys, *args) -> None:
 
 @pytest.fixture(scope="session")
 def inp(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    from arch_helpers import build_tiny
     from moeprint.analyze import analyze_run
     from moeprint.prune import save_plan
-
-    from arch_helpers import build_tiny
 
     root = tmp_path_factory.mktemp("safety")
     p: dict[str, Path] = {"root": root, "model": tiny_model_dir}
@@ -74,8 +93,11 @@ def inp(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     p["pub"] = _published(root / "pub", {"law": ["ds/cat"]})
     p["pub_dotdot"] = _published(root / "pub_dotdot", {"../../../../x": ["ds/cat"]})
     p["pub_abs"] = _published(root / "pub_abs", {str(root / "abs" / "x"): ["ds/cat"]})
-    p["pub_escape"] = _published(root / "pub_escape", {"law": ["ds/cat"]},
-                                 {"sample_count": 1, "examples_file_path": "../../../outside_examples.json"})
+    p["pub_escape"] = _published(
+        root / "pub_escape",
+        {"law": ["ds/cat"]},
+        {"sample_count": 1, "examples_file_path": "../../../outside_examples.json"},
+    )
     p["pub_nan"] = _published(root / "pub_nan", {"law": ["ds/cat"]}, probs=float("nan"))
 
     manifest = json.loads((p["run"] / "manifest.json").read_text())
@@ -117,8 +139,11 @@ CASES = [
     ("site --out is another complete run", "site {run} --out {run2}", "not a moeprint site"),
     ("sweep --out is the run, --overwrite", SWEEP + " --overwrite --out {run}", "input"),
     ("import --out is its source, --overwrite", "import-fingerprinting {pub} --out {pub} --overwrite", "input"),
-    ("import --overwrite of a recorded run", "import-fingerprinting {pub} --out {run2} --overwrite",
-     "not a moeprint imported"),
+    (
+        "import --overwrite of a recorded run",
+        "import-fingerprinting {pub} --out {run2} --overwrite",
+        "not a moeprint imported",
+    ),
     ("evaluate --out is its texts", "evaluate {model} --plan {plan} --texts {texts} --out {texts}", "input"),
     ("export-rankings --out contains the run", "export-rankings {run} --criterion frequency --out {root}", "contains"),
     ("prune --out inside the model", "prune {model_copy} --plan {plan} --out {model_copy}/cut --no-card", "inside"),
@@ -127,26 +152,44 @@ CASES = [
     ("import map path that leaves the source", "import-fingerprinting {pub_escape} --out {out}", "leaves"),
     ("import NaN router probabilities", "import-fingerprinting {pub_nan} --out {out}", "NaN"),
     ("analyze manifest domain that climbs out", "analyze {run_bad_domain} --no-stats", "domain name"),
-    ("export-rankings manifest domain that climbs out",
-     "export-rankings {run_bad_domain} --criterion frequency --out {out}", "domain name"),
+    (
+        "export-rankings manifest domain that climbs out",
+        "export-rankings {run_bad_domain} --criterion frequency --out {out}",
+        "domain name",
+    ),
     ("analyze manifest with NaN counts", "analyze {run_nan_count} --no-stats", "n_tokens"),
     ("analyze NaN gate weights", "analyze {run_nan_weights} --criteria gate-mass --no-stats", "NaN"),
-    ("plan --domain that climbs out", "plan {run} --domain ../../x --experts 4 --criterion frequency --out {out}.json",
-     "domain name"),
-    ("prune a plan whose domain climbs out", "prune {model} --plan {plan_bad_domain} --out {out} --no-card", "domain name"),
+    (
+        "plan --domain that climbs out",
+        "plan {run} --domain ../../x --experts 4 --criterion frequency --out {out}.json",
+        "domain name",
+    ),
+    (
+        "prune a plan whose domain climbs out",
+        "prune {model} --plan {plan_bad_domain} --out {out} --no-card",
+        "domain name",
+    ),
     ("analyze segment without tokens", "analyze {run} --segment think --no-stats", "no routed tokens"),
     ("classify segment without tokens", "classify {run} --segment think --token-baseline 0 --out {out}", "think"),
-    ("plan --out name of 260 bytes", "plan {run} --domain law --experts 4 --criterion frequency --out {long}",
-     "bytes"),
+    ("plan --out name of 260 bytes", "plan {run} --domain law --experts 4 --criterion frequency --out {long}", "bytes"),
     ("evaluate --out is a symlink", "evaluate {model} --plan {plan} --texts {texts} --out {link}", "symbolic link"),
     ("sweep --out is a file", SWEEP + " --out {a_file}", "is a file"),
-    ("evaluate --checkpoint of another architecture",
-     "evaluate {model} --checkpoint {mixtral} --texts {texts} --no-speculative --out {out}.json", "architecture"),
-    ("evaluate --out checked before the model loads",
-     "evaluate {model_garbage} --plan {plan} --texts {texts} --out {a_file}/result.json", "not a writable directory"),
-    ("sweep --out checked before the model loads",
-     "sweep {run} --model {model_garbage} --texts {texts} --domains all --sizes 4 --criteria frequency "
-     "--random-seeds 0 --unverified-calibration --out {foreign}", "foreign"),
+    (
+        "evaluate --checkpoint of another architecture",
+        "evaluate {model} --checkpoint {mixtral} --texts {texts} --no-speculative --out {out}.json",
+        "architecture",
+    ),
+    (
+        "evaluate --out checked before the model loads",
+        "evaluate {model_garbage} --plan {plan} --texts {texts} --out {a_file}/result.json",
+        "not a writable directory",
+    ),
+    (
+        "sweep --out checked before the model loads",
+        "sweep {run} --model {model_garbage} --texts {texts} --domains all --sizes 4 --criteria frequency "
+        "--random-seeds 0 --unverified-calibration --out {foreign}",
+        "foreign",
+    ),
 ]
 
 
@@ -164,8 +207,9 @@ def test_case_is_one_error_line_and_changes_nothing(inp, capsys, case_id, templa
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert lines and lines[-1].startswith(("error:", "Error:")), err
     assert expected in err, err
-    assert not [p for p in out.parent.iterdir()
-                if p.name == out.name or p.name.startswith((f"{out.name}.", f".{out.name}."))]
+    assert not [
+        p for p in out.parent.iterdir() if p.name == out.name or p.name.startswith((f"{out.name}.", f".{out.name}."))
+    ]
     assert {name: _tree_digest(inp[name]) for name in watched} == before
     assert inp["a_file"].read_text() == "keep"
     assert not list(inp["root"].parent.rglob("x.json")) and not (inp["root"] / "abs").exists()
@@ -194,7 +238,7 @@ def test_site_and_import_replace_only_their_own_output(inp, tmp_path, capsys):
 def test_second_writer_to_one_output_is_refused(inp, tmp_path, capsys):
     """While one process writes an output (it holds the lock), a second prune to it fails at once, saying
     why; once the first is done the same command succeeds."""
-    from moeprint.outputs import OutputLock
+    from moeprint.io.outputs import OutputLock
 
     out = tmp_path / "cut"
     with OutputLock(out):
@@ -208,7 +252,7 @@ def test_second_writer_to_one_output_is_refused(inp, tmp_path, capsys):
 def test_killed_overwrite_leaves_the_old_output_which_the_next_writer_restores(inp, tmp_path, capsys):
     """A kill between 'old folder renamed aside' and 'new folder renamed in' leaves `.NAME.<id>.old` and no
     NAME; the next writer of NAME puts the old one back before it starts, and removes a dead writer's temp."""
-    from moeprint.io import atomic_directory
+    from moeprint.io.atomic import atomic_directory
 
     run = shutil.copytree(inp["run"], tmp_path / "run")
     _ok(capsys, "site", run)
@@ -239,8 +283,10 @@ def test_a_write_the_filesystem_refuses_is_one_error_line(inp, tmp_path):
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = (f"ulimit -f 4; exec {sys.executable} -m moeprint record {inp['model']} --prompts builtin --limit 4 "
-           f"--max-new-tokens 24 --batch-size 4 --quiet --logits --out {out}")
+    cmd = (
+        f"ulimit -f 4; exec {sys.executable} -m moeprint record {inp['model']} --prompts builtin --limit 4 "
+        f"--max-new-tokens 24 --batch-size 4 --quiet --logits --out {out}"
+    )
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)
     assert_clean_error(proc)
     assert proc.returncode == 2 and "too large" in proc.stderr.lower(), proc.stderr
@@ -275,8 +321,16 @@ def test_a_domain_without_tokens_in_the_segment_gets_no_ranking(tmp_path, capsys
     for domain, segment in (("law", "answer"), ("math", "prompt")):
         for i in range(3):
             ids, w = top_k_from_logits(rng.normal(0, 1, (20, 2, 8)), 2)
-            prompts.append({"prompt_id": f"{domain}-{i}", "domain": domain, "ids": ids, "weights": w,
-                            "token_ids": rng.integers(0, 12, 20), "segments": [segment] * 20})
+            prompts.append(
+                {
+                    "prompt_id": f"{domain}-{i}",
+                    "domain": domain,
+                    "ids": ids,
+                    "weights": w,
+                    "token_ids": rng.integers(0, 12, 20),
+                    "segments": [segment] * 20,
+                }
+            )
     run = write_run(tmp_path / "run", prompts, num_experts=8)
     _ok(capsys, "analyze", run, "--segment", "answer", "--criteria", "frequency", "--no-stats", "--no-coactivation")
     ranked = sorted(p.name for p in (run / "fingerprints" / "rankings" / "frequency").iterdir())
@@ -289,6 +343,17 @@ def test_a_domain_without_tokens_in_the_segment_gets_no_ranking(tmp_path, capsys
     for layer in range(2):  # frequency order: every expert listed, counts non-increasing along the ranking
         order = law[f"layer_{layer}"]
         assert sorted(order) == list(range(8)) and np.all(np.diff(counts[layer][order]) <= 0)
-    code, err = main_in_process(capsys, "plan", run, "--domain", "math", "--experts", "4", "--criterion", "frequency",
-                                "--out", tmp_path / "math.json")
+    code, err = main_in_process(
+        capsys,
+        "plan",
+        run,
+        "--domain",
+        "math",
+        "--experts",
+        "4",
+        "--criterion",
+        "frequency",
+        "--out",
+        tmp_path / "math.json",
+    )
     assert_error_line(code, err, "unknown domain 'math'")

@@ -27,11 +27,14 @@ def write_jsonl(path, rows):
 
 
 def test_jsonl_text_chat_declared_domain_and_default_ids(tmp_path):
-    f = write_jsonl(tmp_path / "mine.jsonl", [
-        {"declare_domains": ["poetry"]},
-        {"text": "Roses are red", "domain": "poetry"},
-        {"messages": [{"role": "user", "content": "2+2?"}], "domain": "math", "category": "arith", "id": "q1"},
-    ])
+    f = write_jsonl(
+        tmp_path / "mine.jsonl",
+        [
+            {"declare_domains": ["poetry"]},
+            {"text": "Roses are red", "domain": "poetry"},
+            {"messages": [{"role": "user", "content": "2+2?"}], "domain": "math", "category": "arith", "id": "q1"},
+        ],
+    )
     prompts = load_prompts(str(f))
     assert [p.prompt_id for p in prompts] == ["mine:2", "q1"]
     assert prompts[0].text == "Roses are red" and prompts[0].messages is None and prompts[0].domain == "poetry"
@@ -41,8 +44,10 @@ def test_jsonl_text_chat_declared_domain_and_default_ids(tmp_path):
 
 def test_csv_with_declared_domain(tmp_path):
     f = tmp_path / "p.csv"
-    f.write_text('# declare_domains: cooking\nid,text,domain,category\na,"How long, roughly, to boil an egg?",cooking,eggs\n'
-                 'b,Define tort.,law,\n')
+    f.write_text(
+        '# declare_domains: cooking\nid,text,domain,category\na,"How long, roughly, to boil an egg?",cooking,eggs\n'
+        "b,Define tort.,law,\n"
+    )
     prompts = load_prompts(str(f))
     assert [(p.prompt_id, p.domain, p.category) for p in prompts] == [("a", "cooking", "eggs"), ("b", "law", "")]
     assert prompts[0].text == "How long, roughly, to boil an egg?"
@@ -88,11 +93,16 @@ def test_builtin_suite_covers_every_domain_offline():
 def test_gpqa_csv(tmp_path):
     f = tmp_path / "gpqa_diamond.csv"
     f.write_text(
-        'Record ID,Question,Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3,Subdomain,High-level domain\n'
+        "Record ID,Question,Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3,Subdomain,High-level domain\n"
         'rec1,"Which planet is\nlargest?",Jupiter,Mars,Venus,Mercury,Astrophysics,Physics\n'
     )
     (p,) = load_benchmark("gpqa", f)
-    assert (p.prompt_id, p.source, p.category, p.domain) == ("gpqa_diamond:rec1", "gpqa_diamond", "Astrophysics", "science")
+    assert (p.prompt_id, p.source, p.category, p.domain) == (
+        "gpqa_diamond:rec1",
+        "gpqa_diamond",
+        "Astrophysics",
+        "science",
+    )
     text = p.messages[0]["content"]
     assert "Which planet is\nlargest?" in text and all(x in text for x in ("Jupiter", "Mars", "Venus", "Mercury"))
     assert [line[:2] for line in text.splitlines()[-4:]] == ["A.", "B.", "C.", "D."]
@@ -118,36 +128,93 @@ def test_mmlu_parquet_dir_maps_subjects(tmp_path):
 
 
 def test_mmlu_pro_sorry_tulu_polyglot(tmp_path):
-    pro = write_jsonl(tmp_path / "mmlu_pro_validation.jsonl", [
-        {"question_id": 70, "question": "2+2?", "options": ["3", "4", "N/A"], "answer": "B", "answer_index": 1,
-         "cot_content": "", "category": "math", "src": "x"},
-        {"question_id": 71, "question": "GDP?", "options": ["a", "b"], "answer": "A", "answer_index": 0,
-         "cot_content": "", "category": "economics", "src": "x"},
-    ])
+    pro = write_jsonl(
+        tmp_path / "mmlu_pro_validation.jsonl",
+        [
+            {
+                "question_id": 70,
+                "question": "2+2?",
+                "options": ["3", "4", "N/A"],
+                "answer": "B",
+                "answer_index": 1,
+                "cot_content": "",
+                "category": "math",
+                "src": "x",
+            },
+            {
+                "question_id": 71,
+                "question": "GDP?",
+                "options": ["a", "b"],
+                "answer": "A",
+                "answer_index": 0,
+                "cot_content": "",
+                "category": "economics",
+                "src": "x",
+            },
+        ],
+    )
     a, b = load_benchmark("mmlu_pro", pro)
-    assert (a.prompt_id, a.domain, b.domain, a.source) == ("mmlu_pro_validation:70", "math", "all", "mmlu_pro_validation")
+    assert (a.prompt_id, a.domain, b.domain, a.source) == (
+        "mmlu_pro_validation:70",
+        "math",
+        "all",
+        "mmlu_pro_validation",
+    )
     assert "N/A" not in a.messages[0]["content"]
 
-    sorry = write_jsonl(tmp_path / "question.jsonl", [
-        {"question_id": 1, "category": "6", "turns": ["I feel awful."], "prompt_style": "base"},
-        {"question_id": 1, "category": "6", "turns": ["1 phyy njshy."], "prompt_style": "caesar"},
-    ])
+    sorry = write_jsonl(
+        tmp_path / "question.jsonl",
+        [
+            {"question_id": 1, "category": "6", "turns": ["I feel awful."], "prompt_style": "base"},
+            {"question_id": 1, "category": "6", "turns": ["1 phyy njshy."], "prompt_style": "caesar"},
+        ],
+    )
     (s,) = load_benchmark("sorry_bench", sorry)
-    assert (s.category, s.domain, s.source, s.messages[0]["content"]) == ("Self-Harm", "safety", "sorry_bench_base", "I feel awful.")
+    assert (s.category, s.domain, s.source, s.messages[0]["content"]) == (
+        "Self-Harm",
+        "safety",
+        "sorry_bench_base",
+        "I feel awful.",
+    )
 
     tulu = tmp_path / "train-00000-of-00001.parquet"
-    pq.write_table(pa.Table.from_pylist([{
-        "id": "personas_IF_1", "prompt": "Write a haiku in lowercase.",
-        "messages": [{"content": "Write a haiku in lowercase.", "role": "user"}, {"content": "ok", "role": "assistant"}],
-        "constraints": ["change_case:lowercase"],
-    }]), tulu)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "id": "personas_IF_1",
+                    "prompt": "Write a haiku in lowercase.",
+                    "messages": [
+                        {"content": "Write a haiku in lowercase.", "role": "user"},
+                        {"content": "ok", "role": "assistant"},
+                    ],
+                    "constraints": ["change_case:lowercase"],
+                }
+            ]
+        ),
+        tulu,
+    )
     (t,) = load_benchmark("tulu3_persona_if", tulu)
-    assert (t.prompt_id, t.domain, t.category) == ("tulu3_persona_if:personas_IF_1", "instruction_following", "instruction-following")
+    assert (t.prompt_id, t.domain, t.category) == (
+        "tulu3_persona_if:personas_IF_1",
+        "instruction_following",
+        "instruction-following",
+    )
 
-    poly = write_jsonl(tmp_path / "English.jsonl", [
-        {"dataset_id": "c_1", "stem": "The capital of France is", "true": "Paris", "false": "['Lyon', 'Nice']",
-         "relation": "P36", "subject": "France", "object": "Paris"},
-    ])
+    poly = write_jsonl(
+        tmp_path / "English.jsonl",
+        [
+            {
+                "dataset_id": "c_1",
+                "stem": "The capital of France is",
+                "true": "Paris",
+                "false": "['Lyon', 'Nice']",
+                "relation": "P36",
+                "subject": "France",
+                "object": "Paris",
+            },
+        ],
+    )
     (g,) = load_benchmark("polyglot", poly)
     content = g.messages[0]["content"]
     assert g.domain == "all" and "Paris" in content and "Lyon" in content and "Nice" not in content
@@ -166,7 +233,11 @@ def test_domain_mapping_matches_published_domains(shared_data):
     domains = json.load(open(shared_data / "domains.json"))
     folder_domain = {f: d for d, folders in domains.items() if not d.startswith("_") for f in folders}
     published = json.load(open(shared_data / "data" / "map.json"))
-    checks = {"mmlu_test": MMLU_SUBJECT_DOMAIN, "mmlu_dev": MMLU_SUBJECT_DOMAIN, "mmlu_pro_test": MMLU_PRO_CATEGORY_DOMAIN}
+    checks = {
+        "mmlu_test": MMLU_SUBJECT_DOMAIN,
+        "mmlu_dev": MMLU_SUBJECT_DOMAIN,
+        "mmlu_pro_test": MMLU_PRO_CATEGORY_DOMAIN,
+    }
     for dataset, table in checks.items():
         for category in published[dataset]:
             assert table.get(category, "all") == folder_domain.get(f"{dataset}/{category}", "all"), (dataset, category)
@@ -195,9 +266,14 @@ def test_render_passes_reasoning_effort_to_the_chat_template(tiny_model_dir):
 
 def test_harmony_channels_become_think_and_answer(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    pieces = [("<|channel|>analysis<|message|>", "generated"), ("we think", "think"), ("<|end|>", "think"),
-              ("<|start|>assistant<|channel|>final<|message|>", "generated"), ("the answer", "answer"),
-              ("<|return|>", "answer")]
+    pieces = [
+        ("<|channel|>analysis<|message|>", "generated"),
+        ("we think", "think"),
+        ("<|end|>", "think"),
+        ("<|start|>assistant<|channel|>final<|message|>", "generated"),
+        ("the answer", "answer"),
+        ("<|return|>", "answer"),
+    ]
     ids, expected = [], []
     for text, seg in pieces:
         piece = tok(text, add_special_tokens=False)["input_ids"]
@@ -207,22 +283,32 @@ def test_harmony_channels_become_think_and_answer(tiny_model_dir):
 
 
 def _mmlu_rows(subject: str, n: int) -> list[dict]:
-    return [{"question": f"{subject} Q{i}", "subject": subject, "choices": ["a", "b", "c", "d"], "answer": i % 4}
-            for i in range(n)]
+    return [
+        {"question": f"{subject} Q{i}", "subject": subject, "choices": ["a", "b", "c", "d"], "answer": i % 4}
+        for i in range(n)
+    ]
 
 
 def test_local_mmlu_snapshot_reads_what_the_hub_path_reads(tmp_path):
     """A local copy laid out like the hub's cais/mmlu: `all/` with test, validation, dev and
     auxiliary_train, beside per-subject folders repeating the same rows. Only all/'s three splits load."""
     root = tmp_path / "mmlu"
-    for folder, splits in {"all": {"test": 3, "validation": 2, "dev": 1, "auxiliary_train": 5},
-                           "anatomy": {"test": 3, "validation": 2, "dev": 1},
-                           "auxiliary_train": {"train": 5}}.items():
+    for folder, splits in {
+        "all": {"test": 3, "validation": 2, "dev": 1, "auxiliary_train": 5},
+        "anatomy": {"test": 3, "validation": 2, "dev": 1},
+        "auxiliary_train": {"train": 5},
+    }.items():
         (root / folder).mkdir(parents=True)
         for split, n in splits.items():
-            pq.write_table(pa.Table.from_pylist(_mmlu_rows("anatomy", n)), root / folder / f"{split}-00000-of-00001.parquet")
+            pq.write_table(
+                pa.Table.from_pylist(_mmlu_rows("anatomy", n)), root / folder / f"{split}-00000-of-00001.parquet"
+            )
     prompts = load_benchmark("mmlu", root)
-    assert sorted(Counter(p.source for p in prompts).items()) == [("mmlu_dev", 1), ("mmlu_test", 3), ("mmlu_validation", 2)]
+    assert sorted(Counter(p.source for p in prompts).items()) == [
+        ("mmlu_dev", 1),
+        ("mmlu_test", 3),
+        ("mmlu_validation", 2),
+    ]
     # a flat folder without `all/`: auxiliary_train is skipped there too, whatever its name says
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -239,11 +325,16 @@ def test_local_polyglot_snapshot_reads_english_only(tmp_path):
     """Polyglot-or-Not/Fact-Completion's hub layout: data/<Language>-00000-of-00001.parquet, one split per language."""
     data = tmp_path / "polyglot" / "data"
     data.mkdir(parents=True)
-    for language, stem in {"English": "The capital of France is", "French": "La capitale de la France est",
-                           "German": "Die Hauptstadt von Frankreich ist"}.items():
+    for language, stem in {
+        "English": "The capital of France is",
+        "French": "La capitale de la France est",
+        "German": "Die Hauptstadt von Frankreich ist",
+    }.items():
         rows = [{"dataset_id": f"{language}_{i}", "stem": stem, "true": "Paris", "false": "['Lyon']"} for i in range(2)]
         pq.write_table(pa.Table.from_pylist(rows), data / f"{language}-00000-of-00001-0123abcd.parquet")
     prompts = load_benchmark("polyglot", tmp_path / "polyglot")
-    assert [p.prompt_id for p in prompts] == ["Polyglot-or-Not_Fact-Completion:English_0",
-                                              "Polyglot-or-Not_Fact-Completion:English_1"]
+    assert [p.prompt_id for p in prompts] == [
+        "Polyglot-or-Not_Fact-Completion:English_0",
+        "Polyglot-or-Not_Fact-Completion:English_1",
+    ]
     assert all("The capital of France" in p.messages[0]["content"] for p in prompts)

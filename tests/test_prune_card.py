@@ -7,14 +7,14 @@ import json
 import shutil
 
 import pytest
-from conftest import run_cli
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard import metadata_load
-from prune_helpers import make_plan, write_run
 
+from conftest import run_cli
 from moeprint.errors import MoeprintError
 from moeprint.prune.card import CardOptions, build_card, validate_card
 from moeprint.types import PrunePlan
+from prune_helpers import make_plan, write_run
 
 
 def _evaluation(path, domain="law"):
@@ -23,13 +23,15 @@ def _evaluation(path, domain="law"):
         "schema": "moeprint.evaluate/1",
         "cut": {"name": "cut", "kind": "plan", "domain": domain, "criterion": "frequency", "n_experts": 3},
         "text": {
-            "per_domain": {"law": {"ppl_cut": 5.0, "ppl_base": 4.0, "kl": 0.125, "n_tokens": 100},
-                           "math": {"ppl_cut": 8.0, "ppl_base": 6.0, "kl": 0.25, "n_tokens": 50}},
+            "per_domain": {
+                "law": {"ppl_cut": 5.0, "ppl_base": 4.0, "kl": 0.125, "n_tokens": 100},
+                "math": {"ppl_cut": 8.0, "ppl_base": 6.0, "kl": 0.25, "n_tokens": 50},
+            },
             "in_domain": {"ppl_cut": 5.0, "ppl_base": 4.0, "kl": 0.125},
             "off_domain": {"ppl_cut": 8.0, "ppl_base": 6.0, "kl": 0.25},
             "all": {"ppl_cut": 6.0, "ppl_base": 4.6, "kl": 0.17},
         },
-    }  # fmt: skip
+    }
     path.write_text(json.dumps(doc))
     return path
 
@@ -52,7 +54,9 @@ def test_prune_card_carries_hub_metadata(dressed_base, tmp_path):
     (run / "manifest.json").write_text(json.dumps(manifest))
     plan, out = tmp_path / "plan.json", tmp_path / "cut"
     run_cli("plan", run, "--domain", "law", "--experts", "3", "--criterion", "reap", "--out", plan, check=True)
-    run_cli("prune", dressed_base, "--plan", plan, "--out", out, "--eval", _evaluation(tmp_path / "eval.json"), check=True)
+    run_cli(
+        "prune", dressed_base, "--plan", plan, "--out", out, "--eval", _evaluation(tmp_path / "eval.json"), check=True
+    )
 
     text = (out / "README.md").read_text()
     meta = metadata_load(out / "README.md")  # the hub's own YAML front-matter parser
@@ -98,31 +102,74 @@ def test_a_relative_local_base_is_not_taken_for_a_hub_id(tiny_model_dir, tmp_pat
     relative = f"{tiny_model_dir.parent.name}/{tiny_model_dir.name}"  # shaped like owner/name, but a folder here
     plan = make_plan(tiny_model_dir, 3)
     plan = PrunePlan(**{**plan.__dict__, "base_model": relative})
-    card = build_card(name="c", plan=plan, config=json.loads((tiny_model_dir / "config.json").read_text()),
-                      family="gpt-oss", n_parameters=1, n_bytes=1, weight_format="f32", options=CardOptions())  # fmt: skip
+    card = build_card(
+        name="c",
+        plan=plan,
+        config=json.loads((tiny_model_dir / "config.json").read_text()),
+        family="gpt-oss",
+        n_parameters=1,
+        n_bytes=1,
+        weight_format="f32",
+        options=CardOptions(),
+    )
     assert card.data.base_model is None and "a local GptOssForCausalLM checkpoint" in card.text
 
 
 def test_kept_experts_use_decoder_layer_numbers():
     """A family with dense layers: MoE layer i is not decoder layer i."""
-    config = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_hidden_layers": 4,
-              "num_experts": 4, "num_experts_per_tok": 2, "mlp_only_layers": [0, 2], "decoder_sparse_step": 1,
-              "hidden_size": 8, "vocab_size": 32}  # fmt: skip
-    plan = PrunePlan(base_model="Qwen/x", architecture="Qwen3MoeForCausalLM", domain="law", criterion="frequency",
-                     n_experts=2, top_k=2, kept=((0, 3), (1, 2)), extra={"base_num_experts": 4})  # fmt: skip
-    card = build_card(name="c", plan=plan, config=config, family="qwen3-moe", n_parameters=10, n_bytes=40,
-                      weight_format="bf16", options=CardOptions())  # fmt: skip
+    config = {
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "model_type": "qwen3_moe",
+        "num_hidden_layers": 4,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "mlp_only_layers": [0, 2],
+        "decoder_sparse_step": 1,
+        "hidden_size": 8,
+        "vocab_size": 32,
+    }
+    plan = PrunePlan(
+        base_model="Qwen/x",
+        architecture="Qwen3MoeForCausalLM",
+        domain="law",
+        criterion="frequency",
+        n_experts=2,
+        top_k=2,
+        kept=((0, 3), (1, 2)),
+        extra={"base_num_experts": 4},
+    )
+    card = build_card(
+        name="c",
+        plan=plan,
+        config=config,
+        family="qwen3-moe",
+        n_parameters=10,
+        n_bytes=40,
+        weight_format="bf16",
+        options=CardOptions(),
+    )
     assert "- layer 1: 0, 3" in card.text and "- layer 3: 1, 2" in card.text
     assert "- layer 0:" not in card.text and "| MoE layers | 2 (of 4 decoder layers) |" in card.text
 
 
 def test_invalid_relation_and_bad_base_are_refused(tiny_model_dir):
     plan = make_plan(tiny_model_dir, 3)
-    good = build_card(name="c", plan=plan, config=json.loads((tiny_model_dir / "config.json").read_text()),
-                      family="gpt-oss", n_parameters=1, n_bytes=1, weight_format="f32",
-                      options=CardOptions(base_model_id="openai/gpt-oss-20b"))  # fmt: skip
+    good = build_card(
+        name="c",
+        plan=plan,
+        config=json.loads((tiny_model_dir / "config.json").read_text()),
+        family="gpt-oss",
+        n_parameters=1,
+        n_bytes=1,
+        weight_format="f32",
+        options=CardOptions(base_model_id="openai/gpt-oss-20b"),
+    )
     validate_card(good)
-    bad = ModelCard(str(good).replace("base_model: openai/gpt-oss-20b", "base_model: openai/gpt-oss-20b\nbase_model_relation: pruned"))
+    bad = ModelCard(
+        str(good).replace(
+            "base_model: openai/gpt-oss-20b", "base_model: openai/gpt-oss-20b\nbase_model_relation: pruned"
+        )
+    )
     with pytest.raises(MoeprintError, match="base_model_relation 'pruned'"):
         validate_card(bad)
     with pytest.raises(MoeprintError, match="not a hub id"):

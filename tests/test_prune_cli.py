@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_clean_error, run_cli
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
 from moeprint.prune import build_checkpoint, save_plan
 from moeprint.prune.mask import generate_text
@@ -29,9 +29,24 @@ def test_prune_and_mask_cli(tiny_model_dir, tmp_path, plan_file):
     out = tmp_path / "out"
     evaluation = tmp_path / "eval.json"
     evaluation.write_text(json.dumps({"law": {"ppl_ratio": 1.25, "kl": 0.031}, "top1_agreement": 0.91}))
-    run_cli("prune", tiny_model_dir, "--plan", path, "--out", out, "--base-model-id", "openai/gpt-oss-20b",
-            "--dataset", "AmanPriyanshu/GPT-OSS-20B-MoE-expert-activations", "--eval", evaluation,
-            "--examples", "--example-prompt", "Hello", check=True)  # fmt: skip
+    run_cli(
+        "prune",
+        tiny_model_dir,
+        "--plan",
+        path,
+        "--out",
+        out,
+        "--base-model-id",
+        "openai/gpt-oss-20b",
+        "--dataset",
+        "AmanPriyanshu/GPT-OSS-20B-MoE-expert-activations",
+        "--eval",
+        evaluation,
+        "--examples",
+        "--example-prompt",
+        "Hello",
+        check=True,
+    )
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model == "openai/gpt-oss-20b" and card.data.pipeline_tag == "text-generation"
     assert card.data.license == "apache-2.0" and "expert-pruning" in card.data.tags
@@ -69,7 +84,7 @@ def test_bad_inputs_give_one_line_and_no_output(tiny_model_dir, tmp_path, plan_f
     for n, kept in ((0, [[], []]), (9, [list(range(9))] * 2)):
         (tmp_path / "n.json").write_text(json.dumps({**json.loads(path.read_text()), "n_experts": n, "kept": kept}))
         fails("between 1 and 8", plan_path=tmp_path / "n.json")
-    (tmp_path / "junk.json").write_text("{\"kept\": 3}")
+    (tmp_path / "junk.json").write_text('{"kept": 3}')
     fails("is not a prune plan", plan_path=tmp_path / "junk.json")
 
     # damaged checkpoints: truncated shard, corrupt header, missing index
@@ -85,15 +100,17 @@ def test_bad_inputs_give_one_line_and_no_output(tiny_model_dir, tmp_path, plan_f
     fails("the index is missing", model=broken)
     fails("does not exist", model=tmp_path / "nowhere")
     # a bad size and dtype never reach the weights either
-    assert_error_line(*main_in_process(capsys, "prune", tiny_model_dir, "--plan", path, "--out", out,
-                                       "--shard-size", "lots"), "cannot read shard size")  # fmt: skip
+    assert_error_line(
+        *main_in_process(capsys, "prune", tiny_model_dir, "--plan", path, "--out", out, "--shard-size", "lots"),
+        "cannot read shard size",
+    )
     assert not out.exists()
 
 
 def test_full_disk_and_interrupted_runs(tiny_model_dir, tmp_path, plan_file, capsys, monkeypatch):
     path, plan = plan_file
     out = tmp_path / "out"
-    import moeprint.prune.shards as shards
+    import moeprint.io.shards as shards
 
     real_save = shards.save_file
     calls = {"n": 0}

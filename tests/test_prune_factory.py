@@ -7,28 +7,62 @@ import re
 
 import pytest
 import torch
-from conftest import run_cli
-from prune_helpers import write_run
 
+from conftest import run_cli
 from moeprint.adapters import adapter_for
+from moeprint.io.shards import TensorInfo, list_tensors
 from moeprint.prune import count_parameters, model_name
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, format_size
-from moeprint.prune.plan import model_signature, plan_from_ranking
-from moeprint.prune.shards import TensorInfo, list_tensors
 from moeprint.prune.surgery import output_specs
-from moeprint.prune.synthetic import build_mxfp4_model
+from moeprint.select.plan import model_signature, plan_from_ranking
+from moeprint.testbed.synthetic import build_mxfp4_model
+from prune_helpers import write_run
 
 # Published sizes of the reference project's 29 gpt-oss-20b variants (4..32 experts), in billions.
-REFERENCE_SIZES = [4.2, 4.8, 5.4, 6.0, 6.6, 7.2, 7.8, 8.4, 9.0, 9.6, 10.2, 10.8, 11.4, 12.0, 12.6, 13.1, 13.7, 14.3,
-                   14.9, 15.5, 16.1, 16.7, 17.3, 17.9, 18.5, 19.1, 19.7, 20.3, 20.9]  # fmt: skip
+REFERENCE_SIZES = [
+    4.2,
+    4.8,
+    5.4,
+    6.0,
+    6.6,
+    7.2,
+    7.8,
+    8.4,
+    9.0,
+    9.6,
+    10.2,
+    10.8,
+    11.4,
+    12.0,
+    12.6,
+    13.1,
+    13.7,
+    14.3,
+    14.9,
+    15.5,
+    16.1,
+    16.7,
+    17.3,
+    17.9,
+    18.5,
+    19.1,
+    19.7,
+    20.3,
+    20.9,
+]
 
 
 def _gpt_oss_20b_mxfp4_headers() -> tuple[dict, list[TensorInfo]]:
     """The real gpt-oss-20b tensor names/shapes in its MXFP4 layout, from a meta-device model (no weights)."""
     from transformers import GptOssConfig, GptOssForCausalLM
 
-    config = GptOssConfig(num_hidden_layers=24, num_local_experts=32, num_experts_per_tok=4, layer_types=None,
-                          architectures=["GptOssForCausalLM"])  # fmt: skip
+    config = GptOssConfig(
+        num_hidden_layers=24,
+        num_local_experts=32,
+        num_experts_per_tok=4,
+        layer_types=None,
+        architectures=["GptOssForCausalLM"],
+    )
     with torch.device("meta"):
         model = GptOssForCausalLM(config)
     infos = []
@@ -83,11 +117,30 @@ def test_factory_232_on_the_real_gpt_oss_20b_layout(tmp_path, shared_data):
     """8 published domains x sizes 4..32 on a 24-layer, 32-expert, top-4 MXFP4 checkpoint with a tiny hidden size."""
     from transformers import AutoModelForCausalLM
 
-    model = build_mxfp4_model(tmp_path / "gpt-oss-layout", num_layers=24, num_experts=32, top_k=4,
-                              hidden_size=32, intermediate_size=32, vocab_size=300)  # fmt: skip
+    model = build_mxfp4_model(
+        tmp_path / "gpt-oss-layout",
+        num_layers=24,
+        num_experts=32,
+        top_k=4,
+        hidden_size=32,
+        intermediate_size=32,
+        vocab_size=300,
+    )
     out = tmp_path / "factory"
-    proc = run_cli("factory", model, "--rankings-dir", shared_data / "topical_analytics", "--sizes", "4-32",
-                   "--out", out, "--base-model-id", "openai/gpt-oss-20b", timeout=1800, check=True)  # fmt: skip
+    proc = run_cli(
+        "factory",
+        model,
+        "--rankings-dir",
+        shared_data / "topical_analytics",
+        "--sizes",
+        "4-32",
+        "--out",
+        out,
+        "--base-model-id",
+        "openai/gpt-oss-20b",
+        timeout=1800,
+        check=True,
+    )
     assert "232 written" in proc.stdout
     rows = json.loads((out / "summary.json").read_text())
     assert len(rows) == 232 and len({r["name"] for r in rows}) == 232

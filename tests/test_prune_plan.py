@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_clean_error, run_cli
-from prune_helpers import assert_error_line, main_in_process, random_ranking, write_run
 
+from conftest import assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
 from moeprint.prune import load_plan, model_signature, plan_from_ranking, plan_from_run, validate_plan
 from moeprint.types import PrunePlan
+from prune_helpers import assert_error_line, main_in_process, random_ranking, write_run
 
 SIG = {"architecture": "GptOssForCausalLM", "num_layers": 3, "num_experts": 8, "top_k": 2}
 
@@ -86,16 +86,21 @@ def test_plan_from_run_and_cli(tmp_path, tiny_model_dir, capsys):
     assert bad[0][1] in proc.stderr
     for args, message in bad[1:]:  # the same `main`, in process
         assert_error_line(*main_in_process(capsys, "plan", run, *args, "--out", tmp_path / "bad.json"), message)
-    assert_error_line(*main_in_process(capsys, "plan", tmp_path / "nowhere", "--domain", "x", "--experts", "3",
-                                       "--out", tmp_path / "bad.json"), "does not exist")  # fmt: skip
+    assert_error_line(
+        *main_in_process(
+            capsys, "plan", tmp_path / "nowhere", "--domain", "x", "--experts", "3", "--out", tmp_path / "bad.json"
+        ),
+        "does not exist",
+    )
     assert not (tmp_path / "bad.json").exists()
 
 
 def test_plan_from_published_ranking(tmp_path, shared_data, tiny_model_dir, capsys):
     """The published 24-layer rankings are refused for a 2-layer model, and accepted for a 24 x 32 config."""
     law = shared_data / "topical_analytics" / "law.json"
-    code, err = main_in_process(capsys, "plan", "--ranking", law, "--model", tiny_model_dir, "--experts", "8",
-                                "--out", tmp_path / "p.json")  # fmt: skip
+    code, err = main_in_process(
+        capsys, "plan", "--ranking", law, "--model", tiny_model_dir, "--experts", "8", "--out", tmp_path / "p.json"
+    )
     assert_error_line(code, err, "covers layers")
 
     model = tmp_path / "gpt-oss-20b-config"

@@ -16,10 +16,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from moeprint.adapters import adapter_for
+from moeprint.io.shards import list_tensors
 from moeprint.prune import build_checkpoint, load_masked
 from moeprint.prune.mxfp4 import dequantize_mxfp4
-from moeprint.prune.shards import list_tensors
-from moeprint.prune.synthetic import build_mxfp4_model
+from moeprint.testbed.synthetic import build_mxfp4_model
 from prune_helpers import make_plan, read_tensors
 
 E, TOP_K = 8, 2
@@ -78,7 +78,9 @@ def test_fp32_pruned_equals_masked_base(tiny_model_dir, tmp_path, token_ids):
             layer = int(name.split(".")[2])
             assert torch.equal(pruned3[name], tensor[list(small.kept[layer])]), name
         else:  # copied byte for byte
-            assert pruned3[name].dtype == tensor.dtype and torch.equal(pruned3[name].view(torch.uint8), tensor.view(torch.uint8))
+            assert pruned3[name].dtype == tensor.dtype and torch.equal(
+                pruned3[name].view(torch.uint8), tensor.view(torch.uint8)
+            )
 
 
 def test_mxfp4_stays_mxfp4_and_is_exact(mxfp4_model_dir, tmp_path, token_ids):

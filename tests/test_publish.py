@@ -13,21 +13,36 @@ import json
 import random
 
 import pytest
+
 from conftest import run_cli
 from hub_standin import READ_TOKEN, WRITE_TOKEN, StandinHub
+from moeprint.testbed.synthetic import build_mxfp4_model
 from prune_helpers import assert_error_line, main_in_process
 
-from moeprint.prune.synthetic import build_mxfp4_model
-
 # The reference project's eight ranking files (topical_analytics/<domain>.json) and its 29 sizes.
-REFERENCE_DOMAINS = ("all", "health_or_medicine", "instruction_following", "law", "math", "safety", "science",
-                     "unsafety")  # fmt: skip
+REFERENCE_DOMAINS = (
+    "all",
+    "health_or_medicine",
+    "instruction_following",
+    "law",
+    "math",
+    "safety",
+    "science",
+    "unsafety",
+)
 
 
 def _factory(root, domains, sizes, num_experts=32):
     """A real factory output of a small synthetic gpt-oss (1 layer x 32 experts, MXFP4)."""
-    model = build_mxfp4_model(root / "base", num_layers=1, num_experts=num_experts, top_k=4, hidden_size=32,
-                              intermediate_size=32, vocab_size=300)  # fmt: skip
+    model = build_mxfp4_model(
+        root / "base",
+        num_layers=1,
+        num_experts=num_experts,
+        top_k=4,
+        hidden_size=32,
+        intermediate_size=32,
+        vocab_size=300,
+    )
     rankings = root / "rankings"
     rankings.mkdir()
     for d, domain in enumerate(domains):
@@ -35,8 +50,22 @@ def _factory(root, domains, sizes, num_experts=32):
         random.Random(d).shuffle(ids)
         (rankings / f"{domain}.json").write_text(json.dumps({"layer_0": ids}))
     out = root / "checkpoints"
-    run_cli("factory", model, "--rankings-dir", rankings, "--sizes", sizes, "--out", out, "--base-model-id",
-            "openai/gpt-oss-20b", "--criterion", "frequency", timeout=1800, check=True)  # fmt: skip
+    run_cli(
+        "factory",
+        model,
+        "--rankings-dir",
+        rankings,
+        "--sizes",
+        sizes,
+        "--out",
+        out,
+        "--base-model-id",
+        "openai/gpt-oss-20b",
+        "--criterion",
+        "frequency",
+        timeout=1800,
+        check=True,
+    )
     return out
 
 
@@ -53,8 +82,17 @@ def small_factory(tmp_path_factory):
 
 @pytest.mark.slow
 def test_dry_run_232_has_the_reference_layout(factory_232):
-    proc = run_cli("publish", factory_232, "--namespace", "moe-org", "--collections", "--dry-run", "--quiet",
-                   check=True, env={"HF_TOKEN": "", "HF_ENDPOINT": "http://127.0.0.1:9"})  # no hub needed
+    proc = run_cli(
+        "publish",
+        factory_232,
+        "--namespace",
+        "moe-org",
+        "--collections",
+        "--dry-run",
+        "--quiet",
+        check=True,
+        env={"HF_TOKEN": "", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )  # no hub needed
     plan = json.loads(proc.stdout)
     summary = json.loads((factory_232 / "summary.json").read_text())
     assert len(plan["repos"]) == 232 == len(summary)
@@ -83,12 +121,21 @@ def test_dry_run_232_has_the_reference_layout(factory_232):
     assert len({c["title"] for c in plan["collections"]}) == 9
     # the factory's plan records name the base folder by its absolute path: flagged before anything is public
     base = str(factory_232.parent / "base")
-    assert all(any(base in w for w in r["warnings"]) for r in plan["repos"]) and "warning: 232 checkpoint(s)" in proc.stderr
+    assert (
+        all(any(base in w for w in r["warnings"]) for r in plan["repos"])
+        and "warning: 232 checkpoint(s)" in proc.stderr
+    )
 
 
 def _env(hub, token=WRITE_TOKEN, tmp=None):
-    return {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HOME": str(tmp / "hf-home"), "MOEPRINT_HUB_BACKOFF": "0"}  # fmt: skip
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_TOKEN": token,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(tmp / "hf-home"),
+        "MOEPRINT_HUB_BACKOFF": "0",
+    }
 
 
 def _in_process(capsys, monkeypatch, hub, tmp, *args) -> str:
@@ -148,7 +195,11 @@ def test_upload_to_the_standin_is_idempotent(small_factory, tmp_path, capsys, mo
         assert "1 updated (1 files)" in third
         assert state.repos[f"moe-org/{names[0]}"].commits[-1] == ["README.md"]
         assert state.repos[f"moe-org/{names[0]}"].files["README.md"][0] == changed.read_bytes()
-        assert [i["id"].rsplit("-", 2)[-2] for i in sorted(law["items"], key=lambda i: i["position"])] == ["4", "8", "16"]
+        assert [i["id"].rsplit("-", 2)[-2] for i in sorted(law["items"], key=lambda i: i["position"])] == [
+            "4",
+            "8",
+            "16",
+        ]
 
 
 def test_publish_errors_are_one_line(small_factory, tmp_path, capsys, monkeypatch):
@@ -189,5 +240,6 @@ def test_dry_run_needs_no_token_and_changes_nothing(small_factory, capsys):
     code, _ = main_in_process(capsys, "publish", small_factory, "--namespace", "moe-org", "--dry-run")
     assert code == 0
     assert sorted((p.as_posix(), p.stat().st_mtime_ns) for p in small_factory.rglob("*")) == before
-    assert_error_line(*main_in_process(capsys, "publish", small_factory / "nope", "--namespace", "x", "--dry-run"),
-                      "does not exist")
+    assert_error_line(
+        *main_in_process(capsys, "publish", small_factory / "nope", "--namespace", "x", "--dry-run"), "does not exist"
+    )

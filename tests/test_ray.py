@@ -15,7 +15,7 @@ from conftest import REPO, assert_clean_error, run_cli
 from evaluate_helpers import domain_texts, make_run, write_jsonl
 from moeprint.cluster import DELAY_ENV, ClusterSettings, WorkerHello
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory
+from moeprint.io.atomic import atomic_directory
 from moeprint.prompts import load_prompts
 from moeprint.record import record
 from moeprint.record.distributed import _check_worker, record_on_ray, shard_dir, staging_dir
@@ -31,8 +31,14 @@ N_PROMPTS = 12  # 6 units of 2 prompts
 def local_ray():
     # A short pause after each unit keeps units in flight long enough for a test to kill a worker mid-unit.
     env = {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", DELAY_ENV: "0.5"}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             object_store_memory=100 * 1024**2, runtime_env={"env_vars": env})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        object_store_memory=100 * 1024**2,
+        runtime_env={"env_vars": env},
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -40,14 +46,24 @@ def local_ray():
 @pytest.fixture(scope="module")
 def unsharded(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("whole") / "run"
-    return record(tiny_model_dir, load_prompts("builtin", limit=N_PROMPTS), out, max_new_tokens=4, batch_size=2,
-                  expert_norms=True, progress=False)
+    return record(
+        tiny_model_dir,
+        load_prompts("builtin", limit=N_PROMPTS),
+        out,
+        max_new_tokens=4,
+        batch_size=2,
+        expert_norms=True,
+        progress=False,
+    )
 
 
 def run_files(run):
     """Relative path -> bytes of the run proper (manifest, prompts, traces; not .record/ bookkeeping)."""
-    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*"))
-            if p.is_file() and ".record" not in p.parts}
+    return {
+        p.relative_to(run).as_posix(): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and ".record" not in p.parts
+    }
 
 
 def killer(after: int = 1):
@@ -67,8 +83,25 @@ def killer(after: int = 1):
 @pytest.mark.slow
 def test_two_workers_through_the_cli_equal_the_unsharded_run(local_ray, tiny_model_dir, unsharded, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("record", tiny_model_dir, "--prompts", "builtin", "--limit", N_PROMPTS, "--batch-size", 2,
-                   "--max-new-tokens", 4, "--expert-norms", "--out", out, "--ray", local_ray, "--workers", 2)
+    proc = run_cli(
+        "record",
+        tiny_model_dir,
+        "--prompts",
+        "builtin",
+        "--limit",
+        N_PROMPTS,
+        "--batch-size",
+        2,
+        "--max-new-tokens",
+        4,
+        "--expert-norms",
+        "--out",
+        out,
+        "--ray",
+        local_ray,
+        "--workers",
+        2,
+    )
     assert proc.returncode == 0, proc.stderr
     assert run_files(out) == run_files(unsharded)  # manifest included: byte for byte
     assert len(run_files(out)) == 2 + 6 and not staging_dir(out).exists()
@@ -76,13 +109,13 @@ def test_two_workers_through_the_cli_equal_the_unsharded_run(local_ray, tiny_mod
 
 
 @pytest.mark.slow
-def test_a_killed_worker_still_ends_with_the_same_run_and_a_rerun_resumes(local_ray, tiny_model_dir, unsharded,
-                                                                         tmp_path):
+def test_a_killed_worker_still_ends_with_the_same_run_and_a_rerun_resumes(
+    local_ray, tiny_model_dir, unsharded, tmp_path
+):
     prompts = load_prompts("builtin", limit=N_PROMPTS)
     out = tmp_path / "run"
     seen, observe = killer(after=1)
-    record_on_ray(tiny_model_dir, prompts, out, SETTINGS, ClusterSettings(workers=2), progress=False,
-                  observer=observe)
+    record_on_ray(tiny_model_dir, prompts, out, SETTINGS, ClusterSettings(workers=2), progress=False, observer=observe)
     assert seen["killed"] and seen["lost"] >= 1  # a unit really was cut off and redone
     assert seen["done"] == 6  # each unit counted once
     assert run_files(out) == run_files(unsharded)
@@ -90,11 +123,26 @@ def test_a_killed_worker_still_ends_with_the_same_run_and_a_rerun_resumes(local_
     # A rerun resumes: here shard 0 of 2 is already a finished `record --shard 0/2` run in the staging
     # folder (what a driver killed after shard 0 leaves), so only shard 1's three units are recorded.
     again = tmp_path / "again"
-    record(tiny_model_dir, prompts, shard_dir(staging_dir(again), Shard(0, 2)), max_new_tokens=4, batch_size=2,
-           expert_norms=True, shard="0/2", progress=False)
+    record(
+        tiny_model_dir,
+        prompts,
+        shard_dir(staging_dir(again), Shard(0, 2)),
+        max_new_tokens=4,
+        batch_size=2,
+        expert_norms=True,
+        shard="0/2",
+        progress=False,
+    )
     redone = []
-    record_on_ray(tiny_model_dir, prompts, again, SETTINGS, ClusterSettings(workers=1), progress=False,
-                  observer=lambda e: redone.append(e.unit) if e.kind == "done" else None)
+    record_on_ray(
+        tiny_model_dir,
+        prompts,
+        again,
+        SETTINGS,
+        ClusterSettings(workers=1),
+        progress=False,
+        observer=lambda e: redone.append(e.unit) if e.kind == "done" else None,
+    )
     assert sorted(redone) == [1, 3, 5]  # the shard layout of the first run, whatever --workers says now
     assert run_files(again) == run_files(unsharded) and not staging_dir(again).exists()
     with pytest.raises(MoeprintError, match="already a complete run"):
@@ -104,8 +152,10 @@ def test_a_killed_worker_still_ends_with_the_same_run_and_a_rerun_resumes(local_
 @pytest.fixture(scope="module")
 def sweep_inputs(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("sweepin")
-    return {"run": make_run(d / "run", tiny_model_dir, domain_texts(seed=1, per_domain=3)).root,
-            "texts": write_jsonl(d / "texts.jsonl", domain_texts(seed=2, per_domain=2))}
+    return {
+        "run": make_run(d / "run", tiny_model_dir, domain_texts(seed=1, per_domain=3)).root,
+        "texts": write_jsonl(d / "texts.jsonl", domain_texts(seed=2, per_domain=2)),
+    }
 
 
 @pytest.mark.slow
@@ -114,8 +164,9 @@ def test_sweep_on_ray_equals_the_single_process_sweep(local_ray, sweep_inputs, t
     from moeprint.evaluate.sweep import SweepSpec, prepare_sweep, sweep, write_sweep
 
     spec = SweepSpec(domains=["law", "math"], sizes="2,4", criteria=["frequency"], random_seeds=2, plots=False)
-    single = sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec,
-                   out=tmp_path / "single")
+    single = sweep(
+        sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec, out=tmp_path / "single"
+    )
     job = prepare_sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec)
     seen, observe = killer(after=1)
     cuts, n_windows = sweep_on_ray(job, ClusterSettings(workers=2), progress=False, observer=observe)
@@ -128,14 +179,26 @@ def test_sweep_on_ray_equals_the_single_process_sweep(local_ray, sweep_inputs, t
     assert (single / "results.csv").read_bytes() == (distributed / "results.csv").read_bytes()
     # the entries are not just copies of one another: cuts differ, and 4 of 8 experts cost perplexity
     assert len({json.dumps(c["cut"]["kept"]) for c in b["cuts"]}) > 2
-    assert all(c["text"]["per_domain"]["law"]["ppl_cut"] != c["text"]["per_domain"]["law"]["ppl_base"]
-               for c in b["cuts"])
+    assert all(
+        c["text"]["per_domain"]["law"]["ppl_cut"] != c["text"]["per_domain"]["law"]["ppl_base"] for c in b["cuts"]
+    )
 
 
 def test_an_unreachable_cluster_is_one_clear_line(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("record", tiny_model_dir, "--prompts", "builtin", "--limit", 2, "--out", out,
-                   "--ray", "127.0.0.1:1", timeout=120)
+    proc = run_cli(
+        "record",
+        tiny_model_dir,
+        "--prompts",
+        "builtin",
+        "--limit",
+        2,
+        "--out",
+        out,
+        "--ray",
+        "127.0.0.1:1",
+        timeout=120,
+    )
     assert_clean_error(proc)
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr
     assert not out.exists() and not staging_dir(out).exists()
@@ -147,13 +210,39 @@ def test_an_unreachable_cluster_is_one_clear_line(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_gpus_asked_of_a_cluster_without_gpus_is_one_clear_line(local_ray, tiny_model_dir, sweep_inputs, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("record", tiny_model_dir, "--prompts", "builtin", "--limit", 2, "--out", out,
-                   "--ray", local_ray, "--gpus-per-worker", 1)
+    proc = run_cli(
+        "record",
+        tiny_model_dir,
+        "--prompts",
+        "builtin",
+        "--limit",
+        2,
+        "--out",
+        out,
+        "--ray",
+        local_ray,
+        "--gpus-per-worker",
+        1,
+    )
     assert_clean_error(proc)
     assert "asks for GPUs, but the Ray cluster has none" in proc.stderr
     assert not out.exists()
-    proc = run_cli("sweep", sweep_inputs["run"], "--texts", sweep_inputs["texts"], "--domains", "law", "--sizes", "4",
-                   "--out", tmp_path / "sweep", "--ray", local_ray, "--gpus-per-worker", "0.5")
+    proc = run_cli(
+        "sweep",
+        sweep_inputs["run"],
+        "--texts",
+        sweep_inputs["texts"],
+        "--domains",
+        "law",
+        "--sizes",
+        "4",
+        "--out",
+        tmp_path / "sweep",
+        "--ray",
+        local_ray,
+        "--gpus-per-worker",
+        "0.5",
+    )
     assert_clean_error(proc)
     assert "asks for GPUs, but the Ray cluster has none" in proc.stderr and not (tmp_path / "sweep").exists()
 
@@ -166,8 +255,9 @@ def test_a_worker_that_cannot_load_the_model_is_one_clear_line(local_ray, tiny_m
         (no_tokenizer / f).write_bytes((tiny_model_dir / f).read_bytes())
     out = tmp_path / "run"
     with pytest.raises(MoeprintError, match=r"^cannot load the tokenizer from .*model"):
-        record_on_ray(no_tokenizer, load_prompts("builtin", limit=4), out, SETTINGS, ClusterSettings(workers=1),
-                      progress=False)
+        record_on_ray(
+            no_tokenizer, load_prompts("builtin", limit=4), out, SETTINGS, ClusterSettings(workers=1), progress=False
+        )
     assert not out.exists() and not staging_dir(out).exists()  # nothing recorded: no staging left behind
 
 
@@ -189,6 +279,7 @@ def test_without_the_ray_package_the_error_names_the_extra(tiny_model_dir, tmp_p
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
     out = tmp_path / "run"
     with pytest.raises(MoeprintError, match=r"--ray needs the Ray package: pip install 'moeprint\[ray\]'"):
-        record_on_ray(tiny_model_dir, load_prompts("builtin", limit=2), out, SETTINGS, ClusterSettings(workers=1),
-                      progress=False)
+        record_on_ray(
+            tiny_model_dir, load_prompts("builtin", limit=2), out, SETTINGS, ClusterSettings(workers=1), progress=False
+        )
     assert not out.exists() and not staging_dir(out).exists()

@@ -2,23 +2,31 @@
 
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from moeprint.adapters.gpt_oss import GPT_OSS
+from moeprint.io.run import open_run
 from moeprint.prompts import render_prompt
 from moeprint.record import record
 from moeprint.record.hooks import RouterCapture
-from moeprint.run import open_run
 from moeprint.types import PromptRecord
 
 PROMPTS = [
     PromptRecord("p-short", "math", "test", messages=({"role": "user", "content": "2+2?"},)),
-    PromptRecord("p-long", "law", "test", messages=({"role": "user", "content": "Explain the doctrine of precedent "
-                                                     "in common law systems, with two examples, briefly."},)),
+    PromptRecord(
+        "p-long",
+        "law",
+        "test",
+        messages=(
+            {
+                "role": "user",
+                "content": "Explain the doctrine of precedent in common law systems, with two examples, briefly.",
+            },
+        ),
+    ),
     PromptRecord("p-text", "science", "test", text="Water boils at"),
     PromptRecord("p-mid", "science", "test", messages=({"role": "user", "content": "Why is the sky blue?"},)),
 ]
@@ -35,7 +43,9 @@ def plain_routing(model, token_ids):
     """Router top-k of one unpadded sequence, computed from each MoE block's input and router.weight/bias."""
     inputs = []
     blocks = [layer.mlp for layer in model.model.layers]
-    handles = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, a[0].shape[-1]))) for b in blocks]
+    handles = [
+        b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, a[0].shape[-1]))) for b in blocks
+    ]
     with torch.no_grad():
         out = model(torch.tensor([token_ids]))
     for h in handles:
@@ -61,8 +71,15 @@ def model_and_tok(tiny_model_dir):
 def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tmp_path, batch_size, max_new_tokens):
     """Also prefill only (--max-new-tokens 0): the prompt tokens alone, each routed as the plain forward routes it."""
     model, tok = model_and_tok
-    path = record(tiny_model_dir, PROMPTS, tmp_path / "run", max_new_tokens=max_new_tokens, batch_size=batch_size,
-                  logits=True, progress=False)
+    path = record(
+        tiny_model_dir,
+        PROMPTS,
+        tmp_path / "run",
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        logits=True,
+        progress=False,
+    )
     manifest, traces, prompts = read_run(path)
     assert manifest["n_prompts"] == 4 and manifest["n_tokens"] == len(traces) and manifest["has_logits"]
     pad = tok.pad_token_id
@@ -93,8 +110,9 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
 
 def test_expert_norms_equal_the_models_own_expert_outputs(tiny_model_dir, model_and_tok, tmp_path):
     model, _ = model_and_tok
-    path = record(tiny_model_dir, PROMPTS[:2], tmp_path / "run", max_new_tokens=4, batch_size=2, expert_norms=True,
-                  progress=False)
+    path = record(
+        tiny_model_dir, PROMPTS[:2], tmp_path / "run", max_new_tokens=4, batch_size=2, expert_norms=True, progress=False
+    )
     manifest, traces, _ = read_run(path)
     assert manifest["has_norms"]
     for pid in ("p-short", "p-long"):
@@ -163,8 +181,9 @@ def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_an
     cfg["eos_token_id"] = [cfg["eos_token_id"], stop]
     (model_dir / "generation_config.json").write_text(json.dumps(cfg))
 
-    _, traces, prompts = read_run(record(model_dir, PROMPTS, tmp_path / "b", max_new_tokens=6, batch_size=4,
-                                         progress=False))
+    _, traces, prompts = read_run(
+        record(model_dir, PROMPTS, tmp_path / "b", max_new_tokens=6, batch_size=4, progress=False)
+    )
     meta = prompts["p-long"]
     assert meta["finished"] and meta["n_generated_tokens"] <= 2
     for p in PROMPTS:
@@ -182,8 +201,20 @@ def test_prefill_only_recording_through_the_cli(tiny_model_dir, tmp_path):
     from conftest import assert_clean_error, run_cli
 
     out = tmp_path / "prefill"
-    run_cli("record", tiny_model_dir, "--prompts", "builtin", "--limit", "3", "--max-new-tokens", "0", "--quiet",
-            "--out", out, check=True)
+    run_cli(
+        "record",
+        tiny_model_dir,
+        "--prompts",
+        "builtin",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "0",
+        "--quiet",
+        "--out",
+        out,
+        check=True,
+    )
     manifest, traces, prompts = read_run(out)
     assert manifest["generation"]["max_new_tokens"] == 0
     assert not any(r["is_generated"] for r in traces) and {r["segment"] for r in traces} == {"prompt"}

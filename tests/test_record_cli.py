@@ -28,8 +28,15 @@ def dense_model_dir(tmp_path_factory, tiny_model_dir):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = tmp_path_factory.mktemp("dense") / "llama"
-    config = LlamaConfig(vocab_size=600, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, architectures=["LlamaForCausalLM"])
+    config = LlamaConfig(
+        vocab_size=600,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        architectures=["LlamaForCausalLM"],
+    )
     LlamaForCausalLM(config).save_pretrained(out)
     return out
 
@@ -50,7 +57,10 @@ def test_bad_input_gives_one_line_and_no_run(tmp_path, tiny_model_dir, dense_mod
         "malformed prompts": ([tiny_model_dir, "--prompts", broken], "not valid JSON"),
         "unknown domain": ([tiny_model_dir, "--prompts", unknown], "'astrology' is unknown"),
         "unknown --domains": ([tiny_model_dir, "--prompts", "builtin", "--domains", "law,lw"], "'lw' is unknown"),
-        "batch size 0": ([tiny_model_dir, "--prompts", "builtin", "--batch-size", "0"], "--batch-size must be at least 1"),
+        "batch size 0": (
+            [tiny_model_dir, "--prompts", "builtin", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
         "bad shard": ([tiny_model_dir, "--prompts", "builtin", "--shard", "2/2"], "0 <= I < N"),
     }
     for name, (args, message) in cases.items():
@@ -73,8 +83,12 @@ def test_killed_recording_resumes_to_the_same_files(tmp_path, tiny_model_dir):
 
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", MOEPRINT_RECORD_BATCH_DELAY="30")
-    proc = subprocess.Popen([sys.executable, "-m", "moeprint", "record", str(tiny_model_dir), *args, "--out", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moeprint", "record", str(tiny_model_dir), *args, "--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not list((killed / "traces").glob("part-*.parquet")) and time.time() < deadline:
@@ -89,8 +103,10 @@ def test_killed_recording_resumes_to_the_same_files(tmp_path, tiny_model_dir):
     proc = run_cli("record", tiny_model_dir, *args, "--out", killed)
     assert proc.returncode == 0, proc.stderr
     assert files_of(killed) == files_of(reference)
-    assert json.loads((killed / "manifest.json").read_text())["n_tokens"] == json.loads(
-        (reference / "manifest.json").read_text())["n_tokens"]
+    assert (
+        json.loads((killed / "manifest.json").read_text())["n_tokens"]
+        == json.loads((reference / "manifest.json").read_text())["n_tokens"]
+    )
     # a complete run is never overwritten
     with pytest.raises(MoeprintError, match="already a complete run"):
         record(tiny_model_dir, load_prompts("builtin", limit=12), killed, max_new_tokens=5, batch_size=3)
@@ -112,10 +128,22 @@ def test_unfinished_run_resumes_only_with_the_same_settings(tmp_path, tiny_model
 
 def test_shards_merge_into_the_unsharded_run(tmp_path, tiny_model_dir):
     prompts = load_prompts("builtin", limit=10)
-    whole = record(tiny_model_dir, prompts, tmp_path / "whole", max_new_tokens=4, batch_size=2, expert_norms=True,
-                   progress=False)
-    shards = [record(tiny_model_dir, prompts, tmp_path / f"s{i}", max_new_tokens=4, batch_size=2, expert_norms=True,
-                     shard=f"{i}/3", progress=False) for i in range(3)]
+    whole = record(
+        tiny_model_dir, prompts, tmp_path / "whole", max_new_tokens=4, batch_size=2, expert_norms=True, progress=False
+    )
+    shards = [
+        record(
+            tiny_model_dir,
+            prompts,
+            tmp_path / f"s{i}",
+            max_new_tokens=4,
+            batch_size=2,
+            expert_norms=True,
+            shard=f"{i}/3",
+            progress=False,
+        )
+        for i in range(3)
+    ]
     shard_ids = [set(pq.read_table(s / "prompts.parquet")["prompt_id"].to_pylist()) for s in shards]
     assert sum(map(len, shard_ids)) == 10 and not (shard_ids[0] & shard_ids[1])  # disjoint, complete
     proc = run_cli("merge-runs", *shards, "--out", tmp_path / "merged")

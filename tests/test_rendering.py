@@ -41,8 +41,9 @@ def test_the_template_date_is_fixed_and_the_clock_restored(dated_model):
     assert chat_template_utils.datetime is dt.datetime  # the real clock is back after rendering
     today = dt.date.today().isoformat()
     assert f"Current date: {today}" in tok.apply_chat_template([dict(m) for m in p.messages], tokenize=False)
-    llama = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                    chat_template="{{ date_string }}", date_string="05 Aug 2025")
+    llama = tok.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, chat_template="{{ date_string }}", date_string="05 Aug 2025"
+    )
     assert llama == "05 Aug 2025"
     for bad in ("2025-13-01", "yesterday", "2025-8-5"):
         with pytest.raises(MoeprintError, match="--date"):
@@ -78,8 +79,12 @@ def test_resume_refuses_another_date_and_same_inputs_are_byte_identical(dated_mo
 
 def test_merge_refuses_shards_rendered_on_other_dates(dated_model, tmp_path):
     args = ["--prompts", "builtin", "--limit", "4", "--batch-size", "2", "--max-new-tokens", "2", "--quiet"]
-    run_cli("record", dated_model, *args, "--shard", "0/2", "--date", "2025-01-01", "--out", tmp_path / "s0", check=True)
-    run_cli("record", dated_model, *args, "--shard", "1/2", "--date", "2025-01-02", "--out", tmp_path / "s1", check=True)
+    run_cli(
+        "record", dated_model, *args, "--shard", "0/2", "--date", "2025-01-01", "--out", tmp_path / "s0", check=True
+    )
+    run_cli(
+        "record", dated_model, *args, "--shard", "1/2", "--date", "2025-01-02", "--out", tmp_path / "s1", check=True
+    )
     proc = run_cli("merge-runs", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "merged")
     assert_clean_error(proc)
     assert "template_inputs" in proc.stderr and "rendered_sha256" in proc.stderr

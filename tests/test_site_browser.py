@@ -10,16 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats as sps
-from site_runs import IMG_TOKEN, SCRIPT_TOKEN, E, K, L, make_run, plain_usage, read_data_js, trace_rows
 
 from moeprint.report.build import build_site
+from site_runs import IMG_TOKEN, SCRIPT_TOKEN, K, L, make_run, plain_usage, trace_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+    ),
 ]
 
 
@@ -68,14 +76,25 @@ def tab(browser):
 
 def test_every_view_loads_without_console_errors_or_network(tab, built):
     _, site = built
-    views = [("", "#top-experts"), ("#view=domain&domain=law", "#analyze-stats"), ("#view=tokens", "#tokens button.tok"),
-             ("#view=plans", "#evals")]
+    views = [
+        ("", "#top-experts"),
+        ("#view=domain&domain=law", "#analyze-stats"),
+        ("#view=tokens", "#tokens button.tok"),
+        ("#view=plans", "#evals"),
+    ]
     for fragment, selector in views:
         tab.goto(site, "index.html", fragment)
         tab.page.wait_for_selector(selector)
     # plans and evaluate results: the plan's kept experts, every number of evals/*.json, one curve per field
-    assert tab.page.eval_on_selector_all("#plans tbody td", "tds => tds.map(t => t.textContent)") == ["law-4.json", "law", "frequency", "4"]
-    evals = tab.page.eval_on_selector_all("#evals tbody tr", "trs => trs.map(tr => tr.children[1].textContent + '=' + tr.children[2].textContent)")
+    assert tab.page.eval_on_selector_all("#plans tbody td", "tds => tds.map(t => t.textContent)") == [
+        "law-4.json",
+        "law",
+        "frequency",
+        "4",
+    ]
+    evals = tab.page.eval_on_selector_all(
+        "#evals tbody tr", "trs => trs.map(tr => tr.children[1].textContent + '=' + tr.children[2].textContent)"
+    )
     assert "sweep[1].ppl=2.5" in evals and len(evals) == 9  # a JSON of unknown schema: every number
     cut = tab.page.eval_on_selector_all("#cuts tbody td", "tds => tds.map(t => t.textContent)")
     assert cut[:7] == ["law-4.json", "law-4", "law", "frequency", "4", "1.25", "1.5"]
@@ -89,8 +108,13 @@ def test_every_view_loads_without_console_errors_or_network(tab, built):
     tab.goto(site, "index.html", "#view=domain&domain=law")
     tab.page.wait_for_selector("#analyze-stats")
     head = tab.page.eval_on_selector_all("#analyze-stats thead th", "ths => ths.map(t => t.textContent)")
-    assert head == ["layer", "usage_token_level.g", "usage_token_level.p", "usage_token_level.q",
-                    "stability.jaccard_vs_full_mean"]
+    assert head == [
+        "layer",
+        "usage_token_level.g",
+        "usage_token_level.p",
+        "usage_token_level.q",
+        "stability.jaccard_vs_full_mean",
+    ]
     assert tab.page.text_content("#analyze-stats tbody tr:nth-child(3) td:nth-child(3)") == "1.00e-9"
     tab.goto(site, "comparison.html", "#akind=domain&aname=math&bkind=domain&bname=law")
     tab.page.wait_for_selector("#layer-tests")
@@ -110,7 +134,8 @@ def test_clicked_token_shows_exactly_its_recorded_routing(tab, built):
         row = rows[("p4", position)]
         assert position == i  # p4 has rows 0..n-1
         shown = tab.page.eval_on_selector_all(
-            "#token-routing tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))")
+            "#token-routing tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))"
+        )
         assert len(shown) == L
         for layer, cells in enumerate(shown):
             assert int(cells[0]) == layer
@@ -175,8 +200,9 @@ def test_csv_export_contains_the_numbers_shown(tab, built):
     _, site = built
     tab.goto(site, "comparison.html", "#akind=domain&aname=math&bkind=rest&bseg=all")
     tab.page.wait_for_selector("#layer-tests")
-    shown = tab.page.eval_on_selector_all("#layer-tests tbody tr",
-                                          "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))")
+    shown = tab.page.eval_on_selector_all(
+        "#layer-tests tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))"
+    )
     headers = tab.page.eval_on_selector_all("#layer-tests thead th", "ths => ths.map(t => t.textContent)")
     with tab.page.expect_download() as dl:
         tab.page.click("button[data-export='layer_tests.csv']")
@@ -271,7 +297,9 @@ def test_recorded_run_shows_decoded_tokens_and_their_routing(tab, tiny_model_dir
 
     from moeprint.record import record_run
 
-    run = record_run(tiny_model_dir, "builtin", tmp_path / "run", limit=3, max_new_tokens=6, batch_size=3, progress=False)
+    run = record_run(
+        tiny_model_dir, "builtin", tmp_path / "run", limit=3, max_new_tokens=6, batch_size=3, progress=False
+    )
     site = build_site(run, tmp_path / "site")
     rows = sorted(trace_rows(run), key=lambda r: (r["prompt_id"], r["position"]))
     pid = rows[0]["prompt_id"]
@@ -288,7 +316,8 @@ def test_recorded_run_shows_decoded_tokens_and_their_routing(tab, tiny_model_dir
     for i in (1, len(mine) - 1):  # a prompt token and the last generated token
         tab.page.click(f"#tokens button.tok[data-i='{i}']")
         shown = tab.page.eval_on_selector_all(
-            "#token-routing tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))")
+            "#token-routing tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))"
+        )
         ids = [int(c) for cells in shown for c in cells[1::2]]
         weights = [float(c) for cells in shown for c in cells[2::2]]
         assert len(shown) == num_layers and ids == mine[i]["ids"]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, run_cli
 from scipy import stats as sps
-from site_runs import E, K, L, make_run, plain_usage, read_data_js, trace_rows
 
+from conftest import assert_clean_error, run_cli
+from moeprint.io.run import open_run
 from moeprint.report import aggregate
 from moeprint.report.build import build_site
 from moeprint.report.stats import two_sample_layer_tests
-from moeprint.run import open_run
+from site_runs import E, K, L, make_run, plain_usage, read_data_js, trace_rows
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "moeprint" / "report" / "assets"
 
@@ -36,8 +36,16 @@ def site(run_dir, tmp_path_factory) -> Path:
 
 
 def test_cli_writes_pages_assets_and_data(site, run_dir):
-    for name in ["index.html", "comparison.html", "manifest.json", "data/meta.js", "data/prompts.js", "data/plans.js",
-                 "assets/common.js", "assets/style.css"]:
+    for name in [
+        "index.html",
+        "comparison.html",
+        "manifest.json",
+        "data/meta.js",
+        "data/prompts.js",
+        "data/plans.js",
+        "assets/common.js",
+        "assets/style.css",
+    ]:
         assert (site / name).is_file(), name
     meta = read_data_js(site / "data" / "meta.js")
     assert meta["run"]["numLayers"] == L and meta["run"]["numExperts"] == E and meta["run"]["topK"] == K
@@ -198,8 +206,16 @@ def test_router_entropy_from_recorded_logits(tmp_path, tiny_model_dir):
     """A run recorded with --logits: per layer, the mean entropy of softmax(logits) over tokens, vs scipy."""
     from moeprint.record import record_run
 
-    run = record_run(tiny_model_dir, "builtin", tmp_path / "run", limit=2, max_new_tokens=4, batch_size=2,
-                     logits=True, progress=False)
+    run = record_run(
+        tiny_model_dir,
+        "builtin",
+        tmp_path / "run",
+        limit=2,
+        max_new_tokens=4,
+        batch_size=2,
+        logits=True,
+        progress=False,
+    )
     out = build_site(run, tmp_path / "site")
     meta = read_data_js(out / "data" / "meta.js")
     got = read_data_js(out / "data" / meta["runs"][0]["domains"][0]["file"])["routerEntropy"]

@@ -7,9 +7,9 @@ import gzip
 import json
 
 import pytest
-from test_site_browser import CHROMIUM, Page, browser  # noqa: F401  (fixture)
 
 from moeprint.report.build import build_site
+from test_site_browser import CHROMIUM, Page, browser  # noqa: F401  (fixture)
 
 FOLDERS = {"gpqa_diamond/Molecular Biology", "mmlu_dev/abstract_algebra"}
 pytestmark = [
@@ -24,13 +24,22 @@ def _json(path):
 
 @pytest.fixture(scope="module")
 def real_site(shared_data, tmp_path_factory):
-    importer = pytest.importorskip("moeprint.importers.fingerprinting", reason="the importer (analyze stage) is not merged")
+    importer = pytest.importorskip(
+        "moeprint.importers.fingerprinting", reason="the importer (analyze stage) is not merged"
+    )
     root = tmp_path_factory.mktemp("real")
     importer.import_fingerprinting(shared_data, root / "run", folders=FOLDERS, progress=False)
     from moeprint.analyze import analyze_run
 
-    analyze_run(root / "run", criteria=["frequency", "reference"], n_perm=9, n_boot=5, token_perm=9, progress=False,
-                coactivation=False)
+    analyze_run(
+        root / "run",
+        criteria=["frequency", "reference"],
+        n_perm=9,
+        n_boot=5,
+        token_perm=9,
+        progress=False,
+        coactivation=False,
+    )
     return build_site(root / "run", root / "site")
 
 
@@ -55,14 +64,17 @@ def test_token_view_shows_the_published_routing_of_each_token(tab, real_site, sh
         assert tab.page.text_content(button) == (ex["generated_only"][k].replace("\n", "↵").replace("\t", "→") or "∅")
         tab.page.click(button)
         shown = tab.page.eval_on_selector_all(
-            "#token-routing tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))")
+            "#token-routing tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))"
+        )
         for layer, cells in enumerate(shown):
             src_layer = routing[f"token_{pos}"][f"layer_{layer}"]
             assert [int(cells[1 + 2 * j]) for j in range(4)] == src_layer["selected_experts"]
             for j in range(4):
                 assert abs(float(cells[2 + 2 * j]) - src_layer["selected_probs"][j]) <= 0.5e-4 + 1e-7
     # the last generated token was never fed to the model: it has no routing, and says so
-    assert tab.page.query_selector(f"#tokens button.tok[data-pos='{prompt_len + len(ex['generated_only']) - 1}']") is None
+    assert (
+        tab.page.query_selector(f"#tokens button.tok[data-pos='{prompt_len + len(ex['generated_only']) - 1}']") is None
+    )
     assert tab.errors == []
 
 
@@ -88,11 +100,16 @@ def test_published_summaries_are_shown_as_published(tab, real_site, shared_data)
         den += n
         for e, v in an[f"layer_{layer}"].items():
             num[int(e)] += v["count_frequency"] * n
-    tab.goto(real_site, "comparison.html",
-             f"#arun=1&akind=category&aname=science/Molecular%20Biology&aseg=think&bkind=rest&bseg=think&layer={layer}")
+    tab.goto(
+        real_site,
+        "comparison.html",
+        f"#arun=1&akind=category&aname=science/Molecular%20Biology&aseg=think&bkind=rest&bseg=think&layer={layer}",
+    )
     tab.page.wait_for_selector("#expert-tests")
     head = tab.page.eval_on_selector_all("#expert-tests thead th", "ths => ths.map(t => t.textContent)")
-    rows = tab.page.eval_on_selector_all("#expert-tests tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))")
+    rows = tab.page.eval_on_selector_all(
+        "#expert-tests tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))"
+    )
     assert len(rows) == 32
     for cells in rows:
         rec = dict(zip(head, cells))

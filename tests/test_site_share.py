@@ -11,13 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
+
+from moeprint.report.build import build_site
 from site_runs import PROMPTS, E, L, make_run, plain_usage, trace_rows
 from test_site_browser import CHROMIUM, Page, browser  # noqa: F401 - the module-scoped browser fixture
 
-from moeprint.report.build import build_site
-
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium"),
+]
 FINISHED = {pid: fin for pid, _d, _s, _c, fin in PROMPTS}
 
 
@@ -54,7 +56,9 @@ def tab(browser):  # noqa: F811
 
 
 def _cells(tab, selector):
-    return tab.page.eval_on_selector_all(selector + " tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))")
+    return tab.page.eval_on_selector_all(
+        selector + " tbody tr", "trs => trs.map(tr => Array.from(tr.children).map(td => td.textContent))"
+    )
 
 
 def test_pages_hold_no_local_paths(tab, shared):
@@ -144,8 +148,11 @@ def test_tradeoff_view_shares_and_retention(tab, shared):
     tokens = plain_usage(trace_rows(run))[("law", "all")][0]
     reap = _reap_sums(tokens, "law")
     sweep = json.loads((run / "evals" / "sweep" / "results.json").read_text())
-    own = {c["cut"]["n_experts"]: 1 / c["text"]["per_domain"]["law"]["ppl_ratio"] for c in sweep["cuts"]
-           if c["cut"]["criterion"] == "frequency"}
+    own = {
+        c["cut"]["n_experts"]: 1 / c["text"]["per_domain"]["law"]["ppl_ratio"]
+        for c in sweep["cuts"]
+        if c["cut"]["criterion"] == "frequency"
+    }
     rand: dict[int, list[float]] = {}
     for c in sweep["cuts"]:
         if c["cut"]["criterion"] == "random":

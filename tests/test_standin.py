@@ -32,7 +32,12 @@ def test_tokenizer_encodes_like_openai_harmony(harmony_tokenizer_dir, harmony_en
 
     tok = AutoTokenizer.from_pretrained(harmony_tokenizer_dir)
     assert len(tok) == 200019
-    for i, name in [(199998, "<|startoftext|>"), (200002, "<|return|>"), (200006, "<|start|>"), (200018, "<|endofprompt|>")]:
+    for i, name in [
+        (199998, "<|startoftext|>"),
+        (200002, "<|return|>"),
+        (200006, "<|start|>"),
+        (200018, "<|endofprompt|>"),
+    ]:
         assert tok.convert_ids_to_tokens(i) == name
     for text in SAMPLES[:-1]:
         assert tok(text, add_special_tokens=False)["input_ids"] == harmony_encoding.encode(text, allowed_special=set())
@@ -47,16 +52,23 @@ def test_chat_template_renders_like_openai_harmony(harmony_tokenizer_dir, harmon
 
     tok = AutoTokenizer.from_pretrained(harmony_tokenizer_dir)
     messages = ([{"role": "system", "content": "Answer in one short sentence."}] if with_system else []) + [
-        {"role": "user", "content": "Why is the sky blue? Ünïcödé 🙂"}]
+        {"role": "user", "content": "Why is the sky blue? Ünïcödé 🙂"}
+    ]
     prompt = PromptRecord("p", "science", "test", messages=tuple(messages))
     ours = tok(render_prompt(tok, prompt, effort, TemplateInputs("2025-08-05")), add_special_tokens=False)["input_ids"]
 
-    system = h.SystemContent.new().with_reasoning_effort(h.ReasoningEffort(effort.capitalize())) \
+    system = (
+        h.SystemContent.new()
+        .with_reasoning_effort(h.ReasoningEffort(effort.capitalize()))
         .with_conversation_start_date("2025-08-05")
+    )
     convo = [h.Message.from_role_and_content(h.Role.SYSTEM, system)]
     if with_system:
-        convo.append(h.Message.from_role_and_content(h.Role.DEVELOPER,
-                                                     h.DeveloperContent.new().with_instructions(messages[0]["content"])))
+        convo.append(
+            h.Message.from_role_and_content(
+                h.Role.DEVELOPER, h.DeveloperContent.new().with_instructions(messages[0]["content"])
+            )
+        )
     convo.append(h.Message.from_role_and_content(h.Role.USER, messages[-1]["content"]))
     theirs = harmony_encoding.render_conversation_for_completion(h.Conversation.from_messages(convo), h.Role.ASSISTANT)
     assert ours == list(theirs)

@@ -19,17 +19,36 @@ CPU_BF16 = ("--device", "cpu", "--dtype", "bfloat16")
 
 @pytest.mark.slow
 def test_real_use_steps_on_the_standin(standin_1layer, tmp_path):
-    from moeprint.loader import LoadSettings, load_causal_lm, load_tokenizer
+    from moeprint.io.loader import LoadSettings, load_causal_lm, load_tokenizer
+    from moeprint.io.shards import list_tensors
     from moeprint.prune import load_masked, load_plan
-    from moeprint.prune.shards import list_tensors
 
     model = standin_1layer
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", [
-        {"id": f"{d}-{i}", "domain": d, "messages": [{"role": "user", "content": t["text"]}]}
-        for i, (d, t) in enumerate((t["domain"], t) for t in domain_texts(seed=1, per_domain=2, n_words=12))])
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [
+            {"id": f"{d}-{i}", "domain": d, "messages": [{"role": "user", "content": t["text"]}]}
+            for i, (d, t) in enumerate((t["domain"], t) for t in domain_texts(seed=1, per_domain=2, n_words=12))
+        ],
+    )
     run = tmp_path / "run"
-    run_cli("record", model, "--prompts", prompts, "--max-new-tokens", "0", "--batch-size", "4", "--expert-norms",
-            "--quiet", *CPU_BF16, "--out", run, check=True, timeout=1200)
+    run_cli(
+        "record",
+        model,
+        "--prompts",
+        prompts,
+        "--max-new-tokens",
+        "0",
+        "--batch-size",
+        "4",
+        "--expert-norms",
+        "--quiet",
+        *CPU_BF16,
+        "--out",
+        run,
+        check=True,
+        timeout=1200,
+    )
     manifest = json.loads((run / "manifest.json").read_text())
     assert (manifest["num_layers"], manifest["num_experts"], manifest["top_k"]) == (1, 32, 4)
     assert manifest["generation"]["dtype"] == "bfloat16" and manifest["template_inputs"]["date"] == "2025-08-05"
@@ -65,8 +84,21 @@ def test_real_use_steps_on_the_standin(standin_1layer, tmp_path):
 
     texts = write_jsonl(tmp_path / "texts.jsonl", domain_texts(seed=2, per_domain=1, n_words=12))
     out = tmp_path / "eval.json"
-    run_cli("evaluate", model, "--plan", plan, "--texts", texts, "--max-tokens", "32", *CPU_BF16, "--out", out,
-            check=True, timeout=1200)
+    run_cli(
+        "evaluate",
+        model,
+        "--plan",
+        plan,
+        "--texts",
+        texts,
+        "--max-tokens",
+        "32",
+        *CPU_BF16,
+        "--out",
+        out,
+        check=True,
+        timeout=1200,
+    )
     result = json.loads(out.read_text())
     law = result["text"]["per_domain"]["law"]
     assert law["n_tokens"] > 0 and law["kl"] >= 0 and law["ppl_cut"] > 0

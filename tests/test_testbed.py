@@ -13,9 +13,9 @@ import json
 import pytest
 import torch
 
-from conftest import assert_clean_error, run_cli
-from moeprint.io import read_json
 import moeprint.testbed as tb
+from conftest import assert_clean_error, run_cli
+from moeprint.io.atomic import read_json
 from moeprint.testbed.routing import (
     masked_perplexity,
     perplexity,
@@ -43,8 +43,9 @@ def test_testbed_loads_with_stock_classes_and_chats(testbed):
     assert (cfg.num_local_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers) == (32, 4, 4)
     assert tok.eos_token == "<|return|>" and tok.pad_token == "<|pad|>"
     assert model.generation_config.eos_token_id == tok.eos_token_id
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Bonjour"}], add_generation_prompt=True,
-                                     tokenize=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Bonjour"}], add_generation_prompt=True, tokenize=False
+    )
     assert prompt == "<|start|>user<|message|>Bonjour<|end|><|start|>assistant"
     ids = tok(prompt, return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=5, do_sample=False)
@@ -104,8 +105,9 @@ def test_testbed_is_fit_for_purpose():
     from moeprint.testbed.cli_support import fitness_table
     from moeprint.testbed.fitness import fitness_report
 
-    report = fitness_report(tb.testbed_path(), tb.testbed_data_path(), test_tokens=1024, calibration_tokens=2048,
-                            criteria=("gate_mass",))
+    report = fitness_report(
+        tb.testbed_path(), tb.testbed_data_path(), test_tokens=1024, calibration_tokens=2048, criteria=("gate_mass",)
+    )
     print(fitness_table(report))
     # far below a unigram model estimated on the committed calibration texts
     for domain, ppl in report["perplexity"].items():

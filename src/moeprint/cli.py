@@ -14,8 +14,7 @@ import click
 
 from moeprint import __version__
 from moeprint.errors import MoeprintError
-from moeprint.loader import DTYPES, LoadSettings, check_device
-
+from moeprint.io.loader import DTYPES, LoadSettings, check_device
 
 # Parameters that name what a command writes; every other path parameter is an input.
 OUTPUT_PARAMS = ("out", "out_dir", "out_path")
@@ -32,16 +31,18 @@ def _input_paths(command: click.Command, params: dict) -> list[str]:
         if isinstance(p.type, click.Path):
             paths += [str(v) for v in values]
         elif p.name in PATH_STRING_PARAMS:
-            paths += [v for value in map(str, values) for v in (value, value.partition(":")[2]) if v and Path(v).exists()]
+            paths += [
+                v for value in map(str, values) for v in (value, value.partition(":")[2]) if v and Path(v).exists()
+            ]
     return paths
 
 
 class _GuardedCommand(click.Command):
-    """Checks every output path against every input path of the command before it runs (moeprint.outputs):
+    """Checks every output path against every input path of the command before it runs (moeprint.io.outputs):
     the one place that keeps `--out` from equalling, containing or lying inside what the command reads."""
 
     def invoke(self, ctx: click.Context):
-        from moeprint.outputs import check_output_path
+        from moeprint.io.outputs import check_output_path
 
         inputs = _input_paths(self, ctx.params)
         for name in OUTPUT_PARAMS:
@@ -88,10 +89,21 @@ def _load_option_flags(f):
     def wrapper(*args, device, load_dtype, **kwargs):
         return f(*args, load=LoadSettings(device, load_dtype), **kwargs)
 
-    wrapper = click.option("--dtype", "load_dtype", type=DTYPE, default="auto", show_default=True,
-                           help="Dtype the model runs in (auto: the checkpoint's own).")(wrapper)
-    return click.option("--device", type=DEVICE, default="auto", show_default=True,
-                        help="auto (every GPU if any, else cpu), cpu, cuda (every GPU), cuda:N.")(wrapper)
+    wrapper = click.option(
+        "--dtype",
+        "load_dtype",
+        type=DTYPE,
+        default="auto",
+        show_default=True,
+        help="Dtype the model runs in (auto: the checkpoint's own).",
+    )(wrapper)
+    return click.option(
+        "--device",
+        type=DEVICE,
+        default="auto",
+        show_default=True,
+        help="auto (every GPU if any, else cpu), cpu, cuda (every GPU), cuda:N.",
+    )(wrapper)
 
 
 # ---- record ---------------------------------------------------------------------------------
@@ -99,13 +111,22 @@ def _load_option_flags(f):
 
 def _ray_options(f):
     """--ray [ADDRESS], --workers, --gpus-per-worker (record and sweep)."""
-    for option in reversed([
-        click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-                     help="Fan out over a Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, auto, local); "
-                          "without ADDRESS: RAY_ADDRESS, else the cluster last started here, else a new local one."),
-        click.option("--workers", type=int, default=None, help="Ray workers, each holding one model [default: 2]."),
-        click.option("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker [default: 0, CPU]."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--ray",
+                "ray_address",
+                is_flag=False,
+                flag_value="",
+                default=None,
+                metavar="[ADDRESS]",
+                help="Fan out over a Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, auto, local); "
+                "without ADDRESS: RAY_ADDRESS, else the cluster last started here, else a new local one.",
+            ),
+            click.option("--workers", type=int, default=None, help="Ray workers, each holding one model [default: 2]."),
+            click.option("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker [default: 0, CPU]."),
+        ]
+    ):
         f = option(f)
     return f
 
@@ -123,11 +144,17 @@ def _cluster(ray_address, workers, gpus_per_worker):
 
 @cli.command("record")
 @click.argument("model", type=click.Path(path_type=str))
-@click.option("--prompts", "sources", multiple=True, required=True,
-              help="`builtin`, a .jsonl/.csv file, or BENCHMARK[:LOCAL_PATH] (gpqa, mmlu, mmlu_pro, sorry_bench, "
-                   "tulu3_persona_if, polyglot). Repeat to combine sources.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Run directory to write.")
+@click.option(
+    "--prompts",
+    "sources",
+    multiple=True,
+    required=True,
+    help="`builtin`, a .jsonl/.csv file, or BENCHMARK[:LOCAL_PATH] (gpqa, mmlu, mmlu_pro, sorry_bench, "
+    "tulu3_persona_if, polyglot). Repeat to combine sources.",
+)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str), help="Run directory to write."
+)
 @click.option("--max-new-tokens", default=64, show_default=True, type=int, help="Generation cap per prompt.")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Prompts per generate call.")
 @click.option("--sample/--greedy", "do_sample", default=False, show_default=True, help="Sampling or greedy decoding.")
@@ -137,15 +164,41 @@ def _cluster(ray_address, workers, gpus_per_worker):
 @click.option("--shard", default=None, help="Record only shard I of N (I/N); merge shards with `moeprint merge-runs`.")
 @click.option("--domains", default=None, help="Comma-separated domains to keep (must be known or declared).")
 @click.option("--limit", default=None, type=int, help="Record only the first N prompts (after --domains).")
-@click.option("--reasoning-effort", default=None, type=click.Choice(["low", "medium", "high"]),
-              help="Passed to the chat template (gpt-oss harmony).")
-@click.option("--date", default=None,
-              help="Date (YYYY-MM-DD) the chat template writes into prompts (default: a fixed 2025-08-05).")
+@click.option(
+    "--reasoning-effort",
+    default=None,
+    type=click.Choice(["low", "medium", "high"]),
+    help="Passed to the chat template (gpt-oss harmony).",
+)
+@click.option(
+    "--date",
+    default=None,
+    help="Date (YYYY-MM-DD) the chat template writes into prompts (default: a fixed 2025-08-05).",
+)
 @_load_option_flags
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_ray_options
-def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, shard,
-               domains, limit, reasoning_effort, date, load, quiet, ray_address, workers, gpus_per_worker):
+def record_cmd(
+    model,
+    sources,
+    out_dir,
+    max_new_tokens,
+    batch_size,
+    do_sample,
+    seed,
+    logits,
+    expert_norms,
+    shard,
+    domains,
+    limit,
+    reasoning_effort,
+    date,
+    load,
+    quiet,
+    ray_address,
+    workers,
+    gpus_per_worker,
+):
     """Generate on prompts and record every token's router decisions into RUN_DIR.
 
     Prompt and generated tokens are both recorded. A killed run resumes when rerun with the same
@@ -156,29 +209,45 @@ def record_cmd(model, sources, out_dir, max_new_tokens, batch_size, do_sample, s
     On a Ray cluster (docs/ray.md): moeprint record models/gpt-oss-120b --prompts mmlu --out /shared/runs/mmlu
     --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
+    from moeprint.io.run import open_run
     from moeprint.record import record_run
-    from moeprint.run import open_run
 
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
-    path = record_run(model, list(sources), out_dir, domains=domain_list, limit=limit, max_new_tokens=max_new_tokens,
-                      batch_size=batch_size, do_sample=do_sample, seed=seed, logits=logits, expert_norms=expert_norms,
-                      shard=shard, reasoning_effort=reasoning_effort, progress=not quiet, load=load, date=date,
-                      cluster=_cluster(ray_address, workers, gpus_per_worker))
+    path = record_run(
+        model,
+        list(sources),
+        out_dir,
+        domains=domain_list,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        seed=seed,
+        logits=logits,
+        expert_norms=expert_norms,
+        shard=shard,
+        reasoning_effort=reasoning_effort,
+        progress=not quiet,
+        load=load,
+        date=date,
+        cluster=_cluster(ray_address, workers, gpus_per_worker),
+    )
     m = open_run(path).manifest()
     click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
 
 
 @cli.command("merge-runs")
 @click.argument("shard_runs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Merged run directory.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str), help="Merged run directory."
+)
 def merge_runs_cmd(shard_runs, out_dir):
     """Merge the runs of `moeprint record --shard I/N` into one run.
 
     Example: moeprint merge-runs runs/part0 runs/part1 --out runs/full
     """
+    from moeprint.io.run import open_run
     from moeprint.record import merge_runs
-    from moeprint.run import open_run
 
     path = merge_runs(list(shard_runs), out_dir)
     m = open_run(path).manifest()
@@ -221,10 +290,18 @@ def testbed_corpus_cmd(out: str, overwrite: bool) -> None:
 
 
 @testbed.command("train")
-@click.option("--corpus", "corpus", type=click.Path(file_okay=False),
-              help="Corpus from `moeprint testbed corpus` (default with --miniature: the committed texts).")
-@click.option("--out", "out", type=click.Path(file_okay=False),
-              help="Model folder (default: the packaged testbed, which --miniature never overwrites).")
+@click.option(
+    "--corpus",
+    "corpus",
+    type=click.Path(file_okay=False),
+    help="Corpus from `moeprint testbed corpus` (default with --miniature: the committed texts).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    help="Model folder (default: the packaged testbed, which --miniature never overwrites).",
+)
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps (default: the committed recipe's).")
 @click.option("--seed", type=int, help="Random seed (default: the committed recipe's).")
 @click.option("--miniature", is_flag=True, help="A one-minute model (2 layers, 8 experts) on the committed texts.")
@@ -245,8 +322,9 @@ def testbed_train_cmd(corpus, out, steps, seed, miniature, overwrite) -> None:
 
 @testbed.command("fitness")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Also write the numbers as JSON here.")
-@click.option("--test-tokens", default=2048, show_default=True, type=click.IntRange(min=256),
-              help="Test tokens per domain.")
+@click.option(
+    "--test-tokens", default=2048, show_default=True, type=click.IntRange(min=256), help="Test tokens per domain."
+)
 def testbed_fitness_cmd(out, test_tokens) -> None:
     """Measure the committed testbed: perplexity, expert loads, usage vs untrained, cross-domain masking.
 
@@ -261,8 +339,14 @@ def testbed_fitness_cmd(out, test_tokens) -> None:
 
 
 @cli.command("demo")
-@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for everything the demo writes (must be absent or empty).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for everything the demo writes (must be absent or empty).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(out_dir: str, quiet: bool) -> None:
     """Run the whole pipeline offline on the built-in testbed and print where everything went.
@@ -301,10 +385,15 @@ def _split_list(values: tuple[str, ...]) -> list[str] | None:
 
 @cli.command("import-fingerprinting")
 @click.argument("src", type=click.Path(path_type=str))
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Run directory to create.")
-@click.option("--domains-map", type=click.Path(path_type=str), default=None,
-              help="JSON {domain: ['dataset/category', ...]} (default: SRC/domains.json).")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=str), help="Run directory to create."
+)
+@click.option(
+    "--domains-map",
+    type=click.Path(path_type=str),
+    default=None,
+    help="JSON {domain: ['dataset/category', ...]} (default: SRC/domains.json).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overwrite: bool) -> None:
     """Import the published expert-fingerprinting traces and summaries as a run directory.
@@ -316,20 +405,34 @@ def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overw
     manifest = import_fingerprinting(src, out, domains_map, overwrite=overwrite)
     source = manifest["source"]
     if source["missing_examples"] or source["missing_summaries"]:
-        click.echo(f"warning: {source['missing_examples']} example file(s) and {source['missing_summaries']} "
-                   f"summary file(s) named in map.json are absent; skipped.", err=True)
-    click.echo(f"imported {manifest['n_prompts']} prompts, {manifest['n_tokens']} routed tokens "
-               f"({len(manifest['domains'])} domains) -> {out}")
+        click.echo(
+            f"warning: {source['missing_examples']} example file(s) and {source['missing_summaries']} "
+            f"summary file(s) named in map.json are absent; skipped.",
+            err=True,
+        )
+    click.echo(
+        f"imported {manifest['n_prompts']} prompts, {manifest['n_tokens']} routed tokens "
+        f"({len(manifest['domains'])} domains) -> {out}"
+    )
 
 
 @cli.command("analyze")
 @click.argument("run_dir", type=click.Path(path_type=str))
 @click.option("--domains", multiple=True, help="Domains to rank and test (comma-separated or repeated; default all).")
-@click.option("--segment", default="all", show_default=True,
-              type=click.Choice(["prompt", "think", "answer", "generated", "all"]),
-              help="Tokens the rankings and statistics use (generated = think + answer + other generated).")
-@click.option("--criteria", "--criterion", "criteria", multiple=True,
-              help="Criteria to rank by (default: all that the run supports).")
+@click.option(
+    "--segment",
+    default="all",
+    show_default=True,
+    type=click.Choice(["prompt", "think", "answer", "generated", "all"]),
+    help="Tokens the rankings and statistics use (generated = think + answer + other generated).",
+)
+@click.option(
+    "--criteria",
+    "--criterion",
+    "criteria",
+    multiple=True,
+    help="Criteria to rank by (default: all that the run supports).",
+)
 @click.option("--top-n", type=int, default=None, help="Kept-set size for overlap and stability (default E/2).")
 @click.option("--permutations", type=int, default=999, show_default=True, help="Prompt-label permutations.")
 @click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap resamples of prompts.")
@@ -337,8 +440,19 @@ def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overw
 @click.option("--no-stats", is_flag=True, help="Only fingerprints and rankings.")
 @click.option("--plots", is_flag=True, help="Also draw fingerprints/plots/specialisation.{png,svg}.")
 @click.option("--no-coactivation", is_flag=True, help="Skip pair counts (3x faster; coactivation.parquet stays empty).")
-def analyze_cmd(run_dir: str, domains: tuple[str, ...], segment: str, criteria: tuple[str, ...], top_n: int | None,
-                permutations: int, bootstrap: int, seed: int, no_stats: bool, plots: bool, no_coactivation: bool) -> None:
+def analyze_cmd(
+    run_dir: str,
+    domains: tuple[str, ...],
+    segment: str,
+    criteria: tuple[str, ...],
+    top_n: int | None,
+    permutations: int,
+    bootstrap: int,
+    seed: int,
+    no_stats: bool,
+    plots: bool,
+    no_coactivation: bool,
+) -> None:
     """Fingerprint a run: usage sums, co-activation, rankings per criterion, statistics.
 
     Example: moeprint analyze runs/published --segment generated --criteria frequency,reference
@@ -347,20 +461,38 @@ def analyze_cmd(run_dir: str, domains: tuple[str, ...], segment: str, criteria: 
 
     if permutations < 1 or bootstrap < 2:
         raise MoeprintError("--permutations must be >= 1 and --bootstrap >= 2.")
-    out = analyze_run(run_dir, _split_list(domains), segment, _split_list(criteria), top_n, permutations, bootstrap,
-                      seed=seed, with_stats=not no_stats, plots=plots, coactivation=not no_coactivation)
+    out = analyze_run(
+        run_dir,
+        _split_list(domains),
+        segment,
+        _split_list(criteria),
+        top_n,
+        permutations,
+        bootstrap,
+        seed=seed,
+        with_stats=not no_stats,
+        plots=plots,
+        coactivation=not no_coactivation,
+    )
     click.echo(f"fingerprints -> {out}")
 
 
 @cli.command("export-rankings")
 @click.argument("run_dir", type=click.Path(path_type=str))
 @click.option("--criterion", required=True, help="Criterion to rank by (e.g. reference, frequency, lift).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Directory for <domain>.json.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=str), help="Directory for <domain>.json."
+)
 @click.option("--domains", multiple=True, help="Domains to export (default: those analyzed).")
-@click.option("--format", "fmt", type=click.Choice(["published", "llmcompressor"]), default="published",
-              show_default=True, help="published: {\"layer_0\": [ids best first]}; llmcompressor: the saliency "
-                                      "report its ExpertPruner reads ({\"saliency\": [[per expert] per layer], \"count\": ...}).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["published", "llmcompressor"]),
+    default="published",
+    show_default=True,
+    help='published: {"layer_0": [ids best first]}; llmcompressor: the saliency '
+    'report its ExpertPruner reads ({"saliency": [[per expert] per layer], "count": ...}).',
+)
 def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[str, ...], fmt: str) -> None:
     """Write OUT/<domain>.json for any criterion: published rankings or an llm-compressor saliency report.
 
@@ -376,36 +508,74 @@ def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[s
 
 @cli.command("classify")
 @click.argument("train_run", type=click.Path(path_type=str))
-@click.option("--apply", "apply_run", type=click.Path(path_type=str), default=None,
-              help="Another run to predict with the trained classifier.")
-@click.option("--segment", default="generated", show_default=True,
-              type=click.Choice(["prompt", "think", "answer", "generated", "all"]))
+@click.option(
+    "--apply",
+    "apply_run",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Another run to predict with the trained classifier.",
+)
+@click.option(
+    "--segment",
+    default="generated",
+    show_default=True,
+    type=click.Choice(["prompt", "think", "answer", "generated", "all"]),
+)
 @click.option("--window", type=int, default=None, help="Classify windows of N token positions instead of prompts.")
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--l2", type=float, default=1.0, show_default=True, help="L2 penalty of the logistic regression.")
-@click.option("--group-by", type=click.Choice(["prompt", "folder"]), default="prompt", show_default=True,
-              help="CV keeps each group on one side (folder = dataset/category of imported prompt ids).")
-@click.option("--token-baseline", type=int, default=1000, show_default=True,
-              help="Also cross-validate on the counts of the N most frequent tokens (0 = skip): the token-mix control.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Directory for report.json and model.json (default TRAIN_RUN/classify).")
-def classify_cmd(train_run: str, apply_run: str | None, segment: str, window: int | None, folds: int, l2: float,
-                 group_by: str, token_baseline: int, out: str | None) -> None:
+@click.option(
+    "--group-by",
+    type=click.Choice(["prompt", "folder"]),
+    default="prompt",
+    show_default=True,
+    help="CV keeps each group on one side (folder = dataset/category of imported prompt ids).",
+)
+@click.option(
+    "--token-baseline",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Also cross-validate on the counts of the N most frequent tokens (0 = skip): the token-mix control.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Directory for report.json and model.json (default TRAIN_RUN/classify).",
+)
+def classify_cmd(
+    train_run: str,
+    apply_run: str | None,
+    segment: str,
+    window: int | None,
+    folds: int,
+    l2: float,
+    group_by: str,
+    token_baseline: int,
+    out: str | None,
+) -> None:
     """Predict a prompt's domain from its per-layer expert usage; report cross-validated accuracy.
 
     Example: moeprint classify runs/published --window 64 --apply runs/mine
     """
     from moeprint.analyze.classify_run import classify_runs
 
-    report = classify_runs(train_run, apply_run, segment, window, folds, l2, out=out, group_by=group_by,
-                           token_baseline=token_baseline)
+    report = classify_runs(
+        train_run, apply_run, segment, window, folds, l2, out=out, group_by=group_by, token_baseline=token_baseline
+    )
     cv = report["cross_validation"]
-    click.echo(f"{cv['n_folds']}-fold CV on {cv['n_samples']} samples ({cv['n_groups']} {group_by} groups): accuracy "
-               f"{cv['accuracy']:.3f} (majority {cv['majority_baseline_accuracy']:.3f}, "
-               f"nearest-centroid {cv['nearest_centroid_accuracy']:.3f})")
+    click.echo(
+        f"{cv['n_folds']}-fold CV on {cv['n_samples']} samples ({cv['n_groups']} {group_by} groups): accuracy "
+        f"{cv['accuracy']:.3f} (majority {cv['majority_baseline_accuracy']:.3f}, "
+        f"nearest-centroid {cv['nearest_centroid_accuracy']:.3f})"
+    )
     if "token_mix_baseline" in report:
-        click.echo(f"token-mix control (same folds, token counts only): accuracy "
-                   f"{report['token_mix_baseline']['accuracy']:.3f}")
+        click.echo(
+            f"token-mix control (same folds, token counts only): accuracy "
+            f"{report['token_mix_baseline']['accuracy']:.3f}"
+        )
     if "applied" in report and report["applied"]["accuracy_on_known_domains"] is not None:
         click.echo(f"applied to {apply_run}: accuracy {report['applied']['accuracy_on_known_domains']:.3f}")
     click.echo(f"report -> {report['out_dir']}/report.json")
@@ -414,52 +584,99 @@ def classify_cmd(train_run: str, apply_run: str | None, segment: str, window: in
 # ---- plan, prune, factory, mask -------------------------------------------------------------
 
 _router_rows_option = click.option(
-    "--router-rows", "router_rows", type=click.Path(dir_okay=False), default=None,
-    help="Healed router rows (moeprint heal) to apply; default: the file a healed plan names.")
+    "--router-rows",
+    "router_rows",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Healed router rows (moeprint heal) to apply; default: the file a healed plan names.",
+)
 
 
 def _card_option_flags(f):
     """Options shared by `prune` and `factory` that shape the README.md model card."""
-    for decorator in reversed([
-        click.option("--base-model-id", default=None, help="Hub id of the base model for the card (e.g. openai/gpt-oss-20b)."),
-        click.option("--license", "license_", default="apache-2.0", show_default=True, help="Card licence."),
-        click.option("--dataset", "datasets", multiple=True, help="Hub id of a dataset behind the selection (repeatable)."),
-        click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None,
-                     help="Evaluation JSON whose numbers go into the card's retention table."),
-        click.option("--examples", is_flag=True, help="Add greedy generations of the pruned model (CPU, small models only)."),
-        click.option("--example-prompt", "example_prompts", multiple=True, help="Prompt for --examples (repeatable)."),
-        click.option("--no-card", is_flag=True, help="Write no README.md."),
-        click.option("--example-device", type=DEVICE, default="auto", show_default=True, help="--device of --examples."),
-        click.option("--example-dtype", type=DTYPE, default="auto", show_default=True, help="--dtype of --examples."),
-    ]):  # fmt: skip
+    for decorator in reversed(
+        [
+            click.option(
+                "--base-model-id", default=None, help="Hub id of the base model for the card (e.g. openai/gpt-oss-20b)."
+            ),
+            click.option("--license", "license_", default="apache-2.0", show_default=True, help="Card licence."),
+            click.option(
+                "--dataset", "datasets", multiple=True, help="Hub id of a dataset behind the selection (repeatable)."
+            ),
+            click.option(
+                "--eval",
+                "eval_path",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="Evaluation JSON whose numbers go into the card's retention table.",
+            ),
+            click.option(
+                "--examples", is_flag=True, help="Add greedy generations of the pruned model (CPU, small models only)."
+            ),
+            click.option(
+                "--example-prompt", "example_prompts", multiple=True, help="Prompt for --examples (repeatable)."
+            ),
+            click.option("--no-card", is_flag=True, help="Write no README.md."),
+            click.option(
+                "--example-device", type=DEVICE, default="auto", show_default=True, help="--device of --examples."
+            ),
+            click.option(
+                "--example-dtype", type=DTYPE, default="auto", show_default=True, help="--dtype of --examples."
+            ),
+        ]
+    ):
         f = decorator(f)
     return f
 
 
-def _card_options(base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card, example_device,
-                  example_dtype):
+def _card_options(
+    base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card, example_device, example_dtype
+):
     from moeprint.prune.card import DEFAULT_EXAMPLE_PROMPTS, CardOptions, load_eval
 
     if no_card:
         return None
     prompts = tuple(example_prompts) or (DEFAULT_EXAMPLE_PROMPTS if examples else ())
-    return CardOptions(base_model_id=base_model_id, license=license_, datasets=tuple(datasets),
-                       eval_path=load_eval(eval_path), example_prompts=prompts,
-                       load=LoadSettings(example_device, example_dtype))  # fmt: skip
+    return CardOptions(
+        base_model_id=base_model_id,
+        license=license_,
+        datasets=tuple(datasets),
+        eval_path=load_eval(eval_path),
+        example_prompts=prompts,
+        load=LoadSettings(example_device, example_dtype),
+    )
 
 
 @cli.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--domain", default=None, help="Domain whose ranking to use (default with --ranking: the file's name).")
-@click.option("--experts", "n_experts", type=int, default=None,
-              help="Experts to keep per layer (required, except with a report of kept experts).")
+@click.option(
+    "--experts",
+    "n_experts",
+    type=int,
+    default=None,
+    help="Experts to keep per layer (required, except with a report of kept experts).",
+)
 @click.option("--criterion", default=None, help="Ranking criterion of the run's fingerprints.")
-@click.option("--ranking", type=click.Path(dir_okay=False), default=None,
-              help="A published-format ranking file ({\"layer_0\": [ids best first], ...}) instead of a run.")
-@click.option("--from-llmcompressor", "llmc_report", type=click.Path(dir_okay=False), default=None,
-              help="An llm-compressor REAP report (kept experts from report_path, or a saliency report) instead of a run.")
-@click.option("--model", type=click.Path(file_okay=False), default=None,
-              help="Model folder (with --ranking or --from-llmcompressor).")
+@click.option(
+    "--ranking",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help='A published-format ranking file ({"layer_0": [ids best first], ...}) instead of a run.',
+)
+@click.option(
+    "--from-llmcompressor",
+    "llmc_report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="An llm-compressor REAP report (kept experts from report_path, or a saliency report) instead of a run.",
+)
+@click.option(
+    "--model",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Model folder (with --ranking or --from-llmcompressor).",
+)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
 def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out_path):
     """Make a validated prune plan: the N best experts of every layer for one domain.
@@ -473,7 +690,7 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
     from moeprint.prune import plan_from_ranking_file, plan_from_run, save_plan
 
     if llmc_report is not None:
-        from moeprint.prune.plan import plan_from_llmcompressor
+        from moeprint.select.plan import plan_from_llmcompressor
 
         if model is None or run_dir is not None or ranking is not None:
             raise MoeprintError("--from-llmcompressor needs --model MODEL and neither RUN_DIR nor --ranking.")
@@ -489,16 +706,23 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
             raise MoeprintError("give RUN_DIR and --domain (or --ranking FILE --model MODEL).")
         result = plan_from_run(run_dir, domain, n_experts, criterion)
     save_plan(result, out_path)
-    click.echo(f"plan: {result.domain}, {result.n_experts} experts x {result.num_layers} layers "
-               f"({result.criterion}) -> {out_path}")  # fmt: skip
+    click.echo(
+        f"plan: {result.domain}, {result.n_experts} experts x {result.num_layers} layers "
+        f"({result.criterion}) -> {out_path}"
+    )
 
 
 @cli.command()
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON (moeprint plan).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output model folder.")
-@click.option("--dtype", type=click.Choice(["keep", "bf16"]), default="keep", show_default=True,
-              help="keep: same format as the input (MXFP4 stays MXFP4); bf16: dequantise / cast to bfloat16.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["keep", "bf16"]),
+    default="keep",
+    show_default=True,
+    help="keep: same format as the input (MXFP4 stays MXFP4); bf16: dequantise / cast to bfloat16.",
+)
 @click.option("--shard-size", default="5GB", show_default=True, help="Largest output shard.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @_router_rows_option
@@ -510,15 +734,24 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
 
     Example: moeprint prune gpt-oss-20b --plan law-8.json --out checkpoints/gpt-oss-6.6b-law-8
     """
+    from moeprint.io.shards import parse_size
     from moeprint.prune import build_checkpoint
-    from moeprint.prune.shards import parse_size
 
     plan, healed = _plan_and_rows(model, plan_path, router_rows)
-    result = build_checkpoint(model, plan, out_dir, dtype=dtype, shard_size=parse_size(shard_size),
-                              card=_card_options(**card), overwrite=overwrite,
-                              router_rows=healed.rows if healed else None)  # fmt: skip
-    click.echo(f"pruned: {result.n_parameters:,} parameters, {result.n_bytes / 1e9:.3f} GB in "
-               f"{result.n_shards} shard(s) -> {result.out_dir}")  # fmt: skip
+    result = build_checkpoint(
+        model,
+        plan,
+        out_dir,
+        dtype=dtype,
+        shard_size=parse_size(shard_size),
+        card=_card_options(**card),
+        overwrite=overwrite,
+        router_rows=healed.rows if healed else None,
+    )
+    click.echo(
+        f"pruned: {result.n_parameters:,} parameters, {result.n_bytes / 1e9:.3f} GB in "
+        f"{result.n_shards} shard(s) -> {result.out_dir}"
+    )
 
 
 @cli.command()
@@ -527,13 +760,18 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
 @click.option("--domains", default=None, help="Comma-separated domains (default: every ranked domain).")
 @click.option("--sizes", default="4-32", show_default=True, help="Experts kept: a range 4-32, a list 4,8,16 or 8-32:8.")
 @click.option("--criterion", default=None, help="Ranking criterion of the run's fingerprints.")
-@click.option("--rankings-dir", type=click.Path(file_okay=False), default=None,
-              help="A folder of published-format <domain>.json rankings instead of RUN_DIR.")
+@click.option(
+    "--rankings-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder of published-format <domain>.json rankings instead of RUN_DIR.",
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for all outputs.")
 @click.option("--dtype", type=click.Choice(["keep", "bf16"]), default="keep", show_default=True)
 @click.option("--shard-size", default="5GB", show_default=True)
-@click.option("--name-pattern", default=None,
-              help="Output names; fields {family} {size} {domain} {n} {criterion} {params}.")
+@click.option(
+    "--name-pattern", default=None, help="Output names; fields {family} {size} {domain} {n} {criterion} {params}."
+)
 @_card_option_flags
 def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dtype, shard_size, name_pattern, **card):
     """Prune every domain x size (8 x 29 = 232 for gpt-oss-20b); reruns skip finished outputs.
@@ -543,14 +781,22 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
     from rich.console import Console
     from rich.table import Table
 
+    from moeprint.io.shards import parse_size
     from moeprint.prune import DEFAULT_NAME_PATTERN, parse_sizes, run_factory
-    from moeprint.prune.shards import parse_size
 
     rows = run_factory(
-        model, out_dir, sizes=parse_sizes(sizes), run_dir=run_dir, rankings_dir=rankings_dir,
-        domains=[d for d in domains.split(",") if d] if domains else None, criterion=criterion, dtype=dtype,
-        shard_size=parse_size(shard_size), name_pattern=name_pattern or DEFAULT_NAME_PATTERN, card=_card_options(**card),
-    )  # fmt: skip
+        model,
+        out_dir,
+        sizes=parse_sizes(sizes),
+        run_dir=run_dir,
+        rankings_dir=rankings_dir,
+        domains=[d for d in domains.split(",") if d] if domains else None,
+        criterion=criterion,
+        dtype=dtype,
+        shard_size=parse_size(shard_size),
+        name_pattern=name_pattern or DEFAULT_NAME_PATTERN,
+        card=_card_options(**card),
+    )
     table = Table(title=f"{len(rows)} checkpoints in {out_dir}")
     for column in ("name", "domain", "experts", "parameters", "GB", "status"):
         table.add_column(column, justify="right" if column in ("experts", "parameters", "GB") else "left")
@@ -558,16 +804,24 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
         table.add_row(r.name, r.domain, str(r.n_experts), f"{r.n_parameters:,}", f"{r.size_gb:.3f}", r.status)
     Console().print(table)
     written = sum(r.status == "written" for r in rows)
-    click.echo(f"factory: {written} written, {len(rows) - written} already complete -> {out_dir} (summary.csv, summary.json)")
+    click.echo(
+        f"factory: {written} written, {len(rows) - written} already complete -> {out_dir} (summary.csv, summary.json)"
+    )
 
 
 @cli.command("publish")
 @click.argument("checkpoints_dir", type=click.Path(file_okay=False))
 @click.option("--namespace", required=True, help="Hub user or organisation to publish under.")
 @click.option("--private", is_flag=True, help="Create private repos and collections.")
-@click.option("--collections", "with_collections", is_flag=True,
-              help="Also arrange collections: one of everything plus one per domain, items ordered by size.")
-@click.option("--dry-run", is_flag=True, help="Print the full plan as JSON (repos, files, collections) and change nothing.")
+@click.option(
+    "--collections",
+    "with_collections",
+    is_flag=True,
+    help="Also arrange collections: one of everything plus one per domain, items ordered by size.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the full plan as JSON (repos, files, collections) and change nothing."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, quiet):
     """Upload every checkpoint folder to its own hub repo (named after the folder); reruns upload only changes.
@@ -581,16 +835,21 @@ def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, 
     plan = plan_publish(checkpoints_dir, namespace, private=private, collections=with_collections)
     flagged = [r for r in plan.repos if r.warnings]
     if flagged:
-        click.echo(f"warning: {len(flagged)} checkpoint(s) carry local paths that will be public, e.g. "
-                   f"{flagged[0].repo_id}: {flagged[0].warnings[0]}", err=True)
+        click.echo(
+            f"warning: {len(flagged)} checkpoint(s) carry local paths that will be public, e.g. "
+            f"{flagged[0].repo_id}: {flagged[0].warnings[0]}",
+            err=True,
+        )
     if dry_run:
         click.echo(json.dumps(plan.to_json(), indent=1))
         return
     report = publish(plan, progress=not quiet)
     sent = sum(len(files) for files in report.uploaded.values())
-    click.echo(f"published {len(plan.repos)} repos under {namespace}: {len(report.uploaded)} updated ({sent} files), "
-               f"{len(report.unchanged_repos)} unchanged; {len(report.collections)} collections "
-               f"({report.added_items} items added, {report.updated_items} updated); {report.retries} retries")
+    click.echo(
+        f"published {len(plan.repos)} repos under {namespace}: {len(report.uploaded)} updated ({sent} files), "
+        f"{len(report.unchanged_repos)} unchanged; {len(report.collections)} collections "
+        f"({report.added_items} items added, {report.updated_items} updated); {report.retries} retries"
+    )
 
 
 @cli.command()
@@ -610,8 +869,9 @@ def mask(model, plan_path, prompt, max_new_tokens, load, router_rows):
     if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in prompt):
         raise MoeprintError("--prompt holds control characters (other than tab and newline); remove them.")
     plan, healed = _plan_and_rows(model, plan_path, router_rows)
-    click.echo(masked_generate(model, plan, prompt, max_new_tokens, load,
-                               router_rows=list(healed.rows) if healed else None))
+    click.echo(
+        masked_generate(model, plan, prompt, max_new_tokens, load, router_rows=list(healed.rows) if healed else None)
+    )
 
 
 def _plan_and_rows(model, plan_path, rows_path):
@@ -633,11 +893,15 @@ def _plan_and_rows(model, plan_path, rows_path):
 @click.argument("model", type=click.Path())
 @click.option("--plan", "plan_path", type=click.Path(), help="Prune plan JSON, evaluated as a router mask on MODEL.")
 @click.option("--checkpoint", type=click.Path(), help="A pruned checkpoint folder of MODEL, loaded directly.")
-@click.option("--texts", "texts_path", required=True, type=click.Path(),
-              help="Held-out texts, JSONL rows {text, domain[, id]}.")
+@click.option(
+    "--texts", "texts_path", required=True, type=click.Path(), help="Held-out texts, JSONL rows {text, domain[, id]}."
+)
 @click.option("--mc", "mc_path", type=click.Path(), help="Multiple-choice JSONL (MMLU or GPQA shape).")
-@click.option("--prompts", "prompts_path",
-              help="Generation prompts: a .jsonl/.csv file ({text|messages, domain[, id]}), `builtin` or a benchmark.")
+@click.option(
+    "--prompts",
+    "prompts_path",
+    help="Generation prompts: a .jsonl/.csv file ({text|messages, domain[, id]}), `builtin` or a benchmark.",
+)
 @click.option("--lm-eval", "lm_eval_tasks", help="lm-eval tasks: names or task YAML paths, comma-separated.")
 @click.option("--lm-eval-limit", type=int, help="At most this many documents per lm-eval task.")
 @click.option("--max-tokens", default=256, show_default=True, help="Perplexity window length in tokens.")
@@ -647,8 +911,23 @@ def _plan_and_rows(model, plan_path, rows_path):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 @_load_option_flags
 @_router_rows_option
-def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_path, lm_eval_tasks, lm_eval_limit,
-                     max_tokens, max_new_tokens, draft_tokens, no_speculative, out, load, router_rows):
+def evaluate_command(
+    model,
+    plan_path,
+    checkpoint,
+    texts_path,
+    mc_path,
+    prompts_path,
+    lm_eval_tasks,
+    lm_eval_limit,
+    max_tokens,
+    max_new_tokens,
+    draft_tokens,
+    no_speculative,
+    out,
+    load,
+    router_rows,
+):
     """Compare a cut (plan or checkpoint) with its base MODEL on the same inputs.
 
     Reports per-domain perplexity, mean token KL(base || cut), top-1 agreement, multiple-choice
@@ -662,11 +941,26 @@ def evaluate_command(model, plan_path, checkpoint, texts_path, mc_path, prompts_
         raise MoeprintError("--max-tokens must be >= 2, --max-new-tokens and --draft-tokens >= 1.")
     if lm_eval_limit is not None and lm_eval_limit < 1:
         raise MoeprintError("--lm-eval-limit must be >= 1.")
-    settings = EvalSettings(max_tokens=max_tokens, max_new_tokens=max_new_tokens, draft_tokens=draft_tokens,
-                            speculative=not no_speculative, lm_eval_limit=lm_eval_limit)
-    path = evaluate(model, plan_path=plan_path, checkpoint=checkpoint, texts_path=texts_path, mc_path=mc_path,
-                    prompts_path=prompts_path, lm_eval_tasks=lm_eval_tasks, out=out, settings=settings, load=load,
-                    router_rows=router_rows)
+    settings = EvalSettings(
+        max_tokens=max_tokens,
+        max_new_tokens=max_new_tokens,
+        draft_tokens=draft_tokens,
+        speculative=not no_speculative,
+        lm_eval_limit=lm_eval_limit,
+    )
+    path = evaluate(
+        model,
+        plan_path=plan_path,
+        checkpoint=checkpoint,
+        texts_path=texts_path,
+        mc_path=mc_path,
+        prompts_path=prompts_path,
+        lm_eval_tasks=lm_eval_tasks,
+        out=out,
+        settings=settings,
+        load=load,
+        router_rows=router_rows,
+    )
     click.echo(f"wrote {path}")
 
 
@@ -677,24 +971,56 @@ def _names(value: str) -> list[str]:
 @cli.command("sweep")
 @click.argument("run_dir", type=click.Path())
 @click.option("--model", "model_path", type=click.Path(), help="Base model folder (default: the run's model).")
-@click.option("--texts", "texts_path", required=True, type=click.Path(),
-              help="Held-out texts, JSONL rows {text, domain[, id]}, disjoint from the run's prompts.")
+@click.option(
+    "--texts",
+    "texts_path",
+    required=True,
+    type=click.Path(),
+    help="Held-out texts, JSONL rows {text, domain[, id]}, disjoint from the run's prompts.",
+)
 @click.option("--mc", "mc_path", type=click.Path(), help="Multiple-choice JSONL (MMLU or GPQA shape).")
 @click.option("--domains", required=True, help="Domains to select for, comma-separated.")
 @click.option("--sizes", required=True, help="Experts kept per layer: counts or percentages, e.g. 8,16 or 25%,50%.")
 @click.option("--criteria", default="frequency", show_default=True, help="Ranking criteria, comma-separated.")
 @click.option("--random-seeds", default=5, show_default=True, help="Random selections per size (the floor).")
 @click.option("--max-tokens", default=256, show_default=True, help="Perplexity window length in tokens.")
-@click.option("--unverified-calibration", is_flag=True,
-              help="Sweep even if the run records no prompt texts to check disjointness against.")
+@click.option(
+    "--unverified-calibration",
+    is_flag=True,
+    help="Sweep even if the run records no prompt texts to check disjointness against.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots).")
-@click.option("--router-rows", "router_rows", multiple=True, type=click.Path(dir_okay=False),
-              help="Also score this healed cut (a rows file of `moeprint heal`; repeatable).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json/.csv, plots)."
+)
+@click.option(
+    "--router-rows",
+    "router_rows",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Also score this healed cut (a rows file of `moeprint heal`; repeatable).",
+)
 @_ray_options
 @_load_option_flags
-def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, criteria, random_seeds, max_tokens,
-                  unverified_calibration, overwrite, out, load, ray_address, workers, gpus_per_worker, router_rows):
+def sweep_command(
+    run_dir,
+    model_path,
+    texts_path,
+    mc_path,
+    domains,
+    sizes,
+    criteria,
+    random_seeds,
+    max_tokens,
+    unverified_calibration,
+    overwrite,
+    out,
+    load,
+    ray_address,
+    workers,
+    gpus_per_worker,
+    router_rows,
+):
     """Evaluate every domain x size x criterion plus random selections, from one loaded base model.
 
     Rankings come from `moeprint analyze` (run it first): its ranking files, or any of its criteria
@@ -708,33 +1034,67 @@ def sweep_command(run_dir, model_path, texts_path, mc_path, domains, sizes, crit
 
     if random_seeds < 0 or max_tokens < 2:
         raise MoeprintError("--random-seeds must be >= 0 and --max-tokens >= 2.")
-    spec = SweepSpec(domains=_names(domains), sizes=sizes, criteria=_names(criteria), random_seeds=random_seeds,
-                     max_tokens=max_tokens, allow_unverified=unverified_calibration, router_rows=list(router_rows))
-    path = sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, out=out, mc_path=mc_path,
-                 overwrite=overwrite, load=load, cluster=_cluster(ray_address, workers, gpus_per_worker))
+    spec = SweepSpec(
+        domains=_names(domains),
+        sizes=sizes,
+        criteria=_names(criteria),
+        random_seeds=random_seeds,
+        max_tokens=max_tokens,
+        allow_unverified=unverified_calibration,
+        router_rows=list(router_rows),
+    )
+    path = sweep(
+        run_dir,
+        model_path=model_path,
+        texts_path=texts_path,
+        spec=spec,
+        out=out,
+        mc_path=mc_path,
+        overwrite=overwrite,
+        load=load,
+        cluster=_cluster(ray_address, workers, gpus_per_worker),
+    )
     click.echo(f"wrote {path}/results.json, results.csv, retention.png/svg, kl.png/svg")
 
 
 @cli.command("heal")
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), required=True, help="Plan JSON to heal.")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False),
-              help="Calibration: this run's recorded prompts of the plan's domain.")
-@click.option("--texts", "texts_path", type=click.Path(dir_okay=False),
-              help="Calibration: a JSONL file of {text[, domain]} rows (never your evaluation texts).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    help="Calibration: this run's recorded prompts of the plan's domain.",
+)
+@click.option(
+    "--texts",
+    "texts_path",
+    type=click.Path(dir_okay=False),
+    help="Calibration: a JSONL file of {text[, domain]} rows (never your evaluation texts).",
+)
 @click.option("--domain", default=None, help="Calibration domain (default: the plan's).")
-@click.option("--objective", type=click.Choice(["e2e", "local", "bias"]), default="e2e", show_default=True,
-              help="e2e: KL(base || cut) through the whole model; local: each layer's MoE output; bias: biases only.")
+@click.option(
+    "--objective",
+    type=click.Choice(["e2e", "local", "bias"]),
+    default="e2e",
+    show_default=True,
+    help="e2e: KL(base || cut) through the whole model; local: each layer's MoE output; bias: biases only.",
+)
 @click.option("--steps", default=200, show_default=True, type=int, help="Most optimiser steps (per layer for local).")
 @click.option("--lr", default=None, type=float, help="Adam learning rate (default: 2e-3; 1e-2 for bias).")
 @click.option("--tokens", default=4096, show_default=True, type=int, help="Calibration tokens (fit + held back).")
 @click.option("--holdout", default=0.25, show_default=True, type=float, help="Share held back for early stopping.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Healed plan JSON to write; its rows go beside it (NAME.router_rows.safetensors).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Healed plan JSON to write; its rows go beside it (NAME.router_rows.safetensors).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing healed plan and rows file.")
-def heal_command(model, plan_path, run_dir, texts_path, domain, objective, steps, lr, tokens, holdout, seed, out,
-                 overwrite):
+def heal_command(
+    model, plan_path, run_dir, texts_path, domain, objective, steps, lr, tokens, holdout, seed, out, overwrite
+):
     """Refit only the kept experts' router rows so the cut imitates its base (experts stay bit-identical).
 
     Writes a healed plan; `prune`, `evaluate` and `mask` apply its rows, `sweep --router-rows` scores them.
@@ -744,13 +1104,17 @@ def heal_command(model, plan_path, run_dir, texts_path, domain, objective, steps
     from moeprint.evaluate.heal import HealSettings
     from moeprint.evaluate.heal_plan import heal_plan
 
-    settings = HealSettings(objective=objective, steps=steps, lr=lr, seed=seed, token_budget=tokens,
-                            holdout=holdout).validate()
-    done = heal_plan(model, plan_path, out, settings, run_dir=run_dir, texts_path=texts_path, domain=domain,
-                     overwrite=overwrite)
+    settings = HealSettings(
+        objective=objective, steps=steps, lr=lr, seed=seed, token_budget=tokens, holdout=holdout
+    ).validate()
+    done = heal_plan(
+        model, plan_path, out, settings, run_dir=run_dir, texts_path=texts_path, domain=domain, overwrite=overwrite
+    )
     r = done.result
-    click.echo(f"healed ({objective}, {r.steps} steps, {r.seconds:.0f} s): held-back KL {r.kl_before:.4f} -> "
-               f"{r.kl_after:.4f}; wrote {done.plan_path} and {done.rows_path}")
+    click.echo(
+        f"healed ({objective}, {r.steps} steps, {r.seconds:.0f} s): held-back KL {r.kl_before:.4f} -> "
+        f"{r.kl_after:.4f}; wrote {done.plan_path} and {done.rows_path}"
+    )
 
 
 @cli.command("greedy-plan")
@@ -758,11 +1122,23 @@ def heal_command(model, plan_path, run_dir, texts_path, domain, objective, steps
 @click.option("--model", "model_path", type=click.Path(), help="Base model folder (default: the run's model).")
 @click.option("--domain", required=True, help="Domain whose recorded prompts are the calibration texts.")
 @click.option("--experts", "n_experts", required=True, type=int, help="Experts kept per layer.")
-@click.option("--from", "start", default="reap-sum", show_default=True, help="Criterion whose ranking starts the search.")
-@click.option("--tokens", default=1024, show_default=True, type=click.IntRange(min=2),
-              help="Calibration tokens per masked forward pass.")
-@click.option("--candidates", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Lowest-ranked remaining experts tried per layer and round.")
+@click.option(
+    "--from", "start", default="reap-sum", show_default=True, help="Criterion whose ranking starts the search."
+)
+@click.option(
+    "--tokens",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Calibration tokens per masked forward pass.",
+)
+@click.option(
+    "--candidates",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Lowest-ranked remaining experts tried per layer and round.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prune plan JSON to write.")
 @_load_option_flags
 def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, candidates, out, load):
@@ -773,16 +1149,27 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
 
     Example: moeprint greedy-plan runs/tb --domain law --experts 16 --from reap-sum --out runs/tb/plans/law-greedy-16.json
     """
-    from moeprint.evaluate.progress import Progress
-    from moeprint.evaluate.select import greedy_plan
-    from moeprint.prune.plan import save_plan
+    from moeprint.progress import Progress
+    from moeprint.select.greedy import greedy_plan
+    from moeprint.select.plan import save_plan
 
     with Progress() as progress:
-        plan, sel = greedy_plan(run_dir, domain, n_experts, model_path=model_path, start=start, token_budget=tokens,
-                                candidates=candidates, progress=progress, load=load)
+        plan, sel = greedy_plan(
+            run_dir,
+            domain,
+            n_experts,
+            model_path=model_path,
+            start=start,
+            token_budget=tokens,
+            candidates=candidates,
+            progress=progress,
+            load=load,
+        )
     save_plan(plan, out)
-    click.echo(f"wrote {out}: calibration loss {sel.loss[n_experts]:.4f} ({start} top-{n_experts}: "
-               f"{sel.initial_loss[n_experts]:.4f}), {sel.forward_passes} masked forward passes")
+    click.echo(
+        f"wrote {out}: calibration loss {sel.loss[n_experts]:.4f} ({start} top-{n_experts}: "
+        f"{sel.initial_loss[n_experts]:.4f}), {sel.forward_passes} masked forward passes"
+    )
 
 
 # ---- site -----------------------------------------------------------------------------------
@@ -790,10 +1177,19 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
 
 @cli.command("site")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
-@click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Output directory (default: RUN_DIR/site). Replaced atomically.")
-@click.option("--compare", "compare", multiple=True, type=click.Path(file_okay=False, path_type=str),
-              help="Another run of the same model to offer in the comparison page (repeatable).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Output directory (default: RUN_DIR/site). Replaced atomically.",
+)
+@click.option(
+    "--compare",
+    "compare",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Another run of the same model to offer in the comparison page (repeatable).",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open index.html in the default browser when done.")
 def site_cmd(run_dir: str, out: str | None, compare: tuple[str, ...], open_browser: bool) -> None:
     """Build the offline explorer + comparison site (static HTML, no network) of a run.

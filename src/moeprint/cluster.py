@@ -19,9 +19,10 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any
 
 from moeprint.errors import MoeprintError
 
@@ -40,7 +41,7 @@ class ClusterSettings:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
 
-    def check(self) -> "ClusterSettings":
+    def check(self) -> ClusterSettings:
         if self.workers < 1:
             raise MoeprintError("--workers must be at least 1.")
         if self.gpus_per_worker < 0:
@@ -104,8 +105,10 @@ def check_address(address: str | None) -> None:
             pass
     except OSError as e:
         reason = e.strerror or e.__class__.__name__
-        raise MoeprintError(f"cannot reach the Ray cluster at {address} ({reason}); is `ray start --head` running "
-                            "there and the port open?") from None
+        raise MoeprintError(
+            f"cannot reach the Ray cluster at {address} ({reason}); is `ray start --head` running "
+            "there and the port open?"
+        ) from None
 
 
 @contextmanager
@@ -120,11 +123,18 @@ def connected(settings: ClusterSettings) -> Iterator[Any]:
         return
     check_address(settings.address)
     try:
-        ray.init(address=settings.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 runtime_env={"env_vars": _forwarded_env()})
+        ray.init(
+            address=settings.address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            runtime_env={"env_vars": _forwarded_env()},
+        )
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError ... for a bad cluster
-        raise MoeprintError(f"cannot connect to the Ray cluster at {settings.address or 'a new local instance'} "
-                            f"({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:200]}).") from None
+        raise MoeprintError(
+            f"cannot connect to the Ray cluster at {settings.address or 'a new local instance'} "
+            f"({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:200]})."
+        ) from None
     try:
         check_resources(ray, settings)
         yield ray
@@ -143,14 +153,19 @@ def check_resources(ray, settings: ClusterSettings) -> None:
     gpus = [float(n.get("Resources", {}).get("GPU", 0)) for n in nodes]
     cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in nodes]
     if settings.gpus_per_worker > 0 and not any(g > 0 for g in gpus):
-        raise MoeprintError(f"--gpus-per-worker {settings.gpus_per_worker:g} asks for GPUs, but the Ray cluster "
-                            f"has none ({len(nodes)} node(s), {sum(cpus):g} CPUs); drop the option to run on CPUs.")
+        raise MoeprintError(
+            f"--gpus-per-worker {settings.gpus_per_worker:g} asks for GPUs, but the Ray cluster "
+            f"has none ({len(nodes)} node(s), {sum(cpus):g} CPUs); drop the option to run on CPUs."
+        )
     if settings.gpus_per_worker > max(gpus, default=0):
-        raise MoeprintError(f"--gpus-per-worker {settings.gpus_per_worker:g}: no node of the Ray cluster has that "
-                            f"many GPUs (the most on one node: {max(gpus, default=0):g}).")
+        raise MoeprintError(
+            f"--gpus-per-worker {settings.gpus_per_worker:g}: no node of the Ray cluster has that "
+            f"many GPUs (the most on one node: {max(gpus, default=0):g})."
+        )
     if settings.cpus_per_worker > max(cpus, default=0):
-        raise MoeprintError(f"a worker needs {settings.cpus_per_worker:g} CPU(s), but no node of the Ray cluster has "
-                            "that many.")
+        raise MoeprintError(
+            f"a worker needs {settings.cpus_per_worker:g} CPU(s), but no node of the Ray cluster has that many."
+        )
 
 
 def run_units(
@@ -174,8 +189,13 @@ def run_units(
     job = uuid.uuid4().hex[:8]
     names = [f"moeprint-{label}-{job}-w{i}" for i in range(settings.workers)]
     actors = [
-        remote_host.options(name=name, num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
-                            max_restarts=MAX_RESTARTS, max_task_retries=0).remote(worker_cls, *args)
+        remote_host.options(
+            name=name,
+            num_cpus=settings.cpus_per_worker,
+            num_gpus=settings.gpus_per_worker,
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=0,
+        ).remote(worker_cls, *args)
         for name in names
     ]
     todo = list(dict.fromkeys(units))
@@ -216,8 +236,10 @@ def run_units(
             # The caller needs at least one worker's view (hello) even when no unit is left to do.
             while len(results) < len(todo) or not any(hellos):
                 if not pending:
-                    raise MoeprintError(f"every Ray worker died ({len(results)} of {len(todo)} units done); "
-                                        "rerun the same command to continue.")
+                    raise MoeprintError(
+                        f"every Ray worker died ({len(results)} of {len(todo)} units done); "
+                        "rerun the same command to continue."
+                    )
                 done, _ = ray.wait(list(pending), num_returns=1)
                 worker, unit = pending.pop(done[0])
                 try:
@@ -307,18 +329,24 @@ class PoolProgress:
         self.counts = [0] * len(names)
         self._bar = None
 
-    def __enter__(self) -> "PoolProgress":
+    def __enter__(self) -> PoolProgress:
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                                 console=Console(file=sys.stderr))
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                console=Console(file=sys.stderr),
+            )
             self._bar.__enter__()
             self._main = self._bar.add_task(f"{self.label} units", total=self.total, status="")
-            self._workers = [self._bar.add_task(f"  worker {i}", total=None, status="starting")
-                             for i in range(len(self.names))]
+            self._workers = [
+                self._bar.add_task(f"  worker {i}", total=None, status="starting") for i in range(len(self.names))
+            ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -331,8 +359,11 @@ class PoolProgress:
         rate = self.n_tokens / max(time.monotonic() - self.start, 1e-9) if self.start else 0.0
         self._bar.update(self._main, completed=sum(self.counts), status=f"{rate:,.0f} tokens/s")
         if worker is not None:
-            self._bar.update(self._workers[worker], completed=self.counts[worker],
-                             status=f"{self.states[worker]} ({self.counts[worker]} done)")
+            self._bar.update(
+                self._workers[worker],
+                completed=self.counts[worker],
+                status=f"{self.states[worker]} ({self.counts[worker]} done)",
+            )
 
     def tokens(self, n: int) -> None:
         self.n_tokens += n

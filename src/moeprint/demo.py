@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_write_text
+from moeprint.io.atomic import atomic_write_text
 
 DEMO_DOMAIN = "code"  # the testbed domain whose experts specialise most clearly
 DEMO_EXPERTS = 8  # of 32: a quarter of the experts
@@ -61,7 +61,9 @@ def _prompts_file(path: Path, per_domain: int) -> Path:
     return _write_jsonl(path, rows)
 
 
-def run_demo(out: str | Path = "demo-out", settings: DemoSettings | None = None, progress: bool = True) -> dict[str, Path]:
+def run_demo(
+    out: str | Path = "demo-out", settings: DemoSettings | None = None, progress: bool = True
+) -> dict[str, Path]:
     """Run every stage on the testbed; return {what: where} for everything written."""
     from moeprint.analyze.pipeline import analyze_run
     from moeprint.evaluate.compare import EvalSettings, evaluate
@@ -84,16 +86,25 @@ def run_demo(out: str | Path = "demo-out", settings: DemoSettings | None = None,
         print(f"[moeprint demo {time.perf_counter() - started:5.0f} s] {name} ...", flush=True)
 
     step("prepare texts")
-    calibration = _texts_file(out / "inputs" / "calibration.jsonl", "calibration", settings.docs_per_domain,
-                              settings.doc_chars, declare=True)
-    test_texts = _texts_file(out / "inputs" / "test.jsonl", "test", settings.test_docs_per_domain,
-                             settings.doc_chars, declare=False)
+    calibration = _texts_file(
+        out / "inputs" / "calibration.jsonl", "calibration", settings.docs_per_domain, settings.doc_chars, declare=True
+    )
+    test_texts = _texts_file(
+        out / "inputs" / "test.jsonl", "test", settings.test_docs_per_domain, settings.doc_chars, declare=False
+    )
     prompts = _prompts_file(out / "inputs" / "generation-prompts.jsonl", settings.prompts_per_domain)
     where["calibration prompts"], where["test texts"], where["generation prompts"] = calibration, test_texts, prompts
 
     step("record")
-    run = record_run(model, [str(calibration)], out / "runs" / "testbed", max_new_tokens=4, batch_size=8,
-                     expert_norms=True, progress=progress)
+    run = record_run(
+        model,
+        [str(calibration)],
+        out / "runs" / "testbed",
+        max_new_tokens=4,
+        batch_size=8,
+        expert_norms=True,
+        progress=progress,
+    )
     where["run (traces, prompts, manifest)"] = run
 
     step("analyze")
@@ -106,20 +117,33 @@ def run_demo(out: str | Path = "demo-out", settings: DemoSettings | None = None,
     name = f"testbed-{DEMO_DOMAIN}-{DEMO_EXPERTS}-experts"
     # The plan is evaluated as a router mask (equal to the pruned model, as the tests prove), so the
     # retention numbers can go into the checkpoint's model card.
-    evaluation = evaluate(model, plan_path=plan_path, texts_path=test_texts, prompts_path=str(prompts),
-                          out=run / "evals" / f"{name}.json", settings=EvalSettings(max_new_tokens=24))
+    evaluation = evaluate(
+        model,
+        plan_path=plan_path,
+        texts_path=test_texts,
+        prompts_path=str(prompts),
+        out=run / "evals" / f"{name}.json",
+        settings=EvalSettings(max_new_tokens=24),
+    )
     where["evaluation (perplexity, KL, generation health, draft acceptance)"] = evaluation
-    result = build_checkpoint(model, plan, out / "checkpoints" / name, card=CardOptions(eval_path=evaluation, example_prompts=("import os\n\ndef ",)),
-                              progress=progress)
+    result = build_checkpoint(
+        model,
+        plan,
+        out / "checkpoints" / name,
+        card=CardOptions(eval_path=evaluation, example_prompts=("import os\n\ndef ",)),
+        progress=progress,
+    )
     where["pruned checkpoint (+ README.md card)"] = result.out_dir
 
     step("sweep")
     from moeprint.testbed import testbed_domains
 
-    spec = SweepSpec(domains=testbed_domains(), sizes=SWEEP_SIZES, criteria=SWEEP_CRITERIA,
-                     random_seeds=settings.random_seeds)
-    where["sweep (CSV, JSON, plots)"] = sweep(run, model_path=model, texts_path=test_texts, spec=spec,
-                                             out=run / "evals" / "sweep")
+    spec = SweepSpec(
+        domains=testbed_domains(), sizes=SWEEP_SIZES, criteria=SWEEP_CRITERIA, random_seeds=settings.random_seeds
+    )
+    where["sweep (CSV, JSON, plots)"] = sweep(
+        run, model_path=model, texts_path=test_texts, spec=spec, out=run / "evals" / "sweep"
+    )
 
     step("site")
     where["site"] = build_site(run) / "index.html"

@@ -17,7 +17,7 @@ from moeprint.adapters.olmoe import OLMOE
 from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
 from moeprint.adapters.qwen3_moe import QWEN3_MOE
 from moeprint.errors import MoeprintError
-from moeprint.io import read_json
+from moeprint.io.atomic import read_json
 
 _ALL = (GPT_OSS, MIXTRAL, QWEN3_MOE, OLMOE, DEEPSEEK_V3, GLM4_MOE, QWEN3_5_MOE, ERNIE4_5_MOE, MINIMAX_M2, LLAMA4)
 ADAPTERS: dict[str, MoEAdapter] = {arch: a for a in _ALL for arch in a.architectures}

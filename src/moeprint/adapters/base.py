@@ -8,8 +8,9 @@ Nothing outside `moeprint.adapters` names an architecture.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -72,11 +73,15 @@ class ExpertGroups:
             return f"{n} experts cannot be split equally over the {self.n_group} expert groups ({where})."
         per_group = n // self.n_group
         if per_group < self.min_per_group:
-            return (f"{n} experts leave {per_group} per group; the router scores a group by its best "
-                    f"{self.min_per_group} experts, so keep at least {self.min_per_group * self.n_group} ({where}).")  # fmt: skip
+            return (
+                f"{n} experts leave {per_group} per group; the router scores a group by its best "
+                f"{self.min_per_group} experts, so keep at least {self.min_per_group * self.n_group} ({where})."
+            )
         if self.topk_group * per_group < min(top_k, n):
-            return (f"{n} experts leave {per_group} per group: the {self.topk_group} groups a token may use hold "
-                    f"{self.topk_group * per_group}, fewer than top-k={top_k} ({where}).")  # fmt: skip
+            return (
+                f"{n} experts leave {per_group} per group: the {self.topk_group} groups a token may use hold "
+                f"{self.topk_group * per_group}, fewer than top-k={top_k} ({where})."
+            )
         return None
 
     def layer_error(self, kept: Sequence[int]) -> str | None:
@@ -311,7 +316,9 @@ class MoEAdapter:
                 if len(keep) == n_total and rows is None:
                     continue  # nothing dropped or replaced: the model is untouched
                 if len(set(keep)) != len(keep) or (rows is not None and list(keep) != sorted(keep)):
-                    raise MoeprintError(f"MoE layer {i}: kept expert ids must be unique (and ascending with router rows).")
+                    raise MoeprintError(
+                        f"MoE layer {i}: kept expert ids must be unique (and ascending with router rows)."
+                    )
                 if groups is not None:
                     error = groups.budget_error(len(keep), top_k) or groups.layer_error(keep)
                     if error:
@@ -327,8 +334,15 @@ class MoEAdapter:
                 if self.is_fused(block):
                     stack.enter_context(_rows_written_in_place(router, keep_ids, rows))
                 else:
-                    hook = _kept_rows_routing(route, keep_ids, rows, min(top_k, len(keep)), n_total,
-                                              self.weights_in_input_dtype, self.masked_router_output)  # fmt: skip
+                    hook = _kept_rows_routing(
+                        route,
+                        keep_ids,
+                        rows,
+                        min(top_k, len(keep)),
+                        n_total,
+                        self.weights_in_input_dtype,
+                        self.masked_router_output,
+                    )
                     # prepend: every other hook on the router (recording) sees the masked routing
                     stack.callback(router.register_forward_hook(hook, prepend=True).remove)
             yield
@@ -351,7 +365,7 @@ class RouterRows:
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def gather(cls, router: torch.nn.Module, keep_ids: torch.Tensor) -> "RouterRows":
+    def gather(cls, router: torch.nn.Module, keep_ids: torch.Tensor) -> RouterRows:
         with torch.no_grad():
             bias = getattr(router, "bias", None)
             return cls(
@@ -359,14 +373,15 @@ class RouterRows:
                 None if bias is None else bias.index_select(0, keep_ids).contiguous(),  # (n,)
             )
 
-    def to(self, like: torch.Tensor) -> "RouterRows":
+    def to(self, like: torch.Tensor) -> RouterRows:
         bias = None if self.bias is None else self.bias.to(device=like.device, dtype=like.dtype)
         buffers = {name: b.to(device=like.device) for name, b in self.buffers.items()}
         return RouterRows(self.weight.to(device=like.device, dtype=like.dtype), bias, buffers)
 
 
-def _kept_rows_routing(route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int, cast: bool,
-                       output_form=None):  # fmt: skip
+def _kept_rows_routing(
+    route, keep_ids: torch.Tensor, rows: RouterRows, top_k: int, n_total: int, cast: bool, output_form=None
+):
     def hook(module: torch.nn.Module, args: tuple, output: Any) -> tuple[torch.Tensor, ...]:
         hidden = args[0].reshape(-1, rows.weight.shape[1])  # (N, H)
         # in the router's dtype, as routers that keep their weight in float32 (DeepSeek-V3) cast the input

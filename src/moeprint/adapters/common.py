@@ -55,6 +55,10 @@ def fused_expert_tensors(*blocks: str) -> tuple[ExpertTensor, ...]:
     return tuple(ExpertTensor(f"{block}.experts.{proj}") for proj in ("gate_up_proj", "down_proj") for block in blocks)
 
 
-def per_expert_tensors(*blocks: str, projs=("gate_proj", "up_proj", "down_proj"), suffixes=("weight",)) -> tuple[str, ...]:
+def per_expert_tensors(
+    *blocks: str, projs=("gate_proj", "up_proj", "down_proj"), suffixes=("weight",)
+) -> tuple[str, ...]:
     """`{block}.experts.{expert}.{proj}.{suffix}` for each MoE-block prefix: the original one-tensor-per-expert names."""
-    return tuple(f"{block}.experts.{{expert}}.{proj}.{suffix}" for block in blocks for proj in projs for suffix in suffixes)
+    return tuple(
+        f"{block}.experts.{{expert}}.{proj}.{suffix}" for block in blocks for proj in projs for suffix in suffixes
+    )

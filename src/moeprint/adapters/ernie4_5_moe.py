@@ -23,7 +23,12 @@ from typing import Any
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, RouterBuffer, config_get
-from moeprint.adapters.common import fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk
+from moeprint.adapters.common import (
+    fused_expert_tensors,
+    gated_expert_forward,
+    per_expert_tensors,
+    router_output_to_topk,
+)
 
 
 def _logits_to_topk(

@@ -16,7 +16,12 @@ from __future__ import annotations
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, RouterBuffer
-from moeprint.adapters.common import fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk
+from moeprint.adapters.common import (
+    fused_expert_tensors,
+    gated_expert_forward,
+    per_expert_tensors,
+    router_output_to_topk,
+)
 
 
 def _logits_to_topk(
@@ -46,8 +51,9 @@ MINIMAX_M2 = MoEAdapter(
         for block in ("block_sparse_moe", "mlp")
         for name in ("gate.weight", "e_score_correction_bias")
     ),
-    per_expert_tensors=per_expert_tensors("model.layers.{layer}.block_sparse_moe", projs=("w1", "w2", "w3"),
-                                          suffixes=("weight", "weight_scale_inv")),  # fmt: skip
+    per_expert_tensors=per_expert_tensors(
+        "model.layers.{layer}.block_sparse_moe", projs=("w1", "w2", "w3"), suffixes=("weight", "weight_scale_inv")
+    ),
     router_output_to_topk=router_output_to_topk,
     logits_to_topk=_logits_to_topk,
     router_buffers=(RouterBuffer("e_score_correction_bias", "e_score_correction_bias", on_block=True),),

@@ -10,10 +10,8 @@ fused at load into `mlp.experts.gate_up_proj (E,2I,H)` / `mlp.experts.down_proj 
 
 from __future__ import annotations
 
-
 from moeprint.adapters.base import ExpertTensor, MoEAdapter
 from moeprint.adapters.common import gated_expert_forward, router_output_to_topk, softmax_topk_in_logits_dtype
-
 
 OLMOE = MoEAdapter(
     name="olmoe",

@@ -21,8 +21,12 @@ import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter
 from moeprint.adapters.common import (
-    fused_expert_tensors, gated_expert_forward, per_expert_tensors, router_output_to_topk, softmax_topk,
-)  # fmt: skip
+    fused_expert_tensors,
+    gated_expert_forward,
+    per_expert_tensors,
+    router_output_to_topk,
+    softmax_topk,
+)
 
 _PREFIXES = ("model.language_model.layers.{layer}.mlp", "model.layers.{layer}.mlp")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, config_get
 from moeprint.adapters.common import gated_expert_forward, router_output_to_topk, softmax_topk_in_logits_dtype
 
@@ -23,7 +22,9 @@ from moeprint.adapters.common import gated_expert_forward, router_output_to_topk
 def _is_moe_layer(config: Any, layer: int) -> bool:
     num_experts = config_get(config, "num_experts", config_get(config, "num_local_experts", 0))
     step = config_get(config, "decoder_sparse_step", 1)
-    return layer not in (config_get(config, "mlp_only_layers", []) or []) and num_experts > 0 and (layer + 1) % step == 0
+    return (
+        layer not in (config_get(config, "mlp_only_layers", []) or []) and num_experts > 0 and (layer + 1) % step == 0
+    )
 
 
 QWEN3_MOE = MoEAdapter(

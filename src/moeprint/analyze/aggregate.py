@@ -38,8 +38,14 @@ class LayerUsage:
         return self.tokens.shape[1]
 
     @classmethod
-    def from_counts(cls, tokens: np.ndarray, weight_sum: np.ndarray | None = None, n_tokens: int | None = None,
-                    norm_sum: np.ndarray | None = None, weight_norm_sum: np.ndarray | None = None) -> "LayerUsage":
+    def from_counts(
+        cls,
+        tokens: np.ndarray,
+        weight_sum: np.ndarray | None = None,
+        n_tokens: int | None = None,
+        norm_sum: np.ndarray | None = None,
+        weight_norm_sum: np.ndarray | None = None,
+    ) -> LayerUsage:
         """Build from plain (L, E) arrays (e.g. in the sweep stage). weight_sum defaults to the counts;
         n_tokens (informational, no criterion uses it) defaults to the largest per-layer decision count."""
         tokens = np.asarray(tokens, dtype=np.int64)
@@ -47,9 +53,14 @@ class LayerUsage:
             raise MoeprintError(f"usage arrays must be (layers, experts); got shape {tokens.shape}.")
         ws = np.asarray(weight_sum, dtype=np.float64) if weight_sum is not None else tokens.astype(np.float64)
         n = int(n_tokens) if n_tokens is not None else int(tokens.sum(axis=1).max(initial=0))
-        return cls(tokens, ws, n, None,
-                   None if norm_sum is None else np.asarray(norm_sum, np.float64),
-                   None if weight_norm_sum is None else np.asarray(weight_norm_sum, np.float64))
+        return cls(
+            tokens,
+            ws,
+            n,
+            None,
+            None if norm_sum is None else np.asarray(norm_sum, np.float64),
+            None if weight_norm_sum is None else np.asarray(weight_norm_sum, np.float64),
+        )
 
 
 @dataclass
@@ -85,7 +96,9 @@ class UsageSums:
     def n_bins(self) -> int:
         return self.tokens.size
 
-    def add_batch(self, group: np.ndarray, ids: np.ndarray, weights: np.ndarray, norms: np.ndarray | None = None) -> None:
+    def add_batch(
+        self, group: np.ndarray, ids: np.ndarray, weights: np.ndarray, norms: np.ndarray | None = None
+    ) -> None:
         """Add T tokens. group (T,) = domain_index * S + segment_index; ids, weights, norms (T, L, k)."""
         t, n_layers, k = ids.shape
         n_experts = self.num_experts
@@ -116,12 +129,14 @@ class UsageSums:
             # pair bin: ((group * L + layer) * E + lower) * E + higher, for every j1 < j2 of a token's choices
             pair_base = (row_base[:, None] + layer_base[None, :]) * n_experts  # (T, L)
             lo_hi = np.sort(ids, axis=-1).astype(np.intp)  # (T, L, k) ascending: lower id first
-            pair_bins = [pair_base + lo_hi[:, :, a] * n_experts + lo_hi[:, :, b]
-                         for a in range(k) for b in range(a + 1, k)]
+            pair_bins = [
+                pair_base + lo_hi[:, :, a] * n_experts + lo_hi[:, :, b] for a in range(k) for b in range(a + 1, k)
+            ]
             self.coactivation.reshape(-1)[:] += np.bincount(
-                np.concatenate([p.reshape(-1) for p in pair_bins]), minlength=self.coactivation.size)
+                np.concatenate([p.reshape(-1) for p in pair_bins]), minlength=self.coactivation.size
+            )
 
-    def merge(self, other: "UsageSums") -> "UsageSums":
+    def merge(self, other: UsageSums) -> UsageSums:
         """Add another accumulator of the same shape (shards, machines)."""
         if (other.domains, other.segments, other.tokens.shape) != (self.domains, self.segments, self.tokens.shape):
             raise MoeprintError("cannot merge fingerprints with different domains, segments or shapes.")
@@ -145,11 +160,21 @@ class UsageSums:
         def pool(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[sub].sum(axis=(0, 1))
 
-        wmax = self.weight_max[sub].max(axis=(0, 1)) if len(d) and len(s) else np.zeros(self.tokens.shape[2:], np.float32)
-        return LayerUsage(pool(self.tokens), pool(self.weight_sum), int(self.layer_tokens[sub].sum()), wmax,
-                          pool(self.norm_sum), pool(self.weight_norm_sum))
+        wmax = (
+            self.weight_max[sub].max(axis=(0, 1)) if len(d) and len(s) else np.zeros(self.tokens.shape[2:], np.float32)
+        )
+        return LayerUsage(
+            pool(self.tokens),
+            pool(self.weight_sum),
+            int(self.layer_tokens[sub].sum()),
+            wmax,
+            pool(self.norm_sum),
+            pool(self.weight_norm_sum),
+        )
 
-    def select_coactivation(self, domains: list[str] | None = None, segments: list[str] | None = None) -> np.ndarray | None:
+    def select_coactivation(
+        self, domains: list[str] | None = None, segments: list[str] | None = None
+    ) -> np.ndarray | None:
         if self.coactivation is None:
             return None
         sub = np.ix_(self._indices(self.domains, domains), self._indices(self.segments, segments))
@@ -214,7 +239,7 @@ class PromptCounts:
         self.counts[present] += local_counts.reshape(len(present), self.num_layers, self.num_experts).astype(np.int32)
         self.n_tokens[present] += np.bincount(local, minlength=len(present))
 
-    def finish(self) -> "PromptCounts":
+    def finish(self) -> PromptCounts:
         """Trim the growth capacity."""
         n = len(self.prompt_ids)
         self.counts, self.n_tokens = self.counts[:n], self.n_tokens[:n]

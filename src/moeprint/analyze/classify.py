@@ -42,13 +42,25 @@ class SignatureClassifier:
         return [self.classes[i] for i in self.predict_proba(features).argmax(axis=1)]
 
     def to_json(self) -> dict[str, Any]:
-        return {"classes": self.classes, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "weights": self.weights.tolist(), "bias": self.bias.tolist(), "l2": self.l2}
+        return {
+            "classes": self.classes,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "weights": self.weights.tolist(),
+            "bias": self.bias.tolist(),
+            "l2": self.l2,
+        }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "SignatureClassifier":
-        return cls(list(obj["classes"]), np.asarray(obj["mean"]), np.asarray(obj["scale"]),
-                   np.asarray(obj["weights"]), np.asarray(obj["bias"]), float(obj["l2"]))
+    def from_json(cls, obj: dict[str, Any]) -> SignatureClassifier:
+        return cls(
+            list(obj["classes"]),
+            np.asarray(obj["mean"]),
+            np.asarray(obj["scale"]),
+            np.asarray(obj["weights"]),
+            np.asarray(obj["bias"]),
+            float(obj["l2"]),
+        )
 
 
 def fit(features: np.ndarray, labels: list[str], l2: float = 1.0) -> SignatureClassifier:
@@ -66,7 +78,7 @@ def fit(features: np.ndarray, labels: list[str], l2: float = 1.0) -> SignatureCl
     onehot = np.eye(c)[y]  # (N, C)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[: f * c].reshape(f, c), theta[f * c:]
+        w, b = theta[: f * c].reshape(f, c), theta[f * c :]
         logp = log_softmax(x @ w + b, axis=1)
         value = -(onehot * logp).sum() / n + 0.5 * l2 / n * (w * w).sum()
         grad_logits = (np.exp(logp) - onehot) / n  # (N, C)
@@ -74,7 +86,7 @@ def fit(features: np.ndarray, labels: list[str], l2: float = 1.0) -> SignatureCl
         return value, np.concatenate([gw.ravel(), grad_logits.sum(axis=0)])
 
     res = minimize(loss, np.zeros(f * c + c), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return SignatureClassifier(classes, mean, scale, res.x[: f * c].reshape(f, c), res.x[f * c:], l2)
+    return SignatureClassifier(classes, mean, scale, res.x[: f * c].reshape(f, c), res.x[f * c :], l2)
 
 
 def grouped_folds(labels: list[str], groups: list[str], n_folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,8 +105,9 @@ def grouped_folds(labels: list[str], groups: list[str], n_folds: int, rng: np.ra
     return np.array([fold_of_group[g] for g in groups])
 
 
-def cross_validate(features: np.ndarray, labels: list[str], groups: list[str], n_folds: int = 5, l2: float = 1.0,
-                   seed: int = 0) -> dict[str, Any]:
+def cross_validate(
+    features: np.ndarray, labels: list[str], groups: list[str], n_folds: int = 5, l2: float = 1.0, seed: int = 0
+) -> dict[str, Any]:
     """Grouped, class-stratified k-fold accuracy with a majority-class and nearest-centroid comparison."""
     rng = np.random.default_rng(seed)
     folds = grouped_folds(labels, groups, n_folds, rng)
@@ -117,15 +130,20 @@ def cross_validate(features: np.ndarray, labels: list[str], groups: list[str], n
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     for t, p in zip(y[done], predicted[done]):
         confusion[classes.index(t), classes.index(p)] += 1
-    recall = np.divide(np.diag(confusion), confusion.sum(axis=1), out=np.zeros(len(classes)),
-                       where=confusion.sum(axis=1) > 0)
+    recall = np.divide(
+        np.diag(confusion), confusion.sum(axis=1), out=np.zeros(len(classes)), where=confusion.sum(axis=1) > 0
+    )
     return {
-        "n_samples": int(done.sum()), "n_groups": len(set(groups)), "n_folds": n_folds, "l2": l2,
+        "n_samples": int(done.sum()),
+        "n_groups": len(set(groups)),
+        "n_folds": n_folds,
+        "l2": l2,
         "accuracy": float((predicted[done] == y[done]).mean()) if done.any() else None,
         "balanced_accuracy": float(recall[confusion.sum(axis=1) > 0].mean()) if done.any() else None,
         "nearest_centroid_accuracy": float((centroid_pred[done] == y[done]).mean()) if done.any() else None,
         "majority_baseline_accuracy": majority_hits / max(int(done.sum()), 1),
-        "classes": classes, "per_class_recall": dict(zip(classes, recall.tolist())),
+        "classes": classes,
+        "per_class_recall": dict(zip(classes, recall.tolist())),
         "samples_per_class": dict(zip(classes, confusion.sum(axis=1).tolist())),
         "confusion": confusion.tolist(),
     }

@@ -7,7 +7,7 @@ are in docs/analyze.md.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -100,8 +100,11 @@ def interleave(domain_ranking: list[int], all_ranking: list[int]) -> list[int]:
     return out
 
 
-def rank_experts(usage_for_domain: LayerUsage | Mapping[str, np.ndarray], criterion: str,
-                 usage_all: LayerUsage | Mapping[str, np.ndarray] | None = None) -> list[list[int]]:
+def rank_experts(
+    usage_for_domain: LayerUsage | Mapping[str, np.ndarray],
+    criterion: str,
+    usage_all: LayerUsage | Mapping[str, np.ndarray] | None = None,
+) -> list[list[int]]:
     """Per-layer rankings (every expert, best first) of one domain under `criterion`.
 
     `usage_*` is a LayerUsage or a mapping with at least `tokens` (L, E) and optionally
@@ -123,12 +126,14 @@ def _as_usage(u: LayerUsage | Mapping[str, np.ndarray]) -> LayerUsage:
         return u
     if "tokens" not in u:
         raise MoeprintError("usage mapping needs a 'tokens' (layers, experts) array.")
-    return LayerUsage.from_counts(u["tokens"], u.get("weight_sum"), u.get("n_tokens"), u.get("norm_sum"),
-                                  u.get("weight_norm_sum"))
+    return LayerUsage.from_counts(
+        u["tokens"], u.get("weight_sum"), u.get("n_tokens"), u.get("norm_sum"), u.get("weight_norm_sum")
+    )
 
 
-def reference_rankings(rows: Mapping[str, np.ndarray], num_layers: int, num_experts: int,
-                       domains: list[str]) -> dict[str, list[list[int]]]:
+def reference_rankings(
+    rows: Mapping[str, np.ndarray], num_layers: int, num_experts: int, domains: list[str]
+) -> dict[str, list[list[int]]]:
     """The reference project's exact recipe on its published summaries.
 
     rows: columns of published/summaries.parquet in file order (domain, sample_count, layer, expert,

@@ -7,27 +7,43 @@ RUN/fingerprints/ atomically with manifest.json last.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from moeprint.analyze.aggregate import LayerUsage
-from moeprint.analyze.criteria import (ALL_DOMAIN, CRITERIA, NORM_CRITERIA, REVERSED_DOMAINS, check_criterion,
-                                       expert_scores, rank_experts, reference_rankings)
-from moeprint.analyze.runio import (SEGMENT_SELECTIONS, coactivation_table, read_usage, scan_run, scan_token_strata,
-                                    usage_table, write_parquet)
+from moeprint.analyze.criteria import (
+    ALL_DOMAIN,
+    CRITERIA,
+    NORM_CRITERIA,
+    REVERSED_DOMAINS,
+    check_criterion,
+    expert_scores,
+    rank_experts,
+    reference_rankings,
+)
+from moeprint.analyze.runio import (
+    SEGMENT_SELECTIONS,
+    coactivation_table,
+    read_usage,
+    scan_run,
+    scan_token_strata,
+    usage_table,
+    write_parquet,
+)
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory, atomic_write_json, read_parquet
-from moeprint.run import RunDir, open_run
+from moeprint.io.atomic import atomic_directory, atomic_write_json, read_parquet
+from moeprint.io.run import RunDir, open_run
 
 CLAIMS = {
     "usage_token_level": "usage: the domain's tokens pick different experts than the rest's. Token-level G-test "
-                         "on decision counts; decisions are not independent, so p/q overstate significance.",
+    "on decision counts; decisions are not independent, so p/q overstate significance.",
     "usage_prompt_permutation": "usage: same claim, tested by shuffling domain labels across whole prompts "
-                                "(the honest p/q). Usage differences mostly reflect which tokens a domain uses.",
+    "(the honest p/q). Usage differences mostly reflect which tokens a domain uses.",
     "token_controlled": "token-controlled: the SAME token is routed differently in the domain than elsewhere "
-                        "(strata = token; labels shuffled across prompts). This is the specialisation claim.",
+    "(strata = token; labels shuffled across prompts). This is the specialisation claim.",
     "stability": "how reproducible a domain's top-N kept set is when its prompts are resampled.",
 }
 
@@ -53,16 +69,23 @@ def default_criteria(has_norms: bool) -> list[str]:
     return [c for c in CRITERIA if has_norms or c not in NORM_CRITERIA]
 
 
-def compute_rankings(criterion: str, domains: list[str], usage_of: Callable[[str | None], LayerUsage],
-                     summaries: dict[str, np.ndarray] | None, num_layers: int, num_experts: int) -> dict[str, list]:
+def compute_rankings(
+    criterion: str,
+    domains: list[str],
+    usage_of: Callable[[str | None], LayerUsage],
+    summaries: dict[str, np.ndarray] | None,
+    num_layers: int,
+    num_experts: int,
+) -> dict[str, list]:
     """{domain: per-layer rankings} for the domains and `all` (and `unsafety` under reference)."""
     if criterion == "reference" and summaries is not None:
         ranked = reference_rankings(summaries, num_layers, num_experts, domains)
         return {d: r for d, r in ranked.items() if d in domains or d == ALL_DOMAIN or d in REVERSED_DOMAINS}
     pooled = usage_of(None)
     if pooled.n_tokens == 0:  # a ranking of no tokens would be the identity order 0..E-1 dressed up as a result
-        raise MoeprintError("the run has no routed tokens in the chosen segment, so nothing can be ranked; "
-                            "choose another --segment.")
+        raise MoeprintError(
+            "the run has no routed tokens in the chosen segment, so nothing can be ranked; choose another --segment."
+        )
     out = {ALL_DOMAIN: rank_experts(pooled, criterion, pooled)}
     for d in domains:
         usage = usage_of(d)
@@ -87,9 +110,20 @@ def read_summaries(run: RunDir) -> dict[str, np.ndarray] | None:
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
-def _domain_stats(scan, domains: list[str], selected: list[str], top_n: int, n_perm: int, n_boot: int,
-                  token_perm: int, min_token_count: int, max_tokens: int, run: RunDir, manifest: dict,
-                  rng: np.random.Generator) -> dict[str, Any]:
+def _domain_stats(
+    scan,
+    domains: list[str],
+    selected: list[str],
+    top_n: int,
+    n_perm: int,
+    n_boot: int,
+    token_perm: int,
+    min_token_count: int,
+    max_tokens: int,
+    run: RunDir,
+    manifest: dict,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
     from moeprint.analyze import stats as st  # scipy.stats takes seconds to import; only analyze needs it
 
     sums, prompts = scan.sums, scan.prompts
@@ -102,8 +136,9 @@ def _domain_stats(scan, domains: list[str], selected: list[str], top_n: int, n_p
     tc = None
     if tokens and len(labels):
         pair_prompt, pair_token, pair_counts = scan_token_strata(run, manifest, selected, tokens, prompts.prompt_ids)
-        tc = st.token_controlled(pair_prompt, pair_token, pair_counts, labels, len(tokens), len(all_domains),
-                                 token_perm, rng)
+        tc = st.token_controlled(
+            pair_prompt, pair_token, pair_counts, labels, len(tokens), len(all_domains), token_perm, rng
+        )
 
     out: dict[str, Any] = {"all": {k: v.tolist() for k, v in st.router_balance(pooled.tokens).items()}}
     for d in domains:
@@ -117,28 +152,41 @@ def _domain_stats(scan, domains: list[str], selected: list[str], top_n: int, n_p
             out[d] = rec
             continue
         g = st.g_tests(dom.tokens, rest_tokens)
-        rec["usage_token_level"] = {"g": g["g"].tolist(), "dof": g["dof"].tolist(), "p": g["p"].tolist(),
-                                    "q": st.bh(g["p"]).tolist(), "cramers_v": g["cramers_v"].tolist()}
+        rec["usage_token_level"] = {
+            "g": g["g"].tolist(),
+            "dof": g["dof"].tolist(),
+            "p": g["p"].tolist(),
+            "q": st.bh(g["p"]).tolist(),
+            "cramers_v": g["cramers_v"].tolist(),
+        }
         rec["tvd_vs_rest"] = st.tvd(st.shares(dom.tokens), st.shares(rest_tokens)).tolist()
         rec["tvd_vs_all"] = st.tvd(st.shares(dom.tokens), st.shares(pooled.tokens)).tolist()
         top_d, top_all = st.top_n_sets(dom.tokens, top_n), st.top_n_sets(pooled.tokens, top_n)
         rec[f"top{top_n}_overlap_with_all"] = (top_d & top_all).sum(axis=-1).tolist()
         if perm is not None:
             rec["usage_prompt_permutation"] = {
-                "tvd_observed": perm["observed"][di].tolist(), "tvd_null_mean": perm["null_mean"][di].tolist(),
+                "tvd_observed": perm["observed"][di].tolist(),
+                "tvd_null_mean": perm["null_mean"][di].tolist(),
                 "tvd_excess": (perm["observed"][di] - perm["null_mean"][di]).tolist(),
-                "p": perm["p"][di].tolist(), "q": st.bh(perm["p"][di]).tolist(), "n_perm": n_perm}
+                "p": perm["p"][di].tolist(),
+                "q": st.bh(perm["p"][di]).tolist(),
+                "n_perm": n_perm,
+            }
         if len(rows) >= 2:
             boot = st.bootstrap_domain(prompts.counts, rows, top_n, n_boot, rng)
             rec["stability"] = {k: v.tolist() for k, v in boot.items()} | {"n_boot": n_boot, "top_n": top_n}
         if tc is not None and np.isfinite(tc["observed"][di]).any():
             rec["token_controlled"] = {
-                "tvd_observed": _nan_list(tc["observed"][di]), "tvd_null_mean": _nan_list(tc["null_mean"][di]),
+                "tvd_observed": _nan_list(tc["observed"][di]),
+                "tvd_null_mean": _nan_list(tc["null_mean"][di]),
                 "tvd_excess": _nan_list(tc["observed"][di] - tc["null_mean"][di]),
                 "excess_g_per_decision": _nan_list(tc["excess_g"][di]),
-                "p": tc["p"][di].tolist(), "q": st.bh(tc["p"][di]).tolist(), "n_perm": token_perm,
+                "p": tc["p"][di].tolist(),
+                "q": st.bh(tc["p"][di]).tolist(),
+                "n_perm": token_perm,
                 "p_token_level": _nan_list(tc["p_token_level"][di]),
-                "q_token_level": _nan_list(st.bh(tc["p_token_level"][di]))}
+                "q_token_level": _nan_list(st.bh(tc["p_token_level"][di])),
+            }
         rec["balance"] = {k: v.tolist() for k, v in st.router_balance(dom.tokens).items()}
         rec["summary"] = _summary(rec, top_n)
         out[d] = rec
@@ -151,8 +199,10 @@ def _nan_list(a: np.ndarray) -> list:
 
 def _summary(rec: dict[str, Any], top_n: int) -> dict[str, Any]:
     """A few headline numbers per domain (every one traceable to a per-layer list above)."""
-    s: dict[str, Any] = {"median_tvd_vs_rest": float(np.median(rec["tvd_vs_rest"])),
-                         f"mean_top{top_n}_overlap_with_all": float(np.mean(rec[f"top{top_n}_overlap_with_all"]))}
+    s: dict[str, Any] = {
+        "median_tvd_vs_rest": float(np.median(rec["tvd_vs_rest"])),
+        f"mean_top{top_n}_overlap_with_all": float(np.mean(rec[f"top{top_n}_overlap_with_all"])),
+    }
     if "usage_prompt_permutation" in rec:
         s["layers_q_lt_0.05_prompt_permutation"] = int((np.array(rec["usage_prompt_permutation"]["q"]) < 0.05).sum())
         s["median_tvd_excess_over_null"] = float(np.median(rec["usage_prompt_permutation"]["tvd_excess"]))
@@ -167,11 +217,23 @@ def _summary(rec: dict[str, Any], top_n: int) -> dict[str, Any]:
     return s
 
 
-def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment: str = "all",
-                criteria: list[str] | None = None, top_n: int | None = None, n_perm: int = 999, n_boot: int = 200,
-                token_perm: int = 199, min_token_count: int = 20, max_tokens: int = 32, seed: int = 0,
-                with_stats: bool = True, progress: bool = True, plots: bool = False,
-                coactivation: bool = True) -> Path:
+def analyze_run(
+    run_path: str | Path,
+    domains: list[str] | None = None,
+    segment: str = "all",
+    criteria: list[str] | None = None,
+    top_n: int | None = None,
+    n_perm: int = 999,
+    n_boot: int = 200,
+    token_perm: int = 199,
+    min_token_count: int = 20,
+    max_tokens: int = 32,
+    seed: int = 0,
+    with_stats: bool = True,
+    progress: bool = True,
+    plots: bool = False,
+    coactivation: bool = True,
+) -> Path:
     """Fingerprint a run: write RUN/fingerprints/ (see docs/formats.md). Returns its path."""
     run = open_run(run_path)
     manifest = run.manifest()
@@ -183,8 +245,10 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
     for c in crits:
         check_criterion(c)
         if c in NORM_CRITERIA and not has_norms:
-            raise MoeprintError(f"criterion {c!r} needs expert output norms, but {run.root} recorded none "
-                                "(record with expert norms, or choose frequency, gate-mass, lift or reference).")
+            raise MoeprintError(
+                f"criterion {c!r} needs expert output norms, but {run.root} recorded none "
+                "(record with expert norms, or choose frequency, gate-mass, lift or reference)."
+            )
     num_layers, num_experts = manifest["num_layers"], manifest["num_experts"]
     top_n = max(1, num_experts // 2) if top_n is None else top_n
     if not 1 <= top_n <= num_experts:
@@ -205,28 +269,59 @@ def analyze_run(run_path: str | Path, domains: list[str] | None = None, segment:
             for d, r in ranked.items():
                 atomic_write_json(tmp / "rankings" / c / f"{d}.json", to_published(r), indent=None)
             written[c] = sorted(ranked)
-        stats: dict[str, Any] = {"segment": segment, "segments_pooled": selected, "unit": "prompt",
-                                 "n_prompts": len(scan.prompts.prompt_ids), "claims": CLAIMS,
-                                 "note": "usage differences between domains mostly reflect which tokens each domain "
-                                         "uses; cite token_controlled for specialisation."}
+        stats: dict[str, Any] = {
+            "segment": segment,
+            "segments_pooled": selected,
+            "unit": "prompt",
+            "n_prompts": len(scan.prompts.prompt_ids),
+            "claims": CLAIMS,
+            "note": "usage differences between domains mostly reflect which tokens each domain "
+            "uses; cite token_controlled for specialisation.",
+        }
         if with_stats:
             rng = np.random.default_rng(seed)
-            stats |= _domain_stats(scan, chosen, selected, top_n, n_perm, n_boot, token_perm, min_token_count,
-                                   max_tokens, run, manifest, rng)
+            stats |= _domain_stats(
+                scan,
+                chosen,
+                selected,
+                top_n,
+                n_perm,
+                n_boot,
+                token_perm,
+                min_token_count,
+                max_tokens,
+                run,
+                manifest,
+                rng,
+            )
         atomic_write_json(tmp / "stats.json", stats)
         if plots and with_stats:
             from moeprint.analyze.plots import plot_specialisation
 
             plot_specialisation(stats, tmp / "plots")
-        atomic_write_json(tmp / "manifest.json", {
-            "kind": "fingerprints", "criteria": crits, "rankings": written, "domains": chosen, "segment": segment,
-            "segments_pooled": selected, "top_n": top_n, "seed": seed,
-            "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
-            "num_layers": num_layers, "num_experts": num_experts, "top_k": manifest["top_k"],
-            "moe_layers": manifest.get("moe_layers", list(range(num_layers))),  # layer_i of a ranking = moe_layers[i]
-            "n_rows": scan.n_rows, "coactivation": coactivation,
-            "source_manifest_sha256": hashlib.sha256(run.manifest_path.read_bytes()).hexdigest(),
-        })
+        atomic_write_json(
+            tmp / "manifest.json",
+            {
+                "kind": "fingerprints",
+                "criteria": crits,
+                "rankings": written,
+                "domains": chosen,
+                "segment": segment,
+                "segments_pooled": selected,
+                "top_n": top_n,
+                "seed": seed,
+                "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
+                "num_layers": num_layers,
+                "num_experts": num_experts,
+                "top_k": manifest["top_k"],
+                "moe_layers": manifest.get(
+                    "moe_layers", list(range(num_layers))
+                ),  # layer_i of a ranking = moe_layers[i]
+                "n_rows": scan.n_rows,
+                "coactivation": coactivation,
+                "source_manifest_sha256": hashlib.sha256(run.manifest_path.read_bytes()).hexdigest(),
+            },
+        )
     return run.fingerprints_dir
 
 
@@ -245,20 +340,25 @@ def layer_usage_from_table(table, domain: str, segments: list[str], num_layers: 
         values = sub[col]
         if values.null_count == len(values) and len(values):
             return None
-        return np.bincount(flat, weights=values.to_numpy(zero_copy_only=False).astype(np.float64),
-                           minlength=num_layers * num_experts).reshape(num_layers, num_experts)
+        return np.bincount(
+            flat, weights=values.to_numpy(zero_copy_only=False).astype(np.float64), minlength=num_layers * num_experts
+        ).reshape(num_layers, num_experts)
 
-    n_tok = int(sub.filter(pc.and_(pc.equal(sub["layer"], 0), pc.equal(sub["expert"], 0)))["layer_tokens"]
-                .to_numpy().sum()) if len(sub) else 0
-    return LayerUsage(pool("tokens").astype(np.int64), pool("weight_sum"), n_tok, None, pool("norm_sum"),
-                      pool("weight_norm_sum"))
+    n_tok = (
+        int(sub.filter(pc.and_(pc.equal(sub["layer"], 0), pc.equal(sub["expert"], 0)))["layer_tokens"].to_numpy().sum())
+        if len(sub)
+        else 0
+    )
+    return LayerUsage(
+        pool("tokens").astype(np.int64), pool("weight_sum"), n_tok, None, pool("norm_sum"), pool("weight_norm_sum")
+    )
 
 
 def load_fingerprints(run_path: str | Path) -> tuple[dict[str, Any], Callable[[str | None], LayerUsage]]:
     """(fingerprints manifest, usage_of(domain or None=all)) for other stages (plan, sweep, report)."""
     run = open_run(run_path)
     table = read_usage(run.fingerprints_dir)
-    from moeprint.io import read_json
+    from moeprint.io.atomic import read_json
 
     fmanifest = read_json(run.fingerprints_dir / "manifest.json")
     segs = fmanifest["segments_pooled"]
@@ -270,8 +370,9 @@ def load_fingerprints(run_path: str | Path) -> tuple[dict[str, Any], Callable[[s
     return fmanifest, usage_of
 
 
-def export_rankings(run_path: str | Path, criterion: str, out_dir: str | Path, domains: list[str] | None = None,
-                    fmt: str = "published") -> list[Path]:
+def export_rankings(
+    run_path: str | Path, criterion: str, out_dir: str | Path, domains: list[str] | None = None, fmt: str = "published"
+) -> list[Path]:
     """Write OUT/<domain>.json for any criterion: the published topical_analytics rankings, or
     (`fmt="llmcompressor"`) the criterion's scores as the saliency report llm-compressor's ExpertPruner reads."""
     check_criterion(criterion)
@@ -288,8 +389,10 @@ def export_rankings(run_path: str | Path, criterion: str, out_dir: str | Path, d
         from moeprint.importers.llmcompressor import write_saliency_report
 
         if criterion in ("reference", "lift"):  # a recipe, or signed z-scores the pruner's per-layer max would distort
-            raise MoeprintError(f"criterion {criterion!r} has no non-negative per-expert score; llm-compressor's "
-                                "report needs one (use reap, reap-sum, ean, frequency or gate-mass).")  # fmt: skip
+            raise MoeprintError(
+                f"criterion {criterion!r} has no non-negative per-expert score; llm-compressor's "
+                "report needs one (use reap, reap-sum, ean, frequency or gate-mass)."
+            )
         pooled = usage_of(None)
         written = []
         for d in [ALL_DOMAIN, *chosen]:
@@ -297,6 +400,7 @@ def export_rankings(run_path: str | Path, criterion: str, out_dir: str | Path, d
             scores = expert_scores(usage, criterion, pooled)  # (L, E)
             written.append(write_saliency_report(out / f"{d}.json", scores.tolist(), usage.tokens.tolist()))
         return written
-    ranked = compute_rankings(criterion, chosen, usage_of, read_summaries(run), fmanifest["num_layers"],
-                              fmanifest["num_experts"])
+    ranked = compute_rankings(
+        criterion, chosen, usage_of, read_summaries(run), fmanifest["num_layers"], fmanifest["num_experts"]
+    )
     return [atomic_write_json(out / f"{d}.json", to_published(r), indent=None) for d, r in ranked.items()]

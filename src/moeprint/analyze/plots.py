@@ -33,7 +33,7 @@ def plot_specialisation(stats: dict[str, Any], out_dir: str | Path) -> list[Path
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_title(f"{d} ({rec['n_prompts']} prompts)", fontsize=9)
         ax.set_xlabel("layer", fontsize=8)
-    for ax in list(axes.flat)[len(domains):]:
+    for ax in list(axes.flat)[len(domains) :]:
         ax.axis("off")
     axes[0, 0].set_ylabel("TVD minus null mean", fontsize=8)
     axes[0, 0].legend(fontsize=7)

@@ -6,9 +6,10 @@ numpy, so no token ever becomes a Python object except the token string keys of 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,8 +18,8 @@ import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import PromptCounts, UsageSums
 from moeprint.errors import MoeprintError
-from moeprint.io import read_parquet
-from moeprint.run import RunDir
+from moeprint.io.atomic import read_parquet
+from moeprint.io.run import RunDir
 from moeprint.types import SEGMENTS  # torch-free: types.py imports torch for annotations only
 
 BATCH_ROWS = 16384
@@ -47,7 +48,11 @@ def routing_arrays(batch: pa.RecordBatch, num_layers: int, top_k: int, column: s
 
 def _codes(column: pa.Array, lookup: dict[str, int], what: str, grow: bool = False) -> np.ndarray:
     """Strings -> integer codes via the batch's dictionary (a handful of distinct values per batch)."""
-    encoded = pc.dictionary_encode(column).combine_chunks() if isinstance(column, pa.ChunkedArray) else pc.dictionary_encode(column)
+    encoded = (
+        pc.dictionary_encode(column).combine_chunks()
+        if isinstance(column, pa.ChunkedArray)
+        else pc.dictionary_encode(column)
+    )
     table = []
     for value in encoded.dictionary.to_pylist():
         if value not in lookup:
@@ -82,8 +87,14 @@ class ScanResult:
     n_rows: int
 
 
-def scan_run(run: RunDir, manifest: dict[str, Any], selected_segments: list[str], progress: bool = True,
-             with_coactivation: bool = True, window: int | None = None) -> ScanResult:
+def scan_run(
+    run: RunDir,
+    manifest: dict[str, Any],
+    selected_segments: list[str],
+    progress: bool = True,
+    with_coactivation: bool = True,
+    window: int | None = None,
+) -> ScanResult:
     """One streaming pass: fingerprint sums for every (domain, segment), per-prompt counts and
     per-token domain occurrences for the selected segments.
 
@@ -98,8 +109,15 @@ def scan_run(run: RunDir, manifest: dict[str, Any], selected_segments: list[str]
     columns = ["prompt_id", "domain", "position", "segment", token_column, "ids", "weights"]
     if has_norms:
         columns.append("expert_norms")
-    sums = UsageSums(tuple(domains), tuple(SEGMENTS), num_layers, manifest["num_experts"], top_k,
-                     with_norms=has_norms, with_coactivation=with_coactivation)
+    sums = UsageSums(
+        tuple(domains),
+        tuple(SEGMENTS),
+        num_layers,
+        manifest["num_experts"],
+        top_k,
+        with_norms=has_norms,
+        with_coactivation=with_coactivation,
+    )
     selected = np.zeros(len(SEGMENTS), dtype=bool)
     selected[[segment_code[s] for s in selected_segments]] = True
 
@@ -112,8 +130,7 @@ def scan_run(run: RunDir, manifest: dict[str, Any], selected_segments: list[str]
     from tqdm import tqdm
 
     # `with`: the bar closes before an error propagates, so the error stays the last line on screen
-    with tqdm(total=manifest.get("n_tokens"), desc="analyze", unit="tok", unit_scale=True,
-              disable=not progress) as bar:
+    with tqdm(total=manifest.get("n_tokens"), desc="analyze", unit="tok", unit_scale=True, disable=not progress) as bar:
         for batch in iter_batches(run, columns):
             t = batch.num_rows
             n_rows += t
@@ -152,7 +169,9 @@ def scan_run(run: RunDir, manifest: dict[str, Any], selected_segments: list[str]
                 tok = tok[keep]
                 n_tok = int(tok.max(initial=-1)) + 1 if token_column != "token" else len(token_code)
                 if n_tok > token_counts.shape[0]:
-                    token_counts = np.vstack([token_counts, np.zeros((n_tok - token_counts.shape[0], len(domains)), np.int64)])
+                    token_counts = np.vstack(
+                        [token_counts, np.zeros((n_tok - token_counts.shape[0], len(domains)), np.int64)]
+                    )
                 np.add.at(token_counts, (tok, d[keep]), 1)
             bar.update(t)
 
@@ -165,8 +184,9 @@ def scan_run(run: RunDir, manifest: dict[str, Any], selected_segments: list[str]
     return ScanResult(sums, prompts, token_domain_counts, n_rows)
 
 
-def scan_token_strata(run: RunDir, manifest: dict[str, Any], selected_segments: list[str], tokens: list[Any],
-                      prompt_ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scan_token_strata(
+    run: RunDir, manifest: dict[str, Any], selected_segments: list[str], tokens: list[Any], prompt_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Second pass for token-controlled statistics: counts (pairs, L, E) per (prompt, chosen token) pair.
 
     Returns (pair_prompt (N,), pair_token (N,), counts (N, L, E)), prompts indexed like `prompt_ids`.
@@ -208,15 +228,30 @@ def scan_token_strata(run: RunDir, manifest: dict[str, Any], selected_segments: 
 
 # ---- fingerprints/ files ------------------------------------------------------------------------
 
-USAGE_SCHEMA = pa.schema([
-    ("domain", pa.string()), ("segment", pa.string()), ("layer", pa.int16()), ("expert", pa.int16()),
-    ("tokens", pa.int64()), ("weight_sum", pa.float64()), ("weight_max", pa.float32()),
-    ("norm_sum", pa.float64()), ("weight_norm_sum", pa.float64()), ("layer_tokens", pa.int64()),
-])
-COACTIVATION_SCHEMA = pa.schema([
-    ("domain", pa.string()), ("segment", pa.string()), ("layer", pa.int16()),
-    ("expert_a", pa.int16()), ("expert_b", pa.int16()), ("count", pa.int64()),
-])
+USAGE_SCHEMA = pa.schema(
+    [
+        ("domain", pa.string()),
+        ("segment", pa.string()),
+        ("layer", pa.int16()),
+        ("expert", pa.int16()),
+        ("tokens", pa.int64()),
+        ("weight_sum", pa.float64()),
+        ("weight_max", pa.float32()),
+        ("norm_sum", pa.float64()),
+        ("weight_norm_sum", pa.float64()),
+        ("layer_tokens", pa.int64()),
+    ]
+)
+COACTIVATION_SCHEMA = pa.schema(
+    [
+        ("domain", pa.string()),
+        ("segment", pa.string()),
+        ("layer", pa.int16()),
+        ("expert_a", pa.int16()),
+        ("expert_b", pa.int16()),
+        ("count", pa.int64()),
+    ]
+)
 
 
 def usage_table(sums: UsageSums, domains: list[str]) -> pa.Table:
@@ -265,8 +300,9 @@ def coactivation_table(sums: UsageSums, domains: list[str]) -> pa.Table:
             cols["count"].append(c[l, a, b])
     if not cols["layer"]:
         return COACTIVATION_SCHEMA.empty_table()
-    return pa.Table.from_arrays([pa.array(np.concatenate(cols[f.name]), f.type) for f in COACTIVATION_SCHEMA],
-                                schema=COACTIVATION_SCHEMA)
+    return pa.Table.from_arrays(
+        [pa.array(np.concatenate(cols[f.name]), f.type) for f in COACTIVATION_SCHEMA], schema=COACTIVATION_SCHEMA
+    )
 
 
 def read_usage(fingerprints_dir: Path) -> pa.Table:
@@ -277,14 +313,15 @@ def read_usage(fingerprints_dir: Path) -> pa.Table:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    from moeprint.io import atomic_path
+    from moeprint.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
-def scan_token_bags(run: RunDir, manifest: dict[str, Any], selected_segments: list[str], window: int | None,
-                    vocab_size: int) -> tuple[list[str], np.ndarray]:
+def scan_token_bags(
+    run: RunDir, manifest: dict[str, Any], selected_segments: list[str], window: int | None, vocab_size: int
+) -> tuple[list[str], np.ndarray]:
     """Token-mix control for the classifier: counts of the `vocab_size` most frequent tokens per unit
     (prompt, or prompt#w<i> window, named like scan_run's units). Returns (unit ids, counts (N, V))."""
     from scipy.sparse import coo_matrix

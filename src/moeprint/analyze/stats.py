@@ -98,8 +98,9 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.ones(inter.shape), where=union > 0)
 
 
-def prompt_permutation(prompt_counts: np.ndarray, labels: np.ndarray, n_domains: int, n_perm: int,
-                       rng: np.random.Generator) -> dict[str, np.ndarray]:
+def prompt_permutation(
+    prompt_counts: np.ndarray, labels: np.ndarray, n_domains: int, n_perm: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Usage claim, honest version: TVD(domain vs rest) per domain and layer, with a null from
     shuffling domain labels across prompts. prompt_counts (P, L, E), labels (P,) in 0..D-1.
 
@@ -129,8 +130,9 @@ def prompt_permutation(prompt_counts: np.ndarray, labels: np.ndarray, n_domains:
     return {"observed": observed, "null_mean": null_sum / max(n_perm, 1), "p": (1 + exceed) / (1 + n_perm)}
 
 
-def bootstrap_domain(prompt_counts: np.ndarray, domain_rows: np.ndarray, top_n: int, n_boot: int,
-                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+def bootstrap_domain(
+    prompt_counts: np.ndarray, domain_rows: np.ndarray, top_n: int, n_boot: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Resample a domain's prompts with replacement: CI of its TVD to the pooled usage and the
     stability of its top-N kept set (Jaccard vs the full-data set, and between consecutive resamples)."""
     dom = prompt_counts[domain_rows].astype(np.float64)  # (Pd, L, E)
@@ -162,14 +164,22 @@ def choose_strata(token_domain_counts: dict[Any, np.ndarray], min_count: int, ma
     return [keys[i] for i in order if ok[i]][:max_tokens]
 
 
-def _token_cells(pair_token: np.ndarray, pair_domain: np.ndarray, counts_flat: np.ndarray, n_tokens: int,
-                 n_domains: int, shape: tuple[int, int]) -> np.ndarray:
+def _token_cells(
+    pair_token: np.ndarray,
+    pair_domain: np.ndarray,
+    counts_flat: np.ndarray,
+    n_tokens: int,
+    n_domains: int,
+    shape: tuple[int, int],
+) -> np.ndarray:
     """(K, D, L, E) decision counts per (token, domain) from per-(prompt, token) pair rows (sparse product)."""
     from scipy.sparse import csr_matrix
 
     n_pairs = len(pair_token)
-    indicator = csr_matrix((np.ones(n_pairs), (pair_token * n_domains + pair_domain, np.arange(n_pairs))),
-                           shape=(n_tokens * n_domains, n_pairs))
+    indicator = csr_matrix(
+        (np.ones(n_pairs), (pair_token * n_domains + pair_domain, np.arange(n_pairs))),
+        shape=(n_tokens * n_domains, n_pairs),
+    )
     return np.asarray(indicator @ counts_flat).reshape(n_tokens, n_domains, *shape)
 
 
@@ -187,12 +197,24 @@ def _within_token(cell: np.ndarray) -> dict[str, np.ndarray]:
     w = cell.sum(axis=-1) * (rest.sum(axis=-1) > 0)
     wsum = w.sum(axis=0)
     weighted_tvd = np.divide((d * w).sum(axis=0), wsum, out=np.full(wsum.shape, np.nan), where=wsum > 0)
-    return {"excess_g": excess_g / np.maximum(decisions, 1), "tvd": weighted_tvd, "g": np.nansum(res["g"], axis=0),
-            "dof": np.nansum(res["dof"], axis=0)}
+    return {
+        "excess_g": excess_g / np.maximum(decisions, 1),
+        "tvd": weighted_tvd,
+        "g": np.nansum(res["g"], axis=0),
+        "dof": np.nansum(res["dof"], axis=0),
+    }
 
 
-def token_controlled(pair_prompt: np.ndarray, pair_token: np.ndarray, counts: np.ndarray, prompt_labels: np.ndarray,
-                     n_tokens: int, n_domains: int, n_perm: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def token_controlled(
+    pair_prompt: np.ndarray,
+    pair_token: np.ndarray,
+    counts: np.ndarray,
+    prompt_labels: np.ndarray,
+    n_tokens: int,
+    n_domains: int,
+    n_perm: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """Does the same token route differently by domain? counts (N, L, E) per (prompt, token) pair.
 
     Test statistic: excess G per decision (see _within_token), with a null from shuffling domain labels
@@ -211,6 +233,12 @@ def token_controlled(pair_prompt: np.ndarray, pair_token: np.ndarray, counts: np
         exceed += null["excess_g"] >= obs["excess_g"] - 1e-12
         null_tvd += np.nan_to_num(null["tvd"])
     p_token_level = np.where(obs["dof"] > 0, sps.chi2.sf(obs["g"], np.maximum(obs["dof"], 1)), np.nan)
-    return {"observed": obs["tvd"], "null_mean": null_tvd / max(n_perm, 1), "excess_g": obs["excess_g"],
-            "p": (1 + exceed) / (1 + n_perm), "stratified_g": obs["g"], "stratified_dof": obs["dof"],
-            "p_token_level": p_token_level}
+    return {
+        "observed": obs["tvd"],
+        "null_mean": null_tvd / max(n_perm, 1),
+        "excess_g": obs["excess_g"],
+        "p": (1 + exceed) / (1 + n_perm),
+        "stratified_g": obs["g"],
+        "stratified_dof": obs["dof"],
+        "p_token_level": p_token_level,
+    }

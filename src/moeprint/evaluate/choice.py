@@ -11,7 +11,7 @@ import torch
 
 from moeprint.evaluate.cut import Cut
 from moeprint.evaluate.inputs import ChoiceQuestion, choice_context
-from moeprint.loader import input_device
+from moeprint.io.loader import input_device
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ def choice_sequences(questions: list[ChoiceQuestion], tokenizer) -> list[tuple[l
 
 
 @torch.no_grad()
-def score_choices(cut: Cut, questions: list[ChoiceQuestion], tokenizer, batch_size: int = 16,
-                  progress=None) -> list[Scored]:
+def score_choices(
+    cut: Cut, questions: list[ChoiceQuestion], tokenizer, batch_size: int = 16, progress=None
+) -> list[Scored]:
     seqs = choice_sequences(questions, tokenizer)
     pad_id = tokenizer.pad_token_id
     loglik = [0.0] * len(seqs)
@@ -58,8 +59,9 @@ def score_choices(cut: Cut, questions: list[ChoiceQuestion], tokenizer, batch_si
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 attention[row, : len(ids)] = 1
             device = input_device(cut.model)
-            logits = cut.model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                               use_cache=False).logits  # (B, S, V)
+            logits = cut.model(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
+            ).logits  # (B, S, V)
             lp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, (ids, n_cont) in enumerate(chunk):
                 n = len(ids)

@@ -8,19 +8,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.evaluate import choice, generation, text
-from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.evaluate.cut import (
-    BaseFacts, Cut, LoadedModel, base_cut, check_checkpoint_of, checkpoint_cut, load_model, plan_cut, read_plan,
+    BaseFacts,
+    Cut,
+    LoadedModel,
+    base_cut,
+    check_checkpoint_of,
+    checkpoint_cut,
+    load_model,
+    plan_cut,
+    read_plan,
     release,
 )
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_prompts, load_texts
-from moeprint.evaluate.progress import Progress
-from moeprint.io import atomic_write_json
-from moeprint.loader import LoadSettings, check_context, context_length
+from moeprint.io.atomic import atomic_write_json
+from moeprint.io.loader import LoadSettings, check_context, context_length
+from moeprint.io.run import software_versions
+from moeprint.progress import Progress
 from moeprint.prune.rows import rows_as_list, rows_for_plan, with_heal_record
-from moeprint.run import software_versions
 
 RESULT_SCHEMA = "moeprint.evaluate/1"
 
@@ -36,10 +44,20 @@ class EvalSettings:
     lm_eval_limit: int | None = None
 
 
-def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, checkpoint: str | Path | None = None,
-             texts_path: str | Path, mc_path: str | Path | None = None, prompts_path: str | None = None,
-             lm_eval_tasks: str | None = None, out: str | Path, settings: EvalSettings | None = None,
-             load: LoadSettings = LoadSettings(), router_rows: str | Path | None = None) -> Path:
+def evaluate(
+    model_path: str | Path,
+    *,
+    plan_path: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    texts_path: str | Path,
+    mc_path: str | Path | None = None,
+    prompts_path: str | None = None,
+    lm_eval_tasks: str | None = None,
+    out: str | Path,
+    settings: EvalSettings | None = None,
+    load: LoadSettings = LoadSettings(),
+    router_rows: str | Path | None = None,
+) -> Path:
     """Evaluate a plan (as a router mask) or a checkpoint against `model_path`; write `out` atomically.
     A healed plan's rows (`router_rows`, or the file the plan names) replace its kept router rows.
 
@@ -77,9 +95,13 @@ def evaluate(model_path: str | Path, *, plan_path: str | Path | None = None, che
     result["inputs"] = {
         "texts": {"path": str(texts_path), "sha256": file_sha256(texts_path), **result["inputs"]["texts"]},
         "mc": {"path": str(mc_path), "sha256": file_sha256(mc_path), "n": len(questions)} if mc_path else None,
-        "prompts": {"source": str(prompts_path), "n": len(prompts),
-                    "sha256": file_sha256(prompts_path) if Path(prompts_path).is_file() else None}
-        if prompts_path else None,
+        "prompts": {
+            "source": str(prompts_path),
+            "n": len(prompts),
+            "sha256": file_sha256(prompts_path) if Path(prompts_path).is_file() else None,
+        }
+        if prompts_path
+        else None,
     }
     if plan_path:
         result["cut"]["path"] = str(plan_path)
@@ -96,8 +118,17 @@ class BaseScores:
     lm_eval: dict | None = None
 
 
-def score_base(base: LoadedModel, *, texts, questions=(), prompts=(), lm_eval_tasks=None,
-               settings: EvalSettings, progress: Progress, keep_logprobs: bool = False) -> BaseScores:
+def score_base(
+    base: LoadedModel,
+    *,
+    texts,
+    questions=(),
+    prompts=(),
+    lm_eval_tasks=None,
+    settings: EvalSettings,
+    progress: Progress,
+    keep_logprobs: bool = False,
+) -> BaseScores:
     """`keep_logprobs`: store every text window's base log-distribution (spilling to a temp file past
     the memory cap), so the cut's KL needs no base model."""
     tok = base.tokenizer
@@ -106,14 +137,24 @@ def score_base(base: LoadedModel, *, texts, questions=(), prompts=(), lm_eval_ta
     if not windows:
         raise MoeprintError("the texts are too short: no text has two or more tokens.")
     task = progress.task("base: texts", len(text.batches(windows, settings.batch_tokens)))
-    scores = BaseScores(text.build_reference(base_side, windows, tok.pad_token_id, settings.batch_tokens,
-                                             progress=task, keep_all=keep_logprobs))
+    scores = BaseScores(
+        text.build_reference(
+            base_side, windows, tok.pad_token_id, settings.batch_tokens, progress=task, keep_all=keep_logprobs
+        )
+    )
     if questions:
         n = sum(len(q.choices) for q in questions)
-        scores.choices = choice.score_choices(base_side, list(questions), tok, progress=progress.task("base: choices", n))
+        scores.choices = choice.score_choices(
+            base_side, list(questions), tok, progress=progress.task("base: choices", n)
+        )
     if prompts:
-        scores.generations = generation.generate(base_side, list(prompts), tok, settings.max_new_tokens,
-                                                 progress=progress.task("base: generate", len(prompts)))
+        scores.generations = generation.generate(
+            base_side,
+            list(prompts),
+            tok,
+            settings.max_new_tokens,
+            progress=progress.task("base: generate", len(prompts)),
+        )
     if lm_eval_tasks:
         from moeprint.evaluate.harness import run_lm_eval
 
@@ -121,8 +162,18 @@ def score_base(base: LoadedModel, *, texts, questions=(), prompts=(), lm_eval_ta
     return scores
 
 
-def score_cut(scores: BaseScores, cut: Cut, tokenizer, *, base: LoadedModel | None, questions=(), prompts=(),
-              lm_eval_tasks=None, settings: EvalSettings, progress: Progress) -> dict[str, Any]:
+def score_cut(
+    scores: BaseScores,
+    cut: Cut,
+    tokenizer,
+    *,
+    base: LoadedModel | None,
+    questions=(),
+    prompts=(),
+    lm_eval_tasks=None,
+    settings: EvalSettings,
+    progress: Progress,
+) -> dict[str, Any]:
     """The result dict of one cut against `scores`. `base` (the loaded base model) is needed only for
     the speculative measurement and when the base log-distributions were not kept."""
     in_domain = cut.info.get("domain") or None
@@ -131,7 +182,7 @@ def score_cut(scores: BaseScores, cut: Cut, tokenizer, *, base: LoadedModel | No
     totals = text.compare_texts(reference, cut, base_model=base.model if base else None, progress=task)
     result: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": software_versions(),
         "base_model": base.path if base else "",
         "cut": {"name": cut.name, "kind": cut.kind, **cut.info},
@@ -145,32 +196,58 @@ def score_cut(scores: BaseScores, cut: Cut, tokenizer, *, base: LoadedModel | No
     }
     if questions:
         n = sum(len(q.choices) for q in questions)
-        scored_cut = choice.score_choices(cut, list(questions), tokenizer, progress=progress.task(f"{cut.name}: choices", n))
+        scored_cut = choice.score_choices(
+            cut, list(questions), tokenizer, progress=progress.task(f"{cut.name}: choices", n)
+        )
         result["mc"] = choice.accuracy_table(scores.choices, scored_cut, in_domain)
     if prompts:
         prompts = list(prompts)
-        gen_cut = generation.generate(cut, prompts, tokenizer, settings.max_new_tokens,
-                                      progress=progress.task(f"{cut.name}: generate", len(prompts)))
+        gen_cut = generation.generate(
+            cut,
+            prompts,
+            tokenizer,
+            settings.max_new_tokens,
+            progress=progress.task(f"{cut.name}: generate", len(prompts)),
+        )
         result["generation"] = {
             "max_new_tokens": settings.max_new_tokens,
             "looping": {"min_span": generation.MIN_SPAN, "max_period": generation.MAX_PERIOD},
-            **generation.health_table(scores.generations, gen_cut, in_domain, samples_per_domain=settings.samples_per_domain),
+            **generation.health_table(
+                scores.generations, gen_cut, in_domain, samples_per_domain=settings.samples_per_domain
+            ),
         }
         if settings.speculative:
-            counts = generation.speculative(base.model, cut, prompts, tokenizer, settings.max_new_tokens,
-                                            settings.draft_tokens,
-                                            progress=progress.task(f"{cut.name}: draft for base", len(prompts)))
+            counts = generation.speculative(
+                base.model,
+                cut,
+                prompts,
+                tokenizer,
+                settings.max_new_tokens,
+                settings.draft_tokens,
+                progress=progress.task(f"{cut.name}: draft for base", len(prompts)),
+            )
             result["speculative"] = generation.speculative_table(counts, in_domain, settings.draft_tokens)
     if lm_eval_tasks:
         from moeprint.evaluate.harness import run_lm_eval
 
-        result["lm_eval"] = {"tasks": lm_eval_tasks, "base": scores.lm_eval,
-                             "cut": run_lm_eval(cut, tokenizer, lm_eval_tasks, limit=settings.lm_eval_limit)}
+        result["lm_eval"] = {
+            "tasks": lm_eval_tasks,
+            "base": scores.lm_eval,
+            "cut": run_lm_eval(cut, tokenizer, lm_eval_tasks, limit=settings.lm_eval_limit),
+        }
     return result
 
 
-def evaluate_loaded(base: LoadedModel, cut: Cut, *, texts, questions=(), prompts=(), lm_eval_tasks=None,
-                    settings: EvalSettings | None = None) -> dict[str, Any]:
+def evaluate_loaded(
+    base: LoadedModel,
+    cut: Cut,
+    *,
+    texts,
+    questions=(),
+    prompts=(),
+    lm_eval_tasks=None,
+    settings: EvalSettings | None = None,
+) -> dict[str, Any]:
     """The result dict for one cut that can run beside its loaded base (a mask, or a loaded checkpoint)."""
     settings = settings or EvalSettings()
     inputs = dict(questions=questions, prompts=prompts, lm_eval_tasks=lm_eval_tasks, settings=settings)
@@ -179,8 +256,17 @@ def evaluate_loaded(base: LoadedModel, cut: Cut, *, texts, questions=(), prompts
         return score_cut(scores, cut, base.tokenizer, base=base, progress=progress, **inputs)
 
 
-def _evaluate_checkpoint(base: LoadedModel, checkpoint: str | Path, load: LoadSettings, *, texts, questions=(),
-                         prompts=(), lm_eval_tasks=None, settings: EvalSettings) -> dict[str, Any]:
+def _evaluate_checkpoint(
+    base: LoadedModel,
+    checkpoint: str | Path,
+    load: LoadSettings,
+    *,
+    texts,
+    questions=(),
+    prompts=(),
+    lm_eval_tasks=None,
+    settings: EvalSettings,
+) -> dict[str, Any]:
     """Base first, released before the checkpoint loads, unless the speculative measurement needs both."""
     inputs = dict(questions=questions, prompts=prompts, lm_eval_tasks=lm_eval_tasks, settings=settings)
     both = bool(prompts) and settings.speculative

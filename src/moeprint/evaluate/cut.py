@@ -11,17 +11,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
 from moeprint.adapters import MoEAdapter, adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.io import read_json
-from moeprint.loader import LoadSettings, load_causal_lm, load_tokenizer
-from moeprint.prune.shards import list_tensors
+from moeprint.io.atomic import read_json
+from moeprint.io.loader import LoadSettings, load_causal_lm, load_tokenizer
+from moeprint.io.shards import list_tensors
 from moeprint.types import PrunePlan
 
 
@@ -69,7 +70,7 @@ def release(loaded: LoadedModel) -> None:
 
 def read_plan(path: str | Path, model_config: dict[str, Any]) -> PrunePlan:
     """A plan JSON checked against the base model's config (the prune stage's validation), before any weight is read."""
-    from moeprint.prune.plan import load_plan, model_signature, validate_plan
+    from moeprint.select.plan import load_plan, model_signature, validate_plan
 
     return validate_plan(load_plan(path), model_signature(model_config))
 
@@ -111,7 +112,7 @@ class Cut:
 def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "", router_rows=None) -> Cut:
     """A plan as a router mask on the loaded base (no weights copied); `router_rows` (RouterRows per MoE
     layer) make it the healed cut."""
-    from moeprint.prune.plan import model_signature, validate_plan
+    from moeprint.select.plan import model_signature, validate_plan
 
     validate_plan(plan, model_signature(base.model.config.to_dict()))
     kept = plan.kept
@@ -139,19 +140,23 @@ def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "", router_rows=Non
 def check_checkpoint_of(checkpoint_dir: str | Path, model_path: str | Path, config: dict[str, Any]) -> None:
     """Refuse a checkpoint that is not a cut of `model_path`: another architecture or shape, or (when its
     moeprint_plan.json records it) pruned from other weights. Reads configs and the plan only."""
-    from moeprint.identity import check_same_model
-    from moeprint.prune.plan import model_signature
+    from moeprint.io.identity import check_same_model
+    from moeprint.select.plan import model_signature
 
     ck_config = load_config_dict(checkpoint_dir)
     adapter_for(ck_config)
     mine, theirs = model_signature(config), model_signature(ck_config)
     for key in ("architecture", "num_layers"):
         if mine[key] != theirs[key]:
-            raise MoeprintError(f"{checkpoint_dir} is not a cut of {model_path}: its {key} is {theirs[key]!r}, "
-                                f"the base model's {mine[key]!r}.")
+            raise MoeprintError(
+                f"{checkpoint_dir} is not a cut of {model_path}: its {key} is {theirs[key]!r}, "
+                f"the base model's {mine[key]!r}."
+            )
     if ck_config.get("hidden_size") != config.get("hidden_size"):
-        raise MoeprintError(f"{checkpoint_dir} is not a cut of {model_path}: hidden size "
-                            f"{ck_config.get('hidden_size')} vs {config.get('hidden_size')}.")
+        raise MoeprintError(
+            f"{checkpoint_dir} is not a cut of {model_path}: hidden size "
+            f"{ck_config.get('hidden_size')} vs {config.get('hidden_size')}."
+        )
     plan_path = Path(checkpoint_dir) / "moeprint_plan.json"
     record = read_json(plan_path) if plan_path.exists() else {}
     if isinstance(record, dict):
@@ -167,17 +172,21 @@ class BaseFacts:
     dtype: torch.dtype
 
     @classmethod
-    def of(cls, base: LoadedModel) -> "BaseFacts":
+    def of(cls, base: LoadedModel) -> BaseFacts:
         return cls(int(base.model.config.vocab_size), base.num_experts, base.model.dtype)
 
 
-def checkpoint_cut(base: LoadedModel | BaseFacts, checkpoint_dir: str | Path, load: LoadSettings = LoadSettings()) -> Cut:
+def checkpoint_cut(
+    base: LoadedModel | BaseFacts, checkpoint_dir: str | Path, load: LoadSettings = LoadSettings()
+) -> Cut:
     """A pruned checkpoint loaded directly, placed by `load` in the base's dtype; its plan
     (moeprint_plan.json) names domain and criterion."""
     facts = base if isinstance(base, BaseFacts) else BaseFacts.of(base)
     checkpoint_dir = Path(checkpoint_dir)
     dtype = str(facts.dtype).removeprefix("torch.")
-    loaded = load_model(checkpoint_dir, LoadSettings(load.device, dtype if dtype in ("bfloat16", "float32") else "auto"))
+    loaded = load_model(
+        checkpoint_dir, LoadSettings(load.device, dtype if dtype in ("bfloat16", "float32") else "auto")
+    )
     if loaded.model.config.vocab_size != facts.vocab_size:
         raise MoeprintError(f"{checkpoint_dir} has a different vocabulary from the base model; it is not a cut of it.")
     plan_path = checkpoint_dir / "moeprint_plan.json"
@@ -195,6 +204,11 @@ def checkpoint_cut(base: LoadedModel | BaseFacts, checkpoint_dir: str | Path, lo
 
 def base_cut(base: LoadedModel) -> Cut:
     """The base itself as a 'cut' (every expert kept): the reference every retention number is relative to."""
-    info = {"domain": "", "criterion": "base", "n_experts": base.num_experts, "top_k": base.top_k,
-            "num_experts": base.num_experts}
+    info = {
+        "domain": "",
+        "criterion": "base",
+        "n_experts": base.num_experts,
+        "top_k": base.top_k,
+        "num_experts": base.num_experts,
+    }
     return Cut(name="base", kind="base", model=base.model, info=info)

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.inputs import text_keys
-from moeprint.run import RunDir
+from moeprint.io.run import RunDir
 
 
 def calibration_texts(run: RunDir) -> list[str]:
     """Every text the run's prompts consisted of; empty if the run keeps none (e.g. imported traces)."""
     if not run.prompts_path.exists():
         return []
-    from moeprint.io import read_parquet
+    from moeprint.io.atomic import read_parquet
 
     table = read_parquet(run.prompts_path)
     out = []

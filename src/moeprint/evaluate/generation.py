@@ -16,7 +16,7 @@ import torch
 
 from moeprint.evaluate.cut import Cut
 from moeprint.evaluate.inputs import prompt_words
-from moeprint.loader import check_context, context_length, input_device
+from moeprint.io.loader import check_context, context_length, input_device
 from moeprint.prompts import render_prompt
 from moeprint.types import PromptRecord
 
@@ -76,14 +76,16 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.no_grad()
-def generate(cut: Cut, prompts: list[PromptRecord], tokenizer, max_new_tokens: int = 64, batch_size: int = 8,
-             progress=None) -> list[Generated]:
+def generate(
+    cut: Cut, prompts: list[PromptRecord], tokenizer, max_new_tokens: int = 64, batch_size: int = 8, progress=None
+) -> list[Generated]:
     """Greedy generation with left padding; `finished` means EOS came before `max_new_tokens`."""
     from transformers import GenerationConfig
 
     eos = _eos_ids(cut.model, tokenizer)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos),
-                              pad_token_id=tokenizer.pad_token_id)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos), pad_token_id=tokenizer.pad_token_id
+    )
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     out = []
@@ -91,17 +93,25 @@ def generate(cut: Cut, prompts: list[PromptRecord], tokenizer, max_new_tokens: i
         with cut.active(), _quiet_transformers():
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
-                enc = tokenizer([render_prompt(tokenizer, p) for p in chunk], return_tensors="pt",
-                                padding=True, add_special_tokens=False)
-                check_context(enc["input_ids"].shape[1] + max_new_tokens, context_length(cut.model),
-                              f"a generation prompt of {chunk[0].domain!r} plus --max-new-tokens")
-                seqs = cut.model.generate(**enc.to(input_device(cut.model)), generation_config=config).cpu()  # (B, S + new)
+                enc = tokenizer(
+                    [render_prompt(tokenizer, p) for p in chunk],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
+                )
+                check_context(
+                    enc["input_ids"].shape[1] + max_new_tokens,
+                    context_length(cut.model),
+                    f"a generation prompt of {chunk[0].domain!r} plus --max-new-tokens",
+                )
+                seqs = cut.model.generate(
+                    **enc.to(input_device(cut.model)), generation_config=config
+                ).cpu()  # (B, S + new)
                 for p, row in zip(chunk, seqs[:, enc["input_ids"].shape[1] :].tolist()):
                     ends = [i for i, t in enumerate(row) if t in eos]
                     kept = row[: ends[0] + 1] if ends else row
                     body = kept[:-1] if ends else kept
-                    out.append(Generated(p, tuple(kept), tokenizer.decode(body), bool(ends),
-                                         longest_loop(body)[0]))
+                    out.append(Generated(p, tuple(kept), tokenizer.decode(body), bool(ends), longest_loop(body)[0]))
                 if progress:
                     progress(len(chunk))
     finally:
@@ -109,8 +119,13 @@ def generate(cut: Cut, prompts: list[PromptRecord], tokenizer, max_new_tokens: i
     return out
 
 
-def health_table(base: list[Generated], cut: list[Generated], in_domain: str | None, min_span: int = MIN_SPAN,
-                 samples_per_domain: int = 3) -> dict[str, Any]:
+def health_table(
+    base: list[Generated],
+    cut: list[Generated],
+    in_domain: str | None,
+    min_span: int = MIN_SPAN,
+    samples_per_domain: int = 3,
+) -> dict[str, Any]:
     def summary(pairs):
         if not pairs:
             return None
@@ -130,12 +145,19 @@ def health_table(base: list[Generated], cut: list[Generated], in_domain: str | N
     samples = []
     for d in domains:
         for b, c in [p for p in pairs if p[0].prompt.domain == d][:samples_per_domain]:
-            samples.append({
-                "id": b.prompt.prompt_id, "domain": d, "prompt": prompt_words(b.prompt),
-                "base": b.text, "cut": c.text,
-                "finished_base": b.finished, "finished_cut": c.finished,
-                "looping_base": b.loop_span >= min_span, "looping_cut": c.loop_span >= min_span,
-            })
+            samples.append(
+                {
+                    "id": b.prompt.prompt_id,
+                    "domain": d,
+                    "prompt": prompt_words(b.prompt),
+                    "base": b.text,
+                    "cut": c.text,
+                    "finished_base": b.finished,
+                    "finished_cut": c.finished,
+                    "looping_base": b.loop_span >= min_span,
+                    "looping_cut": c.loop_span >= min_span,
+                }
+            )
     return {
         "per_domain": {d: summary([p for p in pairs if p[0].prompt.domain == d]) for d in domains},
         "all": summary(pairs),
@@ -171,15 +193,23 @@ class SpecCounts:
 
 
 @torch.no_grad()
-def speculative(base_model: torch.nn.Module, cut: Cut, prompts: list[PromptRecord], tokenizer,
-                max_new_tokens: int = 64, draft_tokens: int = 4, progress=None) -> dict[str, SpecCounts]:
+def speculative(
+    base_model: torch.nn.Module,
+    cut: Cut,
+    prompts: list[PromptRecord],
+    tokenizer,
+    max_new_tokens: int = 64,
+    draft_tokens: int = 4,
+    progress=None,
+) -> dict[str, SpecCounts]:
     """The cut drafts `draft_tokens` tokens per round (constant schedule, no early stop) for greedy
     assisted generation of its base; per-domain counts. Batch size 1 (assisted generation needs it)."""
     from transformers import GenerationConfig
 
     eos = sorted(_eos_ids(base_model, tokenizer))
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                              pad_token_id=tokenizer.pad_token_id)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
+    )
     totals: dict[str, SpecCounts] = {}
     calls: list[int] = []  # input length of every base forward
 
@@ -188,8 +218,10 @@ def speculative(base_model: torch.nn.Module, cut: Cut, prompts: list[PromptRecor
         calls.append(int(ids.shape[1]) if ids is not None else 0)
 
     with cut.standalone() as draft, _quiet_transformers():
-        saved = {k: getattr(draft.generation_config, k, None) for k in
-                 ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")}
+        saved = {
+            k: getattr(draft.generation_config, k, None)
+            for k in ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+        }
         draft.generation_config.num_assistant_tokens = draft_tokens
         draft.generation_config.num_assistant_tokens_schedule = "constant"
         draft.generation_config.assistant_confidence_threshold = 0.0
@@ -199,8 +231,9 @@ def speculative(base_model: torch.nn.Module, cut: Cut, prompts: list[PromptRecor
                 enc = tokenizer(render_prompt(tokenizer, p), return_tensors="pt", add_special_tokens=False)
                 prompt_len = enc["input_ids"].shape[1]
                 calls.clear()
-                seq = base_model.generate(**enc.to(input_device(base_model)), generation_config=config,
-                                          assistant_model=draft)  # (1, S + new)
+                seq = base_model.generate(
+                    **enc.to(input_device(base_model)), generation_config=config, assistant_model=draft
+                )  # (1, S + new)
                 t = totals.setdefault(p.domain, SpecCounts())
                 t.new_tokens += seq.shape[1] - prompt_len
                 t.base_forwards += len(calls)

@@ -60,18 +60,23 @@ def run_lm_eval(cut: Cut, tokenizer, spec: str, batch_size: int = 8, limit: int 
 
     names, include = parse_tasks(spec)
     # Only built-in task names need the (slow) index of lm-eval's own task folder.
-    manager = TaskManager(include_path=include or None, include_defaults=any(n not in _local_names(include) for n in names))
+    manager = TaskManager(
+        include_path=include or None, include_defaults=any(n not in _local_names(include) for n in names)
+    )
     unknown = [n for n in names if n not in manager.all_tasks and n not in manager.all_groups]
     if unknown:
         raise MoeprintError(f"lm-eval knows no task {unknown[0]!r} (give a registered name or a task YAML path).")
     with cut.active():
         lm = HFLM(pretrained=cut.model, tokenizer=tokenizer, batch_size=batch_size, device=str(cut.model.device))
         try:
-            results = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, bootstrap_iters=0,
-                                      log_samples=False)
+            results = simple_evaluate(
+                model=lm, tasks=names, task_manager=manager, limit=limit, bootstrap_iters=0, log_samples=False
+            )
         except ConnectionError as e:  # the task's dataset is neither cached nor reachable (moeprint runs offline)
-            raise MoeprintError(f"lm-eval could not get the data of task(s) {', '.join(names)} "
-                                f"({(str(e).splitlines() or [''])[0]}); cache it first or give a local task YAML.") from None
+            raise MoeprintError(
+                f"lm-eval could not get the data of task(s) {', '.join(names)} "
+                f"({(str(e).splitlines() or [''])[0]}); cache it first or give a local task YAML."
+            ) from None
     if results is None:
         raise MoeprintError("lm-eval returned no results.")
     return {

@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 from moeprint.adapters import MoEAdapter
 from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
-from moeprint.evaluate.select import calibration_windows, window_batches
 from moeprint.evaluate.text import kl_base_to_cut
+from moeprint.select.greedy import calibration_windows, window_batches
 
 OBJECTIVES = ("e2e", "local", "bias")
 # Biases are single logit offsets, so their steps can be larger than a row's without overshooting.
@@ -52,7 +52,7 @@ class HealSettings:
     eval_every: int = 10
     patience: int = 3
 
-    def validate(self) -> "HealSettings":
+    def validate(self) -> HealSettings:
         if self.objective not in OBJECTIVES:
             raise MoeprintError(f"unknown heal objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}.")
         if self.steps < 1 or self.eval_every < 1 or self.patience < 1:
@@ -86,11 +86,18 @@ class HealResult:
 
     def info(self) -> dict:
         """The JSON record stored with the rows (and in the healed plan)."""
-        return {"objective": self.settings.objective, "settings": asdict(self.settings),
-                "holdout_kl_before": self.kl_before, "holdout_kl_after": self.kl_after,
-                "fit_kl_before": self.fit_kl_before, "fit_kl_after": self.fit_kl_after, "steps": self.steps,
-                "seconds": round(self.seconds, 3), "fit_tokens": self.n_fit_tokens,
-                "holdout_tokens": self.n_holdout_tokens}
+        return {
+            "objective": self.settings.objective,
+            "settings": asdict(self.settings),
+            "holdout_kl_before": self.kl_before,
+            "holdout_kl_after": self.kl_after,
+            "fit_kl_before": self.fit_kl_before,
+            "fit_kl_after": self.fit_kl_after,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "fit_tokens": self.n_fit_tokens,
+            "holdout_tokens": self.n_holdout_tokens,
+        }
 
 
 @dataclass
@@ -111,8 +118,10 @@ def split_calibration(model: torch.nn.Module, tokenizer, texts: Sequence[str], s
     """Windows of the texts (first `token_budget` tokens), a seeded permutation, the last `holdout` share held back."""
     windows = calibration_windows(texts, tokenizer, settings.token_budget, settings.window)
     if len(windows) < 2:
-        raise MoeprintError(f"healing needs at least two calibration windows of {settings.window} tokens; "
-                            f"the texts give {len(windows)}.")
+        raise MoeprintError(
+            f"healing needs at least two calibration windows of {settings.window} tokens; "
+            f"the texts give {len(windows)}."
+        )
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(settings.seed)).tolist()
     n_hold = min(len(windows) - 1, max(1, round(len(windows) * settings.holdout)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -121,29 +130,55 @@ def split_calibration(model: torch.nn.Module, tokenizer, texts: Sequence[str], s
     return Calibration(fit, hold, [_logprobs(model, b) for b in fit], [_logprobs(model, b) for b in hold])
 
 
-def heal_rows(model: torch.nn.Module, adapter: MoEAdapter, kept: Sequence[Sequence[int]], calib: Calibration,
-              settings: HealSettings, progress: Callable[..., None] | None = None) -> HealResult:
+def heal_rows(
+    model: torch.nn.Module,
+    adapter: MoEAdapter,
+    kept: Sequence[Sequence[int]],
+    calib: Calibration,
+    settings: HealSettings,
+    progress: Callable[..., None] | None = None,
+) -> HealResult:
     """Fit the kept router rows of `model` (unchanged on return) for the plan `kept` (see module doc)."""
     settings.validate()
     kept = [sorted(k) for k in kept]
     started = time.perf_counter()
     initial = initial_rows(model, adapter, kept)
     with _frozen(model):
-        fit_before, hold_before = mean_kl(model, adapter, kept, initial, calib.fit, calib.base_fit), \
-            mean_kl(model, adapter, kept, initial, calib.holdout, calib.base_holdout)
+        fit_before, hold_before = (
+            mean_kl(model, adapter, kept, initial, calib.fit, calib.base_fit),
+            mean_kl(model, adapter, kept, initial, calib.holdout, calib.base_holdout),
+        )
         if settings.objective == "local":
             rows, steps, history = _fit_local(model, adapter, kept, initial, calib, settings, progress)
         else:
-            rows, steps, history = _fit_e2e(model, adapter, kept, initial, calib, settings, progress,
-                                            weights=settings.objective == "e2e")
-        fit_after, hold_after = mean_kl(model, adapter, kept, rows, calib.fit, calib.base_fit), \
-            mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout)
+            rows, steps, history = _fit_e2e(
+                model, adapter, kept, initial, calib, settings, progress, weights=settings.objective == "e2e"
+            )
+        fit_after, hold_after = (
+            mean_kl(model, adapter, kept, rows, calib.fit, calib.base_fit),
+            mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout),
+        )
     like = [adapter.router(b).weight for _, b in adapter.moe_blocks(model)]
-    rows = [RouterRows(r.weight.detach().to(w.dtype).contiguous(),
-                       None if r.bias is None else r.bias.detach().to(w.dtype).contiguous()) for r, w in zip(rows, like)]
-    return HealResult(rows, settings, hold_before, hold_after, fit_before, fit_after, steps,
-                      time.perf_counter() - started, Calibration.tokens(calib.fit), Calibration.tokens(calib.holdout),
-                      history)
+    rows = [
+        RouterRows(
+            r.weight.detach().to(w.dtype).contiguous(),
+            None if r.bias is None else r.bias.detach().to(w.dtype).contiguous(),
+        )
+        for r, w in zip(rows, like)
+    ]
+    return HealResult(
+        rows,
+        settings,
+        hold_before,
+        hold_after,
+        fit_before,
+        fit_after,
+        steps,
+        time.perf_counter() - started,
+        Calibration.tokens(calib.fit),
+        Calibration.tokens(calib.holdout),
+        history,
+    )
 
 
 def initial_rows(model: torch.nn.Module, adapter: MoEAdapter, kept: Sequence[Sequence[int]]) -> list[RouterRows]:
@@ -157,8 +192,14 @@ def initial_rows(model: torch.nn.Module, adapter: MoEAdapter, kept: Sequence[Seq
 
 
 @torch.no_grad()
-def mean_kl(model: torch.nn.Module, adapter: MoEAdapter, kept, rows: Sequence[RouterRows] | None,
-            batches: list[Batch], base: list[torch.Tensor]) -> float:
+def mean_kl(
+    model: torch.nn.Module,
+    adapter: MoEAdapter,
+    kept,
+    rows: Sequence[RouterRows] | None,
+    batches: list[Batch],
+    base: list[torch.Tensor],
+) -> float:
     """Mean token KL(base || cut) over `batches` with the cut routed from `rows` (None: the base kept rows)."""
     total, count = 0.0, 0
     with adapter.router_mask(model, kept, _detached(rows)):
@@ -172,10 +213,16 @@ def mean_kl(model: torch.nn.Module, adapter: MoEAdapter, kept, rows: Sequence[Ro
 
 # ---- end to end (and bias only) -----------------------------------------------------------------
 
-def _fit_e2e(model, adapter, kept, initial: list[RouterRows], calib: Calibration, settings: HealSettings,
-             progress, weights: bool) -> tuple[list[RouterRows], int, list[tuple[int, float]]]:
-    rows = [RouterRows(r.weight.clone().requires_grad_(weights),
-                       None if r.bias is None else r.bias.clone().requires_grad_(True)) for r in initial]
+
+def _fit_e2e(
+    model, adapter, kept, initial: list[RouterRows], calib: Calibration, settings: HealSettings, progress, weights: bool
+) -> tuple[list[RouterRows], int, list[tuple[int, float]]]:
+    rows = [
+        RouterRows(
+            r.weight.clone().requires_grad_(weights), None if r.bias is None else r.bias.clone().requires_grad_(True)
+        )
+        for r in initial
+    ]
     params = [t for r in rows for t in (r.weight, r.bias) if t is not None and t.requires_grad]
     if not params:
         raise MoeprintError("bias-only healing needs a router with a bias.")
@@ -187,16 +234,30 @@ def _fit_e2e(model, adapter, kept, initial: list[RouterRows], calib: Calibration
             order.extend(torch.randperm(len(calib.fit), generator=gen).tolist())
         (ids, attention), base_lp = calib.fit[order[step]], calib.base_fit[order[step]]
         with torch.enable_grad(), adapter.router_mask(model, kept, rows):
-            cut_lp = torch.log_softmax(model(input_ids=ids, attention_mask=attention,
-                                             use_cache=False).logits[:, :-1].float(), dim=-1)  # (B, S-1, V)
+            cut_lp = torch.log_softmax(
+                model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float(), dim=-1
+            )  # (B, S-1, V)
             return kl_base_to_cut(base_lp, cut_lp)[_valid(attention)].mean()
 
-    return _descend(step_loss, params, lambda: mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout),
-                    lambda: _detached(rows), settings, progress)
+    return _descend(
+        step_loss,
+        params,
+        lambda: mean_kl(model, adapter, kept, rows, calib.holdout, calib.base_holdout),
+        lambda: _detached(rows),
+        settings,
+        progress,
+    )
 
 
-def _descend(step_loss: Callable[[int], torch.Tensor], params: list[torch.Tensor], heldout: Callable[[], float],
-             snapshot: Callable[[], object], settings: HealSettings, progress, offset: int = 0):
+def _descend(
+    step_loss: Callable[[int], torch.Tensor],
+    params: list[torch.Tensor],
+    heldout: Callable[[], float],
+    snapshot: Callable[[], object],
+    settings: HealSettings,
+    progress,
+    offset: int = 0,
+):
     """Adam on `params`, at most `settings.steps` steps of `step_loss(step)`. The held-back metric is measured
     at the start, every `eval_every` steps and at the last step; returns (snapshot of the best, steps taken,
     history). Stops after `patience` measurements without improvement."""
@@ -219,6 +280,7 @@ def _descend(step_loss: Callable[[int], torch.Tensor], params: list[torch.Tensor
 
 
 # ---- layer-local -------------------------------------------------------------------------------
+
 
 class _Captured(Exception):
     """Raised by the capture hook: nothing after the captured layer needs computing."""
@@ -251,8 +313,9 @@ def _block_out(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (out[0] if isinstance(out, tuple) else out).squeeze(0)  # (T, H)
 
 
-def _fit_local(model, adapter, kept, initial: list[RouterRows], calib: Calibration, settings: HealSettings,
-               progress) -> tuple[list[RouterRows], int, list[tuple[int, float]]]:
+def _fit_local(
+    model, adapter, kept, initial: list[RouterRows], calib: Calibration, settings: HealSettings, progress
+) -> tuple[list[RouterRows], int, list[tuple[int, float]]]:
     blocks = adapter.moe_blocks(model)
     E = adapter.num_experts(model.config)
     gen = torch.Generator().manual_seed(settings.seed)
@@ -266,8 +329,9 @@ def _fit_local(model, adapter, kept, initial: list[RouterRows], calib: Calibrati
             y_fit, y_hold = _block_out(block, x_fit), _block_out(block, x_hold)  # full experts: (T, H), (T', H)
         only = [list(range(E)) if i != layer else kept[layer] for i in range(len(blocks))]
         r0 = rows[layer]
-        leaf = RouterRows(r0.weight.clone().requires_grad_(True),
-                          None if r0.bias is None else r0.bias.clone().requires_grad_(True))
+        leaf = RouterRows(
+            r0.weight.clone().requires_grad_(True), None if r0.bias is None else r0.bias.clone().requires_grad_(True)
+        )
         layer_rows = [leaf if i == layer else None for i in range(len(blocks))]
 
         def error(x, y, grad=False):
@@ -278,23 +342,31 @@ def _fit_local(model, adapter, kept, initial: list[RouterRows], calib: Calibrati
             pick = torch.randperm(x_fit.shape[0], generator=gen)[: settings.batch_tokens]  # (b,) tokens of this step
             return error(x_fit[pick], y_fit[pick], grad=True)
 
-        best, steps, layer_history = _descend(step_loss, [t for t in (leaf.weight, leaf.bias) if t is not None],
-                                              lambda: float(error(x_hold, y_hold)), lambda: _detached([leaf])[0],
-                                              settings, progress, offset=total)
+        best, steps, layer_history = _descend(
+            step_loss,
+            [t for t in (leaf.weight, leaf.bias) if t is not None],
+            lambda: float(error(x_hold, y_hold)),
+            lambda: _detached([leaf])[0],
+            settings,
+            progress,
+            offset=total,
+        )
         history += layer_history
         rows[layer] = best  # later layers are captured from the cut with this layer healed
         total += steps
-        del x_fit, x_hold, y_fit, y_hold
+        x_fit = x_hold = y_fit = y_hold = None  # release this layer's captures before the next layer's
     return rows, total, history
 
 
 # ---- helpers -----------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def _logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     ids, attention = batch
-    return torch.log_softmax(model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float(),
-                             dim=-1)  # (B, S-1, V)
+    return torch.log_softmax(
+        model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float(), dim=-1
+    )  # (B, S-1, V)
 
 
 def _valid(attention: torch.Tensor) -> torch.Tensor:
@@ -304,8 +376,12 @@ def _valid(attention: torch.Tensor) -> torch.Tensor:
 def _detached(rows: Sequence[RouterRows | None] | None) -> list[RouterRows | None] | None:
     if rows is None:
         return None
-    return [None if r is None else RouterRows(r.weight.detach().clone(),
-                                              None if r.bias is None else r.bias.detach().clone()) for r in rows]
+    return [
+        None
+        if r is None
+        else RouterRows(r.weight.detach().clone(), None if r.bias is None else r.bias.detach().clone())
+        for r in rows
+    ]
 
 
 @contextlib.contextmanager

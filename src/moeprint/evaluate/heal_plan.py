@@ -19,11 +19,11 @@ from moeprint.errors import MoeprintError
 from moeprint.evaluate.cut import load_model, read_plan
 from moeprint.evaluate.heal import HealResult, HealSettings, heal_rows, split_calibration
 from moeprint.evaluate.inputs import file_sha256, read_jsonl
-from moeprint.loader import LoadSettings
-from moeprint.evaluate.progress import Progress
-from moeprint.prune.plan import save_plan
+from moeprint.io.loader import LoadSettings
+from moeprint.io.shards import DTYPES, list_tensors
+from moeprint.progress import Progress
 from moeprint.prune.rows import HealedRows, rows_path_for, save_router_rows, with_heal_record
-from moeprint.prune.shards import DTYPES, list_tensors
+from moeprint.select.plan import save_plan
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def calibration_texts(*, run_dir: str | Path | None, texts_path: str | Path | No
     if (run_dir is None) == (texts_path is None):
         raise MoeprintError("give exactly one calibration source: --run RUN_DIR or --texts FILE.jsonl.")
     if run_dir is not None:
-        from moeprint.evaluate.select import run_calibration_texts
+        from moeprint.select.greedy import run_calibration_texts
 
         return run_calibration_texts(run_dir, domain)
     out = []
@@ -53,9 +53,18 @@ def calibration_texts(*, run_dir: str | Path | None, texts_path: str | Path | No
     return out
 
 
-def heal_plan(model_path: str | Path, plan_path: str | Path, out: str | Path, settings: HealSettings, *,
-              run_dir: str | Path | None = None, texts_path: str | Path | None = None, domain: str | None = None,
-              overwrite: bool = False, progress: bool = True) -> HealOutput:
+def heal_plan(
+    model_path: str | Path,
+    plan_path: str | Path,
+    out: str | Path,
+    settings: HealSettings,
+    *,
+    run_dir: str | Path | None = None,
+    texts_path: str | Path | None = None,
+    domain: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> HealOutput:
     """Heal `plan_path`'s cut of `model_path`; write `out` (a plan JSON) and its rows file beside it."""
     settings.validate()
     out = Path(out)
@@ -81,13 +90,29 @@ def heal_plan(model_path: str | Path, plan_path: str | Path, out: str | Path, se
     calib = split_calibration(base.model, base.tokenizer, texts[::stride], settings)
     total = settings.steps * (base.num_layers if settings.objective == "local" else 1)
     with Progress(disable=not progress) as bar:
-        result = heal_rows(base.model, base.adapter, plan.kept, calib, settings,
-                           progress=bar.task(f"healing ({settings.objective})", total))
-    rows = [RouterRows(r.weight.to(dw), None if r.bias is None else r.bias.to(db))
-            for r, (dw, db) in zip(result.rows, router_dtypes)]
-    info = {**result.info(), "base_model": str(model_path), "source_plan": str(plan_path),
-            "calibration": {"run": str(run_dir) if run_dir else None, "texts": str(texts_path) if texts_path else None,
-                            "sha256": file_sha256(texts_path) if texts_path else None, "n_texts": len(texts[::stride])}}
+        result = heal_rows(
+            base.model,
+            base.adapter,
+            plan.kept,
+            calib,
+            settings,
+            progress=bar.task(f"healing ({settings.objective})", total),
+        )
+    rows = [
+        RouterRows(r.weight.to(dw), None if r.bias is None else r.bias.to(db))
+        for r, (dw, db) in zip(result.rows, router_dtypes)
+    ]
+    info = {
+        **result.info(),
+        "base_model": str(model_path),
+        "source_plan": str(plan_path),
+        "calibration": {
+            "run": str(run_dir) if run_dir else None,
+            "texts": str(texts_path) if texts_path else None,
+            "sha256": file_sha256(texts_path) if texts_path else None,
+            "n_texts": len(texts[::stride]),
+        },
+    }
     healed = with_heal_record(plan, HealedRows(plan.kept, (), info), rows_path.name)
     save_router_rows(rows_path, HealedRows(plan.kept, tuple(rows), info, healed.to_json()))
     save_plan(healed, out)

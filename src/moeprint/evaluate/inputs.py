@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from moeprint.errors import MoeprintError
-from moeprint.io import iter_jsonl
+from moeprint.io.atomic import iter_jsonl
 from moeprint.types import PromptRecord
 
 
@@ -116,7 +117,9 @@ def load_choice_questions(path: str | Path) -> list[ChoiceQuestion]:
             correct = row.get("correct_answer", row.get("Correct Answer"))
             incorrect = row.get("incorrect_answers")
             if incorrect is None:
-                incorrect = [row[k] for k in ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3") if k in row]
+                incorrect = [
+                    row[k] for k in ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3") if k in row
+                ]
             if not isinstance(correct, str) or not isinstance(incorrect, list) or not incorrect:
                 raise MoeprintError(
                     f"{path} line {lineno} is neither MMLU shape (question, choices, answer) nor GPQA shape "

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from moeprint.io import atomic_path
+from moeprint.io.atomic import atomic_path
 
 METRICS = {  # file name: (metric key, y label)
     "retention": ("ppl_ratio", "in-domain perplexity / base"),
@@ -67,7 +67,7 @@ def plot_sweep(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
             ax.set_title(domain)
             ax.set_xlabel("experts kept per layer")
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(domains):]:
+        for ax in list(axes.flat)[len(domains) :]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel(ylabel)
@@ -75,8 +75,10 @@ def plot_sweep(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
         model = Path(doc["base_model"])
         model_name = model.parent.name if model.name == "model" else model.name  # the testbed is testbed/model
-        fig.suptitle(f"{model_name}: {'retention' if name == 'retention' else 'divergence'} "
-                     f"vs experts kept (of {doc['num_experts']})")
+        fig.suptitle(
+            f"{model_name}: {'retention' if name == 'retention' else 'divergence'} "
+            f"vs experts kept (of {doc['num_experts']})"
+        )
         fig.tight_layout(rect=(0, 0.08, 1, 0.95))
         for ext in ("png", "svg"):
             with atomic_path(out_dir / f"{name}.{ext}") as tmp:

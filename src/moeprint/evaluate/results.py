@@ -9,15 +9,28 @@ perplexity, cut/base for accuracies and finished rate; None for KL, agreement, l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from moeprint.errors import MoeprintError
-from moeprint.io import read_json
+from moeprint.io.atomic import read_json
 
 RETENTION_COLUMNS = (
-    "cut", "kind", "plan_domain", "criterion", "n_experts", "num_experts", "seed",
-    "eval_domain", "in_domain", "metric", "base", "value", "retention", "n",
+    "cut",
+    "kind",
+    "plan_domain",
+    "criterion",
+    "n_experts",
+    "num_experts",
+    "seed",
+    "eval_domain",
+    "in_domain",
+    "metric",
+    "base",
+    "value",
+    "retention",
+    "n",
 )
 
 # (section, metric name in the table, key of the cut's value, key of the base's value, retention rule)
@@ -44,9 +57,13 @@ def cut_rows(cut: dict[str, Any], sections: dict[str, Any]) -> Iterator[dict[str
     """Rows for one cut. `sections` holds the result's `text`, `mc`, `generation`, `speculative`, `lm_eval`."""
     plan_domain = cut.get("domain") or None
     common = {
-        "cut": cut.get("name"), "kind": cut.get("kind"), "plan_domain": plan_domain,
-        "criterion": cut.get("criterion"), "n_experts": cut.get("n_experts"),
-        "num_experts": cut.get("num_experts"), "seed": cut.get("seed"),
+        "cut": cut.get("name"),
+        "kind": cut.get("kind"),
+        "plan_domain": plan_domain,
+        "criterion": cut.get("criterion"),
+        "n_experts": cut.get("n_experts"),
+        "num_experts": cut.get("num_experts"),
+        "seed": cut.get("seed"),
     }
     for section, metric, key, base_key, rule in _METRICS:
         per_domain = (sections.get(section) or {}).get("per_domain") or {}
@@ -55,11 +72,17 @@ def cut_rows(cut: dict[str, Any], sections: dict[str, Any]) -> Iterator[dict[str
                 continue
             value = values[key]
             base = values.get(base_key) if base_key else None
-            retention = _ratio(base, value) if rule == "base/cut" else _ratio(value, base) if rule == "cut/base" else None
+            retention = (
+                _ratio(base, value) if rule == "base/cut" else _ratio(value, base) if rule == "cut/base" else None
+            )
             yield {
-                **common, "eval_domain": domain,
+                **common,
+                "eval_domain": domain,
                 "in_domain": (domain == plan_domain) if plan_domain else None,
-                "metric": metric, "base": base, "value": value, "retention": retention,
+                "metric": metric,
+                "base": base,
+                "value": value,
+                "retention": retention,
                 "n": values.get("n_tokens", values.get("n", values.get("new_tokens"))),
             }
     harness = sections.get("lm_eval") or {}
@@ -68,8 +91,16 @@ def cut_rows(cut: dict[str, Any], sections: dict[str, Any]) -> Iterator[dict[str
             if not isinstance(value, (int, float)) or isinstance(value, bool) or "stderr" in name:
                 continue
             base = (harness.get("base") or {}).get(task, {}).get(name)
-            yield {**common, "eval_domain": task, "in_domain": None, "metric": f"lm_eval:{name}",
-                   "base": base, "value": value, "retention": _ratio(value, base), "n": None}
+            yield {
+                **common,
+                "eval_domain": task,
+                "in_domain": None,
+                "metric": f"lm_eval:{name}",
+                "base": base,
+                "value": value,
+                "retention": _ratio(value, base),
+                "n": None,
+            }
 
 
 def load_retention(path: str | Path) -> list[dict[str, Any]]:
@@ -98,7 +129,13 @@ def retention_markdown(path: str | Path) -> str:
         ("mean token KL(base \\|\\| cut)", "text", "kl", None, "{v:.4f}"),
         ("top-1 agreement with base", "text", "top1_agreement", None, "{v:.1%}"),
         ("multiple-choice accuracy (base -> cut)", "mc", "acc_cut", "acc_base", "{b:.1%} -> {v:.1%}"),
-        ("finished before cap (base -> cut)", "generation", "finished_rate_cut", "finished_rate_base", "{b:.0%} -> {v:.0%}"),
+        (
+            "finished before cap (base -> cut)",
+            "generation",
+            "finished_rate_cut",
+            "finished_rate_base",
+            "{b:.0%} -> {v:.0%}",
+        ),
         ("looping (base -> cut)", "generation", "looping_rate_cut", "looping_rate_base", "{b:.0%} -> {v:.0%}"),
         ("draft acceptance for the base", "speculative", "acceptance_rate", None, "{v:.1%}"),
         ("tokens per base forward", "speculative", "tokens_per_base_forward", None, "{v:.2f}"),
@@ -110,6 +147,8 @@ def retention_markdown(path: str | Path) -> str:
         cells = []
         for scope in ("in_domain", "off_domain", "all"):
             m = part.get(scope)
-            cells.append(fmt.format(v=m[key], b=m[base_key] if base_key else 0) if m and m.get(key) is not None else "-")
+            cells.append(
+                fmt.format(v=m[key], b=m[base_key] if base_key else 0) if m and m.get(key) is not None else "-"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -23,22 +23,35 @@ from moeprint.evaluate import choice, text
 from moeprint.evaluate.cut import base_cut, load_model, plan_cut
 from moeprint.evaluate.disjoint import check_disjoint
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_texts
-from moeprint.evaluate.progress import Progress
-from moeprint.evaluate.selection import load_ranking, parse_sizes, random_kept
-from moeprint.identity import check_same_model
-from moeprint.io import atomic_directory, atomic_write_json, atomic_write_text
-from moeprint.loader import LoadSettings, check_context, context_length
-from moeprint.prune.plan import model_signature, plan_from_ranking, validate_plan
+from moeprint.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from moeprint.io.identity import check_same_model
+from moeprint.io.loader import LoadSettings, check_context, context_length
+from moeprint.io.run import open_run, software_versions
+from moeprint.progress import Progress
 from moeprint.prune.rows import load_router_rows, plan_of_rows, rows_as_list
-from moeprint.run import open_run, software_versions
+from moeprint.select.plan import model_signature, plan_from_ranking, validate_plan
+from moeprint.select.rankings import load_ranking, parse_sizes, random_kept
 from moeprint.types import PrunePlan
 
 if TYPE_CHECKING:
     from moeprint.cluster import ClusterSettings
 
 SWEEP_SCHEMA = "moeprint.sweep/1"
-CSV_COLUMNS = ("plan_domain", "criterion", "n_experts", "seed", "eval_domain", "in_domain", "n_tokens",
-               "ppl_base", "ppl_cut", "ppl_ratio", "ppl_increase", "kl", "top1_agreement")
+CSV_COLUMNS = (
+    "plan_domain",
+    "criterion",
+    "n_experts",
+    "seed",
+    "eval_domain",
+    "in_domain",
+    "n_tokens",
+    "ppl_base",
+    "ppl_cut",
+    "ppl_ratio",
+    "ppl_increase",
+    "kl",
+    "top1_agreement",
+)
 
 
 @dataclass
@@ -77,13 +90,24 @@ class SweepJob:
     load: LoadSettings = LoadSettings()  # where and in which dtype the base runs
 
 
-def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
-          out: str | Path, mc_path: str | Path | None = None, overwrite: bool = False,
-          load: LoadSettings = LoadSettings(), cluster: "ClusterSettings | None" = None) -> Path:
+def sweep(
+    run_dir: str | Path,
+    *,
+    model_path: str | Path | None,
+    texts_path: str | Path,
+    spec: SweepSpec,
+    out: str | Path,
+    mc_path: str | Path | None = None,
+    overwrite: bool = False,
+    load: LoadSettings = LoadSettings(),
+    cluster: ClusterSettings | None = None,
+) -> Path:
     """With `cluster`, the cuts are spread over Ray workers (moeprint.evaluate.distributed); same result."""
     if cluster is not None and load.device != "auto":
-        raise MoeprintError("--ray places the model on each worker: drop --device "
-                            "(workers use their GPUs with --gpus-per-worker, else the CPU).")
+        raise MoeprintError(
+            "--ray places the model on each worker: drop --device "
+            "(workers use their GPUs with --gpus-per-worker, else the CPU)."
+        )
     job = prepare_sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, mc_path=mc_path, load=load)
     target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work
     try:
@@ -107,8 +131,15 @@ def sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str
     return write_sweep(job, cuts, n_windows, target)
 
 
-def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_path: str | Path, spec: SweepSpec,
-                  mc_path: str | Path | None = None, load: LoadSettings = LoadSettings()) -> SweepJob:
+def prepare_sweep(
+    run_dir: str | Path,
+    *,
+    model_path: str | Path | None,
+    texts_path: str | Path,
+    spec: SweepSpec,
+    mc_path: str | Path | None = None,
+    load: LoadSettings = LoadSettings(),
+) -> SweepJob:
     run = open_run(run_dir)
     manifest = run.manifest()
     texts = load_texts(texts_path)
@@ -118,9 +149,12 @@ def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_p
     text_domains = {t.domain for t in texts}
     missing = [d for d in spec.domains if d != "all" and d not in text_domains]
     if missing:
-        raise MoeprintError(f"no evaluation texts of domain {missing[0]!r} in {texts_path} "
-                            f"(it has: {', '.join(sorted(text_domains))}).")
-    items = [(f"text {t.text_id}", t.text) for t in texts] + [(f"question {q.question_id}", q.question) for q in questions]
+        raise MoeprintError(
+            f"no evaluation texts of domain {missing[0]!r} in {texts_path} (it has: {', '.join(sorted(text_domains))})."
+        )
+    items = [(f"text {t.text_id}", t.text) for t in texts] + [
+        (f"question {q.question_id}", q.question) for q in questions
+    ]
     disjoint = check_disjoint(run, items, spec.allow_unverified)
 
     model_path = model_path or manifest.get("model")
@@ -130,8 +164,10 @@ def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_p
     adapter = adapter_for(config)
     L, E, k = adapter.num_layers(config), adapter.num_experts(config), adapter.top_k(config)
     if (manifest.get("num_layers"), manifest.get("num_experts")) not in ((L, E), (None, None)):
-        raise MoeprintError(f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
-                            f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}.")
+        raise MoeprintError(
+            f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
+            f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}."
+        )
     sizes = parse_sizes(spec.sizes, E)
     check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
     check_context(spec.max_tokens, context_length(config), "--max-tokens")
@@ -145,20 +181,56 @@ def prepare_sweep(run_dir: str | Path, *, model_path: str | Path | None, texts_p
             ranking, source = load_ranking(run, criterion, domain)
             sources[criterion] = "computed from fingerprints" if source == "fingerprints" else "rankings file"
             for n in sizes:
-                plans.append((plan_from_ranking(ranking, n, signature, base_model=str(model_path), domain=domain,
-                                                criterion=criterion, source=source), None))
+                plans.append(
+                    (
+                        plan_from_ranking(
+                            ranking,
+                            n,
+                            signature,
+                            base_model=str(model_path),
+                            domain=domain,
+                            criterion=criterion,
+                            source=source,
+                        ),
+                        None,
+                    )
+                )
     for seed in range(spec.random_seeds):
         for n in sizes:
-            plan = PrunePlan(str(model_path), signature["architecture"], "", "random", n, k,
-                             random_kept(L, E, n, seed, adapter.expert_groups(config)), extra={"seed": seed, "base_num_experts": E})
+            plan = PrunePlan(
+                str(model_path),
+                signature["architecture"],
+                "",
+                "random",
+                n,
+                k,
+                random_kept(L, E, n, seed, adapter.expert_groups(config)),
+                extra={"seed": seed, "base_num_experts": E},
+            )
             plans.append((validate_plan(plan, signature), seed))
     healed = {}
     for rows_path in spec.router_rows:
         rows = load_router_rows(rows_path).check_hidden(config, str(rows_path))
         healed[len(plans)] = (rows, str(rows_path))
         plans.append((validate_plan(plan_of_rows(rows, str(rows_path)), signature), None))
-    return SweepJob(run, spec, str(texts_path), str(mc_path) if mc_path else None, texts, questions, disjoint,
-                    str(model_path), L, E, k, sizes, plans, sources, healed, load)
+    return SweepJob(
+        run,
+        spec,
+        str(texts_path),
+        str(mc_path) if mc_path else None,
+        texts,
+        questions,
+        disjoint,
+        str(model_path),
+        L,
+        E,
+        k,
+        sizes,
+        plans,
+        sources,
+        healed,
+        load,
+    )
 
 
 class CutEvaluator:
@@ -174,8 +246,13 @@ class CutEvaluator:
             raise MoeprintError("the evaluation texts are too short: none has two or more tokens.")
         self.base_side = base_cut(self.base)
         n_groups = len(text.batches(self.windows, job.spec.batch_tokens))
-        self.ref = text.build_reference(self.base_side, self.windows, tok.pad_token_id, job.spec.batch_tokens,
-                                        progress=progress.task("base", n_groups) if progress else None)
+        self.ref = text.build_reference(
+            self.base_side,
+            self.windows,
+            tok.pad_token_id,
+            job.spec.batch_tokens,
+            progress=progress.task("base", n_groups) if progress else None,
+        )
         self.scored_base = choice.score_choices(self.base_side, job.questions, tok) if job.questions else None
         self.done: dict[tuple, dict] = {}  # identical masks (e.g. every expert kept) are evaluated once
 
@@ -188,10 +265,14 @@ class CutEvaluator:
         plan, seed = self.job.plans[i]
         healed, rows_source = self.job.healed.get(i, (None, None))
         questions, tok = self.job.questions, self.base.tokenizer
-        cut = plan_cut(self.base, plan, name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
-                       + (f"-s{seed}" if seed is not None else "")
-                       + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
-                       router_rows=rows_as_list(healed))
+        cut = plan_cut(
+            self.base,
+            plan,
+            name=f"{plan.domain or 'random'}-{plan.criterion}-{plan.n_experts}"
+            + (f"-s{seed}" if seed is not None else "")
+            + (f"-healed-{healed.info.get('objective', 'rows')}" if healed else ""),
+            router_rows=rows_as_list(healed),
+        )
         key = plan.kept if healed is None else i  # a healed cut routes differently from its plan's mask
         if key not in self.done:
             sections = {"text": text.compare_texts(self.ref, cut, base_model=self.base.model)}
@@ -199,9 +280,10 @@ class CutEvaluator:
                 sections["mc"] = choice.score_choices(cut, questions, tok)
             self.done[key] = sections
         sections = self.done[key]
-        entry = {"cut": {"name": cut.name, "kind": "plan", **cut.info, "seed": seed,
-                         "kept": [list(x) for x in plan.kept]},
-                 "text": text.summarise(sections["text"], plan.domain or None)}
+        entry = {
+            "cut": {"name": cut.name, "kind": "plan", **cut.info, "seed": seed, "kept": [list(x) for x in plan.kept]},
+            "text": text.summarise(sections["text"], plan.domain or None),
+        }
         if healed is not None:  # its own line in the plots and CSV, beside the unhealed criterion
             entry["cut"]["criterion"] = f"{plan.criterion}+healed-{healed.info.get('objective', 'rows')}"
             entry["cut"]["router_rows"] = rows_source
@@ -216,17 +298,29 @@ def write_sweep(job: SweepJob, cuts: list[dict[str, Any]], n_windows: int, targe
     spec, texts_path, mc_path = job.spec, job.texts_path, job.mc_path
     doc = {
         "schema": SWEEP_SCHEMA,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": software_versions(),
         "run": str(job.run.root),
         "base_model": job.model_path,
-        "num_layers": job.L, "num_experts": job.E, "top_k": job.k,
-        "domains": spec.domains, "sizes": job.sizes, "criteria": spec.criteria, "random_seeds": spec.random_seeds,
+        "num_layers": job.L,
+        "num_experts": job.E,
+        "top_k": job.k,
+        "domains": spec.domains,
+        "sizes": job.sizes,
+        "criteria": spec.criteria,
+        "random_seeds": spec.random_seeds,
         "ranking_source": job.sources,
         "calibration": job.disjoint.to_json(),
-        "inputs": {"texts": {"path": texts_path, "sha256": file_sha256(texts_path), "n": len(job.texts),
-                             "n_windows": n_windows, "max_tokens": spec.max_tokens},
-                   "mc": {"path": mc_path, "sha256": file_sha256(mc_path), "n": len(job.questions)} if mc_path else None},
+        "inputs": {
+            "texts": {
+                "path": texts_path,
+                "sha256": file_sha256(texts_path),
+                "n": len(job.texts),
+                "n_windows": n_windows,
+                "max_tokens": spec.max_tokens,
+            },
+            "mc": {"path": mc_path, "sha256": file_sha256(mc_path), "n": len(job.questions)} if mc_path else None,
+        },
         "cuts": cuts,
     }
     with target as tmp:
@@ -236,8 +330,16 @@ def write_sweep(job: SweepJob, cuts: list[dict[str, Any]], n_windows: int, targe
             from moeprint.evaluate.plots import plot_sweep
 
             plot_sweep(doc, tmp)
-        atomic_write_json(tmp / "manifest.json", {"kind": "sweep", "schema": SWEEP_SCHEMA, "run": str(job.run.root),
-                                                  "n_cuts": len(cuts), "files": sorted(p.name for p in tmp.iterdir())})
+        atomic_write_json(
+            tmp / "manifest.json",
+            {
+                "kind": "sweep",
+                "schema": SWEEP_SCHEMA,
+                "run": str(job.run.root),
+                "n_cuts": len(cuts),
+                "files": sorted(p.name for p in tmp.iterdir()),
+            },
+        )
     return target.path
 
 
@@ -246,14 +348,23 @@ def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for entry in doc["cuts"]:
         cut = entry["cut"]
         for domain, m in entry["text"]["per_domain"].items():
-            rows.append({
-                "plan_domain": cut["domain"], "criterion": cut["criterion"], "n_experts": cut["n_experts"],
-                "seed": cut.get("seed"), "eval_domain": domain,
-                "in_domain": (domain == cut["domain"]) if cut["domain"] else None,
-                "n_tokens": m["n_tokens"], "ppl_base": m["ppl_base"], "ppl_cut": m["ppl_cut"],
-                "ppl_ratio": m["ppl_ratio"], "ppl_increase": m["ppl_cut"] - m["ppl_base"],
-                "kl": m["kl"], "top1_agreement": m["top1_agreement"],
-            })
+            rows.append(
+                {
+                    "plan_domain": cut["domain"],
+                    "criterion": cut["criterion"],
+                    "n_experts": cut["n_experts"],
+                    "seed": cut.get("seed"),
+                    "eval_domain": domain,
+                    "in_domain": (domain == cut["domain"]) if cut["domain"] else None,
+                    "n_tokens": m["n_tokens"],
+                    "ppl_base": m["ppl_base"],
+                    "ppl_cut": m["ppl_cut"],
+                    "ppl_ratio": m["ppl_ratio"],
+                    "ppl_increase": m["ppl_cut"] - m["ppl_base"],
+                    "kl": m["kl"],
+                    "top1_agreement": m["top1_agreement"],
+                }
+            )
     return rows
 
 

@@ -10,14 +10,15 @@ The base side is computed once (`BaseReference`) and reused for every cut of a s
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from moeprint.evaluate.cut import Cut
 from moeprint.evaluate.inputs import EvalText
-from moeprint.loader import check_context, context_length, input_device
+from moeprint.io.loader import check_context, context_length, input_device
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ def padded(windows: list[Window], idx: list[int], pad_id: int) -> tuple[torch.Te
 def next_token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     """log p(next token) at every position, float32 on the CPU (where the references live): (B, S, V)."""
     device = input_device(model)
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits  # (B, S, V)
+    logits = model(
+        input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
+    ).logits  # (B, S, V)
     return torch.log_softmax(logits.float(), dim=-1).cpu()
 
 
@@ -96,8 +99,15 @@ def _targets(input_ids: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Te
     return targets, valid
 
 
-def build_reference(base: Cut, windows: list[Window], pad_id: int, batch_tokens: int = 4096,
-                    cache_bytes: int = 1 << 29, progress=None, keep_all: bool = False) -> BaseReference:
+def build_reference(
+    base: Cut,
+    windows: list[Window],
+    pad_id: int,
+    batch_tokens: int = 4096,
+    cache_bytes: int = 1 << 29,
+    progress=None,
+    keep_all: bool = False,
+) -> BaseReference:
     """`keep_all`: keep every group's log-probs, those past `cache_bytes` in a temp file (memory-mapped
     when read back), so that the cut is scored without the base model loaded."""
     groups = batches(windows, batch_tokens)
@@ -153,7 +163,7 @@ class DomainTotals:
     kl: float = 0.0
     agree: int = 0
 
-    def add(self, other: "DomainTotals") -> None:
+    def add(self, other: DomainTotals) -> None:
         self.n_tokens += other.n_tokens
         self.nll_base += other.nll_base
         self.nll_cut += other.nll_cut
@@ -175,8 +185,9 @@ class DomainTotals:
 
 
 @torch.no_grad()
-def compare_texts(ref: BaseReference, cut: Cut, base_model: torch.nn.Module | None = None,
-                  progress=None) -> dict[str, DomainTotals]:
+def compare_texts(
+    ref: BaseReference, cut: Cut, base_model: torch.nn.Module | None = None, progress=None
+) -> dict[str, DomainTotals]:
     """Per-domain sums for one cut. `base_model` is needed only if the base log-probs were not cached."""
     totals: dict[str, DomainTotals] = {}
     for g, idx in enumerate(ref.groups):

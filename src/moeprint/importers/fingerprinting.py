@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory, atomic_write_json, json_exists, read_json
-from moeprint.names import check_domain, check_label, confined
-from moeprint.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
+from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists, read_json
+from moeprint.io.names import check_domain, check_label, confined
+from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
 
 OTHER_DOMAIN = "other"  # folders that no domain of domains.json names
 ROWS_PER_PART = 32768
@@ -111,7 +111,7 @@ def _example_rows(example: dict[str, Any], num_layers: int | None) -> tuple[dict
     positions, tokens, segs, ids, weights = [], [], [], [], []
     dropped = 0
     for entry in example["router_data"]:
-        (key, layers), = entry.items()
+        ((key, layers),) = entry.items()
         pos = int(key.removeprefix("token_"))
         if not prompt_len <= pos < len(full_text):
             dropped += 1
@@ -193,8 +193,9 @@ def _published_format(path: Path):
     try:
         yield
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise MoeprintError(f"{path} is not in the published expert-fingerprinting format "
-                            f"({e.__class__.__name__}: {e}).") from None
+        raise MoeprintError(
+            f"{path} is not in the published expert-fingerprinting format ({e.__class__.__name__}: {e})."
+        ) from None
 
 
 def import_fingerprinting(
@@ -263,16 +264,22 @@ def import_fingerprinting(
             domain = folder_domain.get(folder, OTHER_DOMAIN)
             summary_file = confined(data_dir, info.get("summary_file_path", f"{folder}/{combo}.json"), "map.json")
             if json_exists(summary_file):
-                meta = {"dataset": dataset, "category": category, "combo": combo, "domain": domain,
-                        "sample_count": int(info["sample_count"])}
+                meta = {
+                    "dataset": dataset,
+                    "category": category,
+                    "combo": combo,
+                    "domain": domain,
+                    "sample_count": int(info["sample_count"]),
+                }
                 with _published_format(summary_file):
                     _summary_rows(read_json(summary_file), meta, summaries)
             else:
                 missing_summaries.append(str(summary_file))
             if folders is not None and folder not in folders:
                 continue
-            example_file = confined(data_dir, info.get("examples_file_path", f"{folder}/{combo}_examples.json"),
-                                    "map.json")
+            example_file = confined(
+                data_dir, info.get("examples_file_path", f"{folder}/{combo}_examples.json"), "map.json"
+            )
             if not json_exists(example_file):
                 missing_examples.append(str(example_file))
                 continue
@@ -286,8 +293,10 @@ def import_fingerprinting(
             if num_layers is None:
                 num_layers, top_k = cols["num_layers"], cols["top_k"]
             elif (cols["num_layers"], cols["top_k"]) != (num_layers, top_k):
-                raise MoeprintError(f"{example_file} has {cols['num_layers']} layers x top-{cols['top_k']}, "
-                                    f"others {num_layers} x top-{top_k}.")
+                raise MoeprintError(
+                    f"{example_file} has {cols['num_layers']} layers x top-{cols['top_k']}, "
+                    f"others {num_layers} x top-{top_k}."
+                )
             max_expert = max(max_expert, int(cols["ids"].max()))
             prompt_id = f"{folder}/{combo}"
             t = len(cols["position"])
@@ -303,20 +312,22 @@ def import_fingerprinting(
             prompts["finished"].append(bool(example.get("finished_successfully")))
             prompts["n_prompt_tokens"].append(prompt_len)
             prompts["n_generated_tokens"].append(len(example["generated_only"]))
-            pending.append(pa.RecordBatch.from_arrays(
-                [
-                    pa.array([prompt_id] * t, pa.string()),
-                    pa.array([domain] * t, pa.string()),
-                    pa.array(cols["position"], pa.int32()),
-                    pa.array(np.full(t, -1, dtype=np.int32)),
-                    pa.array(np.ones(t, dtype=bool)),
-                    pa.array(cols["segment"], pa.string()),
-                    _list_column(cols["ids"], pa.int16()),
-                    _list_column(cols["weights"], pa.float32()),
-                    pa.array(cols["token"], pa.string()),
-                ],
-                schema=schema,
-            ))
+            pending.append(
+                pa.RecordBatch.from_arrays(
+                    [
+                        pa.array([prompt_id] * t, pa.string()),
+                        pa.array([domain] * t, pa.string()),
+                        pa.array(cols["position"], pa.int32()),
+                        pa.array(np.full(t, -1, dtype=np.int32)),
+                        pa.array(np.ones(t, dtype=bool)),
+                        pa.array(cols["segment"], pa.string()),
+                        _list_column(cols["ids"], pa.int16()),
+                        _list_column(cols["weights"], pa.float32()),
+                        pa.array(cols["token"], pa.string()),
+                    ],
+                    schema=schema,
+                )
+            )
             pending_rows += t
             if pending_rows >= ROWS_PER_PART:
                 flush()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_write_json, read_json
+from moeprint.io.atomic import atomic_write_json, read_json
 
 LAYER_IN_NAME = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
 
@@ -85,8 +85,10 @@ def _kept_report(doc: dict, path) -> KeptReport:
     for name, ids in doc.items():
         match = LAYER_IN_NAME.search(name)
         if match is None:
-            raise MoeprintError(f"{path}: key {name!r} names no decoder layer (`...layers.<i>...`); "
-                                "is this a REAPPruningModifier report?")  # fmt: skip
+            raise MoeprintError(
+                f"{path}: key {name!r} names no decoder layer (`...layers.<i>...`); "
+                "is this a REAPPruningModifier report?"
+            )
         layer = int(match[1])
         if layer in kept:
             raise MoeprintError(f"{path}: decoder layer {layer} appears twice ({names[layer]!r}, {name!r}).")
@@ -100,7 +102,9 @@ def _kept_report(doc: dict, path) -> KeptReport:
 
 def write_saliency_report(path: str | Path, saliency: list[list[float]], count: list[list[float]]) -> Path:
     """Write per-MoE-layer saliencies (and routed-token counts) in the format ExpertPruner reads."""
-    doc = {"saliency": [[float(v) for v in row] for row in saliency],
-           "count": [[float(v) for v in row] for row in count]}  # fmt: skip
+    doc = {
+        "saliency": [[float(v) for v in row] for row in saliency],
+        "count": [[float(v) for v in row] for row in count],
+    }
     _saliency_report(doc, path)  # never write what the reader would refuse
     return atomic_write_json(path, doc, indent=None)

@@ -16,9 +16,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from moeprint.errors import MoeprintError
 from moeprint.prompts.benchmarks import BENCHMARKS, load_benchmark
@@ -28,8 +29,16 @@ from moeprint.types import PromptRecord
 
 BUILTIN_SUITE = Path(__file__).parent / "builtin" / "suite.jsonl"
 
-__all__ = ["BENCHMARKS", "DEFAULT_DATE", "KNOWN_DOMAINS", "TemplateInputs", "load_prompts", "render_prompt", "rendered_sha256",
-           "load_source"]
+__all__ = [
+    "BENCHMARKS",
+    "DEFAULT_DATE",
+    "KNOWN_DOMAINS",
+    "TemplateInputs",
+    "load_prompts",
+    "render_prompt",
+    "rendered_sha256",
+    "load_source",
+]
 
 # gpt-oss's release day: a fixed date, so that a run renders the same text on every day and machine.
 DEFAULT_DATE = "2025-08-05"
@@ -62,8 +71,10 @@ def _clock_at(date: str):
 
     real = getattr(ctu, "datetime", None)
     if real is not dt.datetime:
-        raise MoeprintError("this transformers version renders chat-template dates in a way moeprint cannot fix; "
-                            "upgrade moeprint or use `text` prompts.")
+        raise MoeprintError(
+            "this transformers version renders chat-template dates in a way moeprint cannot fix; "
+            "upgrade moeprint or use `text` prompts."
+        )
     fixed = dt.datetime.fromisoformat(date)
 
     class _FixedClock(dt.datetime):
@@ -92,7 +103,7 @@ def load_source(source: str) -> tuple[list[PromptRecord], frozenset[str]]:
     if source == "builtin":
         return read_prompt_file(BUILTIN_SUITE, source="builtin")
     path = Path(source)
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".csv") and not source.split(":", 1)[0] in BENCHMARKS:
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".csv") and source.split(":", 1)[0] not in BENCHMARKS:
         return read_prompt_file(path)
     name, _, local = source.partition(":")
     if name in BENCHMARKS:
@@ -134,8 +145,12 @@ def load_prompts(
     return prompts
 
 
-def render_prompt(tokenizer: Any, prompt: PromptRecord, reasoning_effort: str | None = None,
-                  template: TemplateInputs = TemplateInputs()) -> str:
+def render_prompt(
+    tokenizer: Any,
+    prompt: PromptRecord,
+    reasoning_effort: str | None = None,
+    template: TemplateInputs = TemplateInputs(),
+) -> str:
     """Exactly the text the model sees: chats go through the tokenizer's chat template (gpt-oss:
     harmony, with `reasoning_effort`) with the date of `template`, raw text is used as is."""
     if prompt.text is not None:
@@ -148,6 +163,9 @@ def render_prompt(tokenizer: Any, prompt: PromptRecord, reasoning_effort: str | 
     date_string = dt.date.fromisoformat(template.date).strftime("%d %b %Y")  # Llama 3's format
     with _clock_at(template.date):
         return tokenizer.apply_chat_template(
-            [dict(m) for m in prompt.messages], tokenize=False, add_generation_prompt=True,
-            date_string=date_string, **extra,
-        )  # fmt: skip
+            [dict(m) for m in prompt.messages],
+            tokenize=False,
+            add_generation_prompt=True,
+            date_string=date_string,
+            **extra,
+        )

@@ -13,9 +13,10 @@ import ast
 import hashlib
 import random
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from moeprint.errors import MoeprintError
 from moeprint.prompts.domains import (
@@ -126,7 +127,9 @@ def _polyglot(row: dict[str, Any], source: str, index: int) -> PromptRecord:
     key = str(row.get("dataset_id") or index)
     options = [str(row["true"]), str(false)]
     _stable_rng(key).shuffle(options)
-    text = f"Choose one of the two options given the question: {row['stem']}\nOption 1:{options[0]}\nOption 2:{options[1]}"
+    text = (
+        f"Choose one of the two options given the question: {row['stem']}\nOption 1:{options[0]}\nOption 2:{options[1]}"
+    )
     return PromptRecord(
         prompt_id=f"{source}:{key}",
         domain=GENERAL,  # the reference pools fact completion into `all` only
@@ -237,7 +240,9 @@ def load_benchmark(name: str, path: str | Path | None = None) -> list[PromptReco
             try:
                 record = bench.convert(row, source, index)
             except (KeyError, TypeError, ValueError, IndexError, StopIteration, SyntaxError) as e:
-                raise MoeprintError(f"{name}: row {index} of {source} does not have the expected schema ({e!r}).") from None
+                raise MoeprintError(
+                    f"{name}: row {index} of {source} does not have the expected schema ({e!r})."
+                ) from None
             if record is not None:
                 prompts.append(record)
     if not prompts:

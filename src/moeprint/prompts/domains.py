@@ -9,7 +9,7 @@ pooled ranking. `harmful` has no benchmark of its own (the reference derives it 
 from __future__ import annotations
 
 from moeprint.errors import MoeprintError
-from moeprint.names import check_domain
+from moeprint.io.names import check_domain
 
 KNOWN_DOMAINS = (
     "all",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from moeprint.errors import MoeprintError
-from moeprint.io import iter_jsonl
-from moeprint.names import check_label, check_prompt_id
+from moeprint.io.atomic import iter_jsonl
+from moeprint.io.names import check_label, check_prompt_id
 from moeprint.prompts.domains import KNOWN_DOMAINS, check_domain_name, check_known
 from moeprint.types import PromptRecord
 

@@ -14,15 +14,38 @@ from moeprint.prune.card import CardOptions
 from moeprint.prune.factory import FactoryRow, build_checkpoint, parse_sizes, planned_parameters, run_factory
 from moeprint.prune.mask import load_masked, masked_generate
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, model_name
-from moeprint.prune.plan import (
-    load_plan, model_signature, old_to_new, plan_from_ranking, plan_from_ranking_file, plan_from_run, save_plan,
-    validate_plan,
-)  # fmt: skip
 from moeprint.prune.surgery import PruneResult, prune_checkpoint
+from moeprint.select.plan import (
+    load_plan,
+    model_signature,
+    old_to_new,
+    plan_from_ranking,
+    plan_from_ranking_file,
+    plan_from_run,
+    save_plan,
+    validate_plan,
+)
 
 __all__ = [
-    "CardOptions", "DEFAULT_NAME_PATTERN", "FactoryRow", "PruneResult", "build_checkpoint", "count_parameters",
-    "load_masked", "load_plan", "masked_generate", "model_name", "model_signature", "old_to_new", "parse_sizes",
-    "plan_from_ranking", "plan_from_ranking_file", "plan_from_run", "planned_parameters", "prune_checkpoint",
-    "run_factory", "save_plan", "validate_plan",
-]  # fmt: skip
+    "CardOptions",
+    "DEFAULT_NAME_PATTERN",
+    "FactoryRow",
+    "PruneResult",
+    "build_checkpoint",
+    "count_parameters",
+    "load_masked",
+    "load_plan",
+    "masked_generate",
+    "model_name",
+    "model_signature",
+    "old_to_new",
+    "parse_sizes",
+    "plan_from_ranking",
+    "plan_from_ranking_file",
+    "plan_from_run",
+    "planned_parameters",
+    "prune_checkpoint",
+    "run_factory",
+    "save_plan",
+    "validate_plan",
+]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from moeprint.errors import MoeprintError
-from moeprint.io import read_json
-from moeprint.loader import LoadSettings, load_causal_lm, load_tokenizer
+from moeprint.io.atomic import read_json
+from moeprint.io.loader import LoadSettings, load_causal_lm, load_tokenizer
 from moeprint.types import PrunePlan
 
 # The values the hub accepts for base_model_relation; a pruned model is none of them, so cards leave it out.
@@ -39,10 +39,18 @@ class CardOptions:
 
 
 def build_card(
-    *, name: str, plan: PrunePlan, config: dict[str, Any], family: str, n_parameters: int, n_bytes: int,
-    weight_format: str, options: CardOptions, examples: list[tuple[str, str]] | None = None,
+    *,
+    name: str,
+    plan: PrunePlan,
+    config: dict[str, Any],
+    family: str,
+    n_parameters: int,
+    n_bytes: int,
+    weight_format: str,
+    options: CardOptions,
+    examples: list[tuple[str, str]] | None = None,
     base_fingerprint: str | None = None,
-):  # fmt: skip
+):
     """A validated huggingface_hub ModelCard for one pruned checkpoint.
 
     `base_fingerprint` (sha256 of the base's config and weight headers) labels a base that has no hub id.
@@ -66,11 +74,21 @@ def build_card(
         language=list(options.language) or None,
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=sorted({"moe", "mixture-of-experts", "expert-pruning", "moeprint", family, *_tag(plan.domain),
-                     *_tag(plan.criterion), *options.extra_tags}),
+        tags=sorted(
+            {
+                "moe",
+                "mixture-of-experts",
+                "expert-pruning",
+                "moeprint",
+                family,
+                *_tag(plan.domain),
+                *_tag(plan.criterion),
+                *options.extra_tags,
+            }
+        ),
         model_name=name,
         eval_results=_eval_results(options.eval_path) or None,
-    )  # fmt: skip
+    )
     base_label = f"`{base_id}`" if base_id else _local_label(plan, base_fingerprint)
     lines = [
         f"# {name}",
@@ -103,7 +121,8 @@ def build_card(
         "- The exact ids per layer and the old -> new mapping are in `moeprint_plan.json`.",
         "- Exactness: loaded with stock transformers on a CPU in float32, this checkpoint's architecture computes "
         "logits equal bit for bit to the base model's under moeprint's router mask (routing from the kept "
-        "experts' router rows only" + (", replaced by the healed rows" if plan.extra.get("heal") else "")
+        "experts' router rows only"
+        + (", replaced by the healed rows" if plan.extra.get("heal") else "")
         + "); moeprint's test suite checks that equality on small models in this "
         "checkpoint's format, not on this checkpoint.",
         "",
@@ -123,7 +142,7 @@ def build_card(
         "tokenizer = AutoTokenizer.from_pretrained(model_id)",
         'model = AutoModelForCausalLM.from_pretrained(model_id, dtype="auto")',
         'messages = [{"role": "user", "content": "Hello!"}]',
-        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)",
+        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)',
         "out = model.generate(**inputs, max_new_tokens=64)",
         'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
         "```",
@@ -142,15 +161,19 @@ def build_card(
 def _what_changed(plan: PrunePlan) -> str:
     heal = plan.extra.get("heal")
     if not heal:
-        return ("Nothing was retrained: the kept experts and their router rows are the base model's, bit for bit, "
-                "and the router simply has fewer experts to pick from.")
+        return (
+            "Nothing was retrained: the kept experts and their router rows are the base model's, bit for bit, "
+            "and the router simply has fewer experts to pick from."
+        )
     settings = heal.get("settings") or {}
-    return (f"The router rows (weight and bias) of the kept experts were retrained (healed, objective "
-            f"`{heal.get('objective', '?')}`, {heal.get('fit_tokens', '?')} calibration tokens, "
-            f"seed {settings.get('seed', '?')}) so that the cut imitates its base: mean token KL(base || cut) on "
-            f"held-back calibration text {_num(heal.get('holdout_kl_before'))} -> {_num(heal.get('holdout_kl_after'))} "
-            "nats. Nothing else was retrained: every expert weight and every other tensor is the base model's, "
-            "bit for bit.")
+    return (
+        f"The router rows (weight and bias) of the kept experts were retrained (healed, objective "
+        f"`{heal.get('objective', '?')}`, {heal.get('fit_tokens', '?')} calibration tokens, "
+        f"seed {settings.get('seed', '?')}) so that the cut imitates its base: mean token KL(base || cut) on "
+        f"held-back calibration text {_num(heal.get('holdout_kl_before'))} -> {_num(heal.get('holdout_kl_after'))} "
+        "nats. Nothing else was retrained: every expert weight and every other tensor is the base model's, "
+        "bit for bit."
+    )
 
 
 def _num(value: Any) -> str:
@@ -181,7 +204,7 @@ def _ranking_label(plan: PrunePlan) -> str:
     parts = Path(source).parts
     if "fingerprints" in parts:
         i = parts.index("fingerprints")
-        return "/".join(parts[max(i - 1, 0):])
+        return "/".join(parts[max(i - 1, 0) :])
     return Path(source).name
 
 
@@ -213,11 +236,16 @@ def _eval_results(eval_path: Path | None) -> list:
     for row in load_retention(eval_path):
         if row["value"] is None or row["metric"].startswith("lm_eval:"):
             continue
-        common = dict(task_type="text-generation", dataset_type=f"moeprint-heldout-{row['eval_domain']}",
-                      dataset_name=f"held-out {row['eval_domain']} text")  # fmt: skip
+        common = dict(
+            task_type="text-generation",
+            dataset_type=f"moeprint-heldout-{row['eval_domain']}",
+            dataset_name=f"held-out {row['eval_domain']} text",
+        )
         out.append(EvalResult(**common, metric_type=row["metric"], metric_value=float(row["value"])))
         if row["retention"] is not None:
-            out.append(EvalResult(**common, metric_type=f"{row['metric']}_retention", metric_value=float(row["retention"])))
+            out.append(
+                EvalResult(**common, metric_type=f"{row['metric']}_retention", metric_value=float(row["retention"]))
+            )
     return out
 
 
@@ -256,13 +284,27 @@ def _retention_section(eval_path: Path | None) -> list[str]:
     if isinstance(doc, dict) and str(doc.get("schema", "")).startswith("moeprint.evaluate/"):
         from moeprint.evaluate.results import retention_markdown
 
-        return ["## Retention", "", f"Measured by `moeprint evaluate` against the base model (`{Path(eval_path).name}`):",
-                "", retention_markdown(eval_path), ""]
+        return [
+            "## Retention",
+            "",
+            f"Measured by `moeprint evaluate` against the base model (`{Path(eval_path).name}`):",
+            "",
+            retention_markdown(eval_path),
+            "",
+        ]
     rows = _numeric_leaves(doc)  # any other JSON of numbers: shown as it is
     if not rows:
         raise MoeprintError(f"{eval_path} holds no numbers to report.")
-    return ["## Retention", "", f"From `{Path(eval_path).name}`:", "", "| metric | value |", "|---|---|",
-            *[f"| {key} | {value:.4g} |" for key, value in rows[:60]], ""]  # fmt: skip
+    return [
+        "## Retention",
+        "",
+        f"From `{Path(eval_path).name}`:",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {key} | {value:.4g} |" for key, value in rows[:60]],
+        "",
+    ]
 
 
 def _numeric_leaves(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, float]]:
@@ -272,7 +314,9 @@ def _numeric_leaves(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[st
     if isinstance(obj, (int, float)):
         return [(prefix or "value", float(obj))]
     if isinstance(obj, dict) and depth < 3:
-        return [row for k, v in obj.items() for row in _numeric_leaves(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)]
+        return [
+            row for k, v in obj.items() for row in _numeric_leaves(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
+        ]
     return []
 
 
@@ -292,8 +336,9 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def generate_examples(model_dir: Path, prompts: tuple[str, ...], max_new_tokens: int,
-                      settings: LoadSettings = LoadSettings()) -> list[tuple[str, str]]:
+def generate_examples(
+    model_dir: Path, prompts: tuple[str, ...], max_new_tokens: int, settings: LoadSettings = LoadSettings()
+) -> list[tuple[str, str]]:
     """Greedy generations of the (pruned) model in `model_dir`, placed and typed by `settings`."""
     from moeprint.prune.mask import generate_text
 
@@ -313,5 +358,3 @@ def load_eval(path: str | Path | None) -> Path | None:
         return None
     read_json(path)  # a clear error for missing or malformed JSON, before any weight is read
     return Path(path)
-
-

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.identity import model_sha256
-from moeprint.io import atomic_write_json, atomic_write_text, json_exists, read_json
-from moeprint.names import check_domain
-from moeprint.outputs import OutputLock
+from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists, read_json
+from moeprint.io.identity import model_sha256
+from moeprint.io.names import check_domain
+from moeprint.io.outputs import OutputLock
+from moeprint.io.shards import INDEX_NAME, list_tensors
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
-from moeprint.prune.plan import file_calibration, model_signature, plan_from_ranking, plan_from_run
-from moeprint.prune.shards import INDEX_NAME, list_tensors
 from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint
 from moeprint.record.store import model_fingerprint
+from moeprint.select.plan import file_calibration, model_signature, plan_from_ranking, plan_from_run
 from moeprint.types import PrunePlan
 
 
@@ -40,9 +40,17 @@ class FactoryRow:
 
 
 def build_checkpoint(
-    model_dir: str | Path, plan: PrunePlan, out_dir: str | Path, *, dtype: str = "keep", shard_size: int = 5 * 10**9,
-    card: CardOptions | None = CardOptions(), overwrite: bool = False, progress: bool = True, router_rows=None,
-) -> PruneResult:  # fmt: skip
+    model_dir: str | Path,
+    plan: PrunePlan,
+    out_dir: str | Path,
+    *,
+    dtype: str = "keep",
+    shard_size: int = 5 * 10**9,
+    card: CardOptions | None = CardOptions(),
+    overwrite: bool = False,
+    progress: bool = True,
+    router_rows=None,
+) -> PruneResult:
     """Prune `model_dir` by `plan` into `out_dir` with a README.md model card (all inside one atomic rename).
     `router_rows`: the healed rows of a healed plan (moeprint.prune.rows), written in place of the kept rows."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -51,23 +59,45 @@ def build_checkpoint(
     if card is not None and card.example_prompts:
         n_params = planned_parameters(model_dir, plan, dtype)
         if n_params > MAX_EXAMPLE_PARAMS:
-            raise MoeprintError(f"example generations run on CPU and are limited to models under "
-                                f"{MAX_EXAMPLE_PARAMS / 1e9:.0f}B parameters; this one has {n_params / 1e9:.1f}B.")  # fmt: skip
+            raise MoeprintError(
+                f"example generations run on CPU and are limited to models under "
+                f"{MAX_EXAMPLE_PARAMS / 1e9:.0f}B parameters; this one has {n_params / 1e9:.1f}B."
+            )
 
     def write_card(tmp: Path, result: PruneResult) -> None:
         if card is None:
             return
-        examples = generate_examples(tmp, card.example_prompts, card.max_new_tokens, card.load) if card.example_prompts else None
+        examples = (
+            generate_examples(tmp, card.example_prompts, card.max_new_tokens, card.load)
+            if card.example_prompts
+            else None
+        )
         dtypes = {t.dtype for t in list_tensors(tmp)}
         model_card = build_card(
-            name=out_dir.name, plan=plan, config=config, family=family, n_parameters=result.n_parameters,
-            n_bytes=result.n_bytes, weight_format=weight_format(dtype, config, dtypes), options=card, examples=examples,
+            name=out_dir.name,
+            plan=plan,
+            config=config,
+            family=family,
+            n_parameters=result.n_parameters,
+            n_bytes=result.n_bytes,
+            weight_format=weight_format(dtype, config, dtypes),
+            options=card,
+            examples=examples,
             base_fingerprint=model_fingerprint(model_dir),
-        )  # fmt: skip
+        )
         model_card.save(tmp / "README.md")
 
-    return prune_checkpoint(model_dir, plan, out_dir, dtype=dtype, shard_size=shard_size, overwrite=overwrite,
-                            progress=progress, finalize=write_card, router_rows=router_rows)  # fmt: skip
+    return prune_checkpoint(
+        model_dir,
+        plan,
+        out_dir,
+        dtype=dtype,
+        shard_size=shard_size,
+        overwrite=overwrite,
+        progress=progress,
+        finalize=write_card,
+        router_rows=router_rows,
+    )
 
 
 def planned_parameters(model_dir: str | Path, plan: PrunePlan, dtype: str = "keep", tensors=None) -> int:
@@ -94,9 +124,14 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def factory_plans(
-    model_dir: Path, sizes: list[int], *, run_dir: Path | None, rankings_dir: Path | None,
-    domains: list[str] | None, criterion: str | None,
-) -> list[PrunePlan]:  # fmt: skip
+    model_dir: Path,
+    sizes: list[int],
+    *,
+    run_dir: Path | None,
+    rankings_dir: Path | None,
+    domains: list[str] | None,
+    criterion: str | None,
+) -> list[PrunePlan]:
     """Every (domain, size) plan, all validated before anything is written."""
     signature = model_signature(load_config_dict(model_dir))
     plans: list[PrunePlan] = []
@@ -105,18 +140,28 @@ def factory_plans(
     if rankings_dir is not None:
         if not rankings_dir.is_dir():
             raise MoeprintError(f"rankings folder {rankings_dir} does not exist.")
-        available = sorted(check_domain(p.name.split(".json")[0], str(rankings_dir))
-                           for p in rankings_dir.glob("*.json*"))
+        available = sorted(
+            check_domain(p.name.split(".json")[0], str(rankings_dir)) for p in rankings_dir.glob("*.json*")
+        )
         if not available:
             raise MoeprintError(f"rankings folder {rankings_dir} has no <domain>.json ranking files.")
         for domain in domains or available:
             if domain not in available:
-                raise MoeprintError(f"unknown domain {domain!r}; {rankings_dir} has rankings for: {', '.join(available)}.")
+                raise MoeprintError(
+                    f"unknown domain {domain!r}; {rankings_dir} has rankings for: {', '.join(available)}."
+                )
             path = next(p for p in (rankings_dir / f"{domain}.json", rankings_dir / f"{domain}.json.gz") if p.exists())
             ranking, calibration = read_json(path), file_calibration(path)
             for n in sizes:
-                plan = plan_from_ranking(ranking, n, signature, base_model=str(model_dir), domain=domain,
-                                         criterion=criterion or "published", source=str(path))  # fmt: skip
+                plan = plan_from_ranking(
+                    ranking,
+                    n,
+                    signature,
+                    base_model=str(model_dir),
+                    domain=domain,
+                    criterion=criterion or "published",
+                    source=str(path),
+                )
                 plan.extra["calibration"] = calibration
                 plans.append(plan)
         return plans
@@ -149,24 +194,43 @@ def is_complete(path: Path) -> bool:
 
 
 def run_factory(
-    model_dir: str | Path, out_dir: str | Path, *, sizes: list[int], run_dir: str | Path | None = None,
-    rankings_dir: str | Path | None = None, domains: list[str] | None = None, criterion: str | None = None,
-    dtype: str = "keep", shard_size: int = 5 * 10**9, name_pattern: str = DEFAULT_NAME_PATTERN,
-    card: CardOptions | None = CardOptions(), progress: bool = True,
-) -> list[FactoryRow]:  # fmt: skip
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    sizes: list[int],
+    run_dir: str | Path | None = None,
+    rankings_dir: str | Path | None = None,
+    domains: list[str] | None = None,
+    criterion: str | None = None,
+    dtype: str = "keep",
+    shard_size: int = 5 * 10**9,
+    name_pattern: str = DEFAULT_NAME_PATTERN,
+    card: CardOptions | None = CardOptions(),
+    progress: bool = True,
+) -> list[FactoryRow]:
     """Write one named, carded checkpoint per (domain, size) into `out_dir`; skip the complete ones."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = load_config_dict(model_dir)
     family = family_name(adapter_for(config).model_type)
     plans = factory_plans(
-        model_dir, sizes, run_dir=Path(run_dir) if run_dir else None,
-        rankings_dir=Path(rankings_dir) if rankings_dir else None, domains=domains, criterion=criterion,
-    )  # fmt: skip
+        model_dir,
+        sizes,
+        run_dir=Path(run_dir) if run_dir else None,
+        rankings_dir=Path(rankings_dir) if rankings_dir else None,
+        domains=domains,
+        criterion=criterion,
+    )
     named, tensors = [], list_tensors(model_dir)
     for plan in plans:
         n_params = planned_parameters(model_dir, plan, dtype, tensors)
-        name = model_name(name_pattern, family=family, n_params=n_params, domain=plan.domain,
-                          n_experts=plan.n_experts, criterion=plan.criterion)  # fmt: skip
+        name = model_name(
+            name_pattern,
+            family=family,
+            n_params=n_params,
+            domain=plan.domain,
+            n_experts=plan.n_experts,
+            criterion=plan.criterion,
+        )
         named.append((plan, name, n_params))
     if len({name for _, name, _ in named}) != len(named):
         raise MoeprintError(f"name pattern {name_pattern!r} gives two outputs the same name; add {{n}} and {{domain}}.")
@@ -181,16 +245,28 @@ def run_factory(
                 if record["kept"] != [list(k) for k in plan.kept]:
                     raise MoeprintError(f"{target} exists with a different plan; remove it or use another --out.")
                 if record.get("source_model_sha256") != identity:
-                    raise MoeprintError(f"{target} exists but was not pruned from these weights of {model_dir} "
-                                        "(source_model_sha256 differs); remove it or use another --out.")
+                    raise MoeprintError(
+                        f"{target} exists but was not pruned from these weights of {model_dir} "
+                        "(source_model_sha256 differs); remove it or use another --out."
+                    )
                 status, n_bytes = "skipped (complete)", sum(t.nbytes for t in list_tensors(target))
             else:
-                result = build_checkpoint(model_dir, plan, target, dtype=dtype, shard_size=shard_size, card=card,
-                                          overwrite=True, progress=False)  # fmt: skip
+                result = build_checkpoint(
+                    model_dir,
+                    plan,
+                    target,
+                    dtype=dtype,
+                    shard_size=shard_size,
+                    card=card,
+                    overwrite=True,
+                    progress=False,
+                )
                 if result.n_parameters != n_params:  # the name was computed before writing
                     raise RuntimeError(f"{name}: planned {n_params} parameters, wrote {result.n_parameters}")
                 status, n_bytes = "written", result.n_bytes
-            rows.append(FactoryRow(name, plan.domain, plan.n_experts, n_params, round(n_bytes / 1e9, 4), status, str(target)))
+            rows.append(
+                FactoryRow(name, plan.domain, plan.n_experts, n_params, round(n_bytes / 1e9, 4), status, str(target))
+            )
             advance(name)
     _write_summary(out_dir, rows)
     lock.release()
@@ -217,8 +293,9 @@ class CountBar:
             return lambda name: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        self.progress = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn())  # fmt: skip
+        self.progress = Progress(
+            "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
+        )
         self.progress.__enter__()
         task = self.progress.add_task(self.label, total=self.total)
         return lambda name: self.progress.update(task, advance=1, description=f"{self.label}: {name[:60]}")
@@ -227,4 +304,3 @@ class CountBar:
         if self.enabled:
             self.progress.__exit__(*exc)
         return False
-

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
-from moeprint.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
-from moeprint.prune.plan import model_signature, validate_plan
-from moeprint.prune.shards import list_tensors
+from moeprint.io.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
+from moeprint.io.shards import list_tensors
+from moeprint.select.plan import model_signature, validate_plan
 from moeprint.types import PrunePlan
 
 
@@ -54,8 +54,14 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 32, chat:
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-def masked_generate(model_dir: str | Path, plan: PrunePlan, prompt: str, max_new_tokens: int = 32,
-                    settings: LoadSettings = LoadSettings(), router_rows=None) -> str:
+def masked_generate(
+    model_dir: str | Path,
+    plan: PrunePlan,
+    prompt: str,
+    max_new_tokens: int = 32,
+    settings: LoadSettings = LoadSettings(),
+    router_rows=None,
+) -> str:
     tokenizer = load_tokenizer(model_dir)
     # The length check needs only the tokenizer and config: a too-long prompt fails before any weight loads.
     n = prompt_ids(tokenizer, prompt).shape[1]

@@ -8,7 +8,7 @@ count of a pruned gpt-oss-20b reproduces the reference project's published sizes
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from moeprint.errors import MoeprintError
 

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_path
+from moeprint.io.atomic import atomic_path
 from moeprint.types import PrunePlan
 
 ROWS_SCHEMA = "moeprint.router_rows/1"
@@ -41,18 +42,19 @@ class HealedRows:
     info: dict[str, Any] = field(default_factory=dict)  # the `heal` metadata
     plan: dict[str, Any] | None = None  # the plan JSON the rows heal (its `extra.heal` is `info`)
 
-    def check_plan(self, plan: PrunePlan, source: str = "router rows") -> "HealedRows":
+    def check_plan(self, plan: PrunePlan, source: str = "router rows") -> HealedRows:
         if tuple(map(tuple, plan.kept)) != self.kept:
             raise MoeprintError(f"{source} were fitted for other kept experts than the plan's; heal this plan first.")
         return self
 
-    def check_hidden(self, config: dict[str, Any], source: str = "router rows") -> "HealedRows":
+    def check_hidden(self, config: dict[str, Any], source: str = "router rows") -> HealedRows:
         """The rows must be as wide as the model's hidden size (checked before any weight is read)."""
         hidden = config.get("hidden_size")
         for i, r in enumerate(self.rows):
             if hidden is not None and r.weight.shape[1] != int(hidden):
-                raise MoeprintError(f"{source}: layer {i} rows have width {r.weight.shape[1]}, the model's hidden "
-                                    f"size is {hidden}.")
+                raise MoeprintError(
+                    f"{source}: layer {i} rows have width {r.weight.shape[1]}, the model's hidden size is {hidden}."
+                )
         return self
 
 
@@ -71,8 +73,11 @@ def save_router_rows(path: str | Path, healed: HealedRows) -> Path:
         tensors[f"layer_{i}.weight"] = r.weight.detach().cpu().contiguous()  # (n, H)
         if r.bias is not None:
             tensors[f"layer_{i}.bias"] = r.bias.detach().cpu().contiguous()  # (n,)
-    metadata = {"schema": ROWS_SCHEMA, "kept": json.dumps([list(k) for k in healed.kept]),
-                "heal": json.dumps(healed.info, allow_nan=False)}
+    metadata = {
+        "schema": ROWS_SCHEMA,
+        "kept": json.dumps([list(k) for k in healed.kept]),
+        "heal": json.dumps(healed.info, allow_nan=False),
+    }
     if healed.plan is not None:
         metadata["plan"] = json.dumps(healed.plan, allow_nan=False)
     with atomic_path(path) as tmp:
@@ -114,8 +119,9 @@ def load_router_rows(path: str | Path) -> HealedRows:
     return HealedRows(kept, tuple(rows), info, plan)
 
 
-def rows_for_plan(plan: PrunePlan, plan_path: str | Path | None, rows_path: str | Path | None,
-                  config: dict[str, Any] | None = None) -> HealedRows | None:
+def rows_for_plan(
+    plan: PrunePlan, plan_path: str | Path | None, rows_path: str | Path | None, config: dict[str, Any] | None = None
+) -> HealedRows | None:
     """The rows a command should apply: `rows_path` if given, else the file the plan names in
     `extra.router_rows` (a bare name, resolved in the plan's folder only), else None (an unhealed cut).
     With the model's `config`, their width is checked too."""
@@ -124,7 +130,9 @@ def rows_for_plan(plan: PrunePlan, plan_path: str | Path | None, rows_path: str 
         if not named:
             return None
         if not isinstance(named, str) or Path(named).name != named or named in (".", ".."):
-            raise MoeprintError(f"plan {plan_path}: extra.router_rows must be a file name beside the plan, got {named!r}.")
+            raise MoeprintError(
+                f"plan {plan_path}: extra.router_rows must be a file name beside the plan, got {named!r}."
+            )
         if plan_path is None:
             raise MoeprintError("the plan names router rows but its folder is unknown; pass the rows file.")
         rows_path = Path(plan_path).parent / named
@@ -148,7 +156,7 @@ def with_heal_record(plan: PrunePlan, healed: HealedRows | None, rows_name: str 
 
 def plan_of_rows(healed: HealedRows, source: str) -> PrunePlan:
     """The plan a rows file describes (its `plan` metadata), checked against the rows' kept experts."""
-    from moeprint.prune.plan import plan_from_json
+    from moeprint.select.plan import plan_from_json
 
     if healed.plan is None:
         raise MoeprintError(f"{source} records no plan; give the plan it heals.")

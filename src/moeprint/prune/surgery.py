@@ -16,24 +16,34 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from moeprint.adapters import PerExpertName, adapter_for, load_config_dict
 from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
-from moeprint.identity import model_sha256
-from moeprint.io import atomic_directory
+from moeprint.io.atomic import atomic_directory
+from moeprint.io.identity import model_sha256
+from moeprint.io.shards import (
+    DTYPE_CODES,
+    DTYPES,
+    INDEX_NAME,
+    ShardReader,
+    ShardWriter,
+    TensorInfo,
+    disk_full_guard,
+    free_bytes,
+    list_tensors,
+    plan_shards,
+    tensor_nbytes,
+)
 from moeprint.prune.mxfp4 import BLOCK_SIZE, dequantize_mxfp4
 from moeprint.prune.naming import count_parameters
-from moeprint.prune.plan import model_signature, old_to_new, validate_plan
-from moeprint.prune.shards import (
-    DTYPE_CODES, DTYPES, INDEX_NAME, ShardReader, ShardWriter, TensorInfo, disk_full_guard, free_bytes, tensor_nbytes,
-    list_tensors, plan_shards,
-)  # fmt: skip
+from moeprint.select.plan import model_signature, old_to_new, validate_plan
 from moeprint.types import PrunePlan
 
 DTYPE_CHOICES = ("keep", "bf16")
@@ -99,8 +109,10 @@ def output_specs(
             layer, axis = expert_axes[t.name]
             rows = plan.kept[layer]
             if t.shape[axis] != plan.extra.get("base_num_experts", t.shape[axis]):
-                raise MoeprintError(f"{t.name} has {t.shape[axis]} experts on axis {axis}; the plan expects "
-                                    f"{plan.extra['base_num_experts']}. Is the plan for another model?")  # fmt: skip
+                raise MoeprintError(
+                    f"{t.name} has {t.shape[axis]} experts on axis {axis}; the plan expects "
+                    f"{plan.extra['base_num_experts']}. Is the plan for another model?"
+                )
             if max(rows) >= t.shape[axis]:
                 raise MoeprintError(f"the plan keeps expert {max(rows)} but {t.name} has only {t.shape[axis]}.")
             shape = t.shape[:axis] + (len(rows),) + t.shape[axis + 1 :]
@@ -111,7 +123,9 @@ def output_specs(
             if scales is None:
                 raise MoeprintError(f"{t.name} has no matching _scales tensor; cannot dequantise MXFP4.")
             experts, out_features, groups, _ = shape  # (E, out, in/32, 16) -> (E, in, out)
-            specs.append(OutTensor(t.name[:-7], "BF16", (experts, groups * BLOCK_SIZE, out_features), t, rows, axis, scales))
+            specs.append(
+                OutTensor(t.name[:-7], "BF16", (experts, groups * BLOCK_SIZE, out_features), t, rows, axis, scales)
+            )
             continue
         out_dtype = "BF16" if dtype == "bf16" and t.dtype in ("F32", "F16", "F64") else t.dtype
         specs.append(OutTensor(t.name, out_dtype, tuple(shape), t, rows, axis))
@@ -190,9 +204,14 @@ def prune_checkpoint(
         with disk_full_guard(tmp):
             _write_json(tmp / "config.json", _patched_config(config, adapter, plan, dtype))
             _copy_side_files(model_dir, tmp)
-            record = {**plan.to_json(), "old_to_new": old_to_new(plan), "source_model": str(model_dir),
-                      "source_model_sha256": model_sha256(model_dir), "dtype": dtype,
-                      "n_parameters": n_params}  # fmt: skip
+            record = {
+                **plan.to_json(),
+                "old_to_new": old_to_new(plan),
+                "source_model": str(model_dir),
+                "source_model_sha256": model_sha256(model_dir),
+                "dtype": dtype,
+                "n_parameters": n_params,
+            }
             if replaced:  # the healed rows are inside this checkpoint now, not in a file beside the plan
                 record["extra"] = {k: v for k, v in record["extra"].items() if k != "router_rows"}
                 record["router_rows_replaced"] = sorted(replaced)
@@ -202,15 +221,20 @@ def prune_checkpoint(
     return result
 
 
-def model_output_specs(tensors: list[TensorInfo], plan: PrunePlan, adapter, config: dict[str, Any], dtype: str) -> list[OutTensor]:
+def model_output_specs(
+    tensors: list[TensorInfo], plan: PrunePlan, adapter, config: dict[str, Any], dtype: str
+) -> list[OutTensor]:
     """`output_specs` with the adapter's tensor names for this config (MoE layers only)."""
     layers = adapter.moe_layers(config)
     per_expert = adapter.per_expert_tensor_names(layers, adapter.num_experts(config))
-    return output_specs(tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config))
+    return output_specs(
+        tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config)
+    )
 
 
-def _replaced_router_tensors(specs: list[OutTensor], adapter, config: dict[str, Any],
-                             router_rows: Sequence[RouterRows] | None) -> dict[str, torch.Tensor]:
+def _replaced_router_tensors(
+    specs: list[OutTensor], adapter, config: dict[str, Any], router_rows: Sequence[RouterRows] | None
+) -> dict[str, torch.Tensor]:
     """Output router tensor name -> its healed rows (cast to the output dtype), checked against the specs."""
     if router_rows is None:
         return {}
@@ -226,11 +250,14 @@ def _replaced_router_tensors(specs: list[OutTensor], adapter, config: dict[str, 
             if name not in by_name:
                 continue
             if row is None or tuple(row.shape) != by_name[name].shape:
-                raise MoeprintError(f"the router rows do not fit {name} (shape {by_name[name].shape}); "
-                                    "were they fitted for this model and plan?")
+                raise MoeprintError(
+                    f"the router rows do not fit {name} (shape {by_name[name].shape}); "
+                    "were they fitted for this model and plan?"
+                )
             out[name] = row.detach().to(DTYPES[by_name[name].dtype][0]).contiguous()
-        if router_rows[slot].bias is not None and not any(n.endswith("bias") and n in out for n in
-                                                          (t.template.format(layer=layer) for t in adapter.router_tensors)):
+        if router_rows[slot].bias is not None and not any(
+            n.endswith("bias") and n in out for n in (t.template.format(layer=layer) for t in adapter.router_tensors)
+        ):
             raise MoeprintError(f"the router rows carry a bias but the checkpoint's layer {layer} router has none.")
     return out
 
@@ -250,20 +277,26 @@ def _check_layout(tensors: list[TensorInfo], adapter, config: dict[str, Any]) ->
         if not adapter.per_expert_tensors:
             raise MoeprintError(f"the checkpoint has no {fused[0]}; it does not match its config (layer {layer}).")
         # the layout's spelling (some families are saved under two prefixes): the first template it uses
-        template = next((t for t in adapter.per_expert_tensors if t.format(layer=layer, expert=0) in names),
-                        adapter.per_expert_tensors[0])  # fmt: skip
+        template = next(
+            (t for t in adapter.per_expert_tensors if t.format(layer=layer, expert=0) in names),
+            adapter.per_expert_tensors[0],
+        )
         present = [e for e in range(n_experts + 1) if template.format(layer=layer, expert=e) in names]
         if present != list(range(n_experts)):
-            raise MoeprintError(f"the checkpoint has {len(present)} experts in layer {layer} (checked "
-                                f"{template.format(layer=layer, expert='*')}), its config says {n_experts}.")  # fmt: skip
+            raise MoeprintError(
+                f"the checkpoint has {len(present)} experts in layer {layer} (checked "
+                f"{template.format(layer=layer, expert='*')}), its config says {n_experts}."
+            )
 
 
 def _check_free_space(out_dir: Path, n_bytes: int) -> None:
     parent = out_dir.parent if out_dir.parent.exists() else Path(".")
     free = free_bytes(parent)
     if free < n_bytes:
-        raise MoeprintError(f"not enough disk space in {parent}: the pruned model needs {n_bytes / 1e9:.2f} GB, "
-                            f"{free / 1e9:.2f} GB are free.")  # fmt: skip
+        raise MoeprintError(
+            f"not enough disk space in {parent}: the pruned model needs {n_bytes / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB are free."
+        )
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -290,8 +323,13 @@ class _progress:
             return lambda n: None
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                            TimeRemainingColumn(), transient=True)  # fmt: skip
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self.bar.__enter__()
         task = self.bar.add_task(f"pruning -> {self.label}", total=self.total)
         return lambda n: self.bar.advance(task, n)

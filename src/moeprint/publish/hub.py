@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from moeprint.errors import MoeprintError
 from moeprint.prune.factory import CountBar
@@ -75,7 +75,9 @@ def publish(plan: PublishPlan, *, progress: bool = True, backoff: float | None =
     if not token:
         raise MoeprintError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access).")
     report = PublishReport()
-    hub = _Hub(HfApi(token=token), report, float(os.environ.get("MOEPRINT_HUB_BACKOFF", "2")) if backoff is None else backoff)
+    hub = _Hub(
+        HfApi(token=token), report, float(os.environ.get("MOEPRINT_HUB_BACKOFF", "2")) if backoff is None else backoff
+    )
     try:
         _check_namespace(hub, plan.namespace)
         with CountBar(progress, len(plan.repos) + len(plan.collections), "publish") as advance:
@@ -108,8 +110,10 @@ def _check_namespace(hub: _Hub, namespace: str) -> None:
         return
     orgs = {o.get("name"): o.get("roleInOrg") for o in me.get("orgs") or []}
     if namespace not in orgs:
-        raise MoeprintError(f"the token of {me.get('name')} cannot write to namespace {namespace!r} "
-                            f"(not the user and not one of its organisations: {', '.join(sorted(orgs)) or 'none'}).")  # fmt: skip
+        raise MoeprintError(
+            f"the token of {me.get('name')} cannot write to namespace {namespace!r} "
+            f"(not the user and not one of its organisations: {', '.join(sorted(orgs)) or 'none'})."
+        )
     if orgs[namespace] is not None and orgs[namespace] not in WRITE_ROLES:
         raise MoeprintError(f"{me.get('name')} has role {orgs[namespace]!r} in {namespace!r}, which cannot write.")
 
@@ -125,8 +129,11 @@ def _changed_files(hub: _Hub, repo: PublishRepo) -> list[str]:
     from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
     try:
-        remote = {e.path: e for e in hub.call(lambda: list(hub.api.list_repo_tree(repo.repo_id, recursive=True)))
-                  if isinstance(e, RepoFile)}  # fmt: skip
+        remote = {
+            e.path: e
+            for e in hub.call(lambda: list(hub.api.list_repo_tree(repo.repo_id, recursive=True)))
+            if isinstance(e, RepoFile)
+        }
     except (EntryNotFoundError, RevisionNotFoundError):  # a new, empty repo has no tree yet
         remote = {}
     changed = []
@@ -148,8 +155,13 @@ def _publish_repo(hub: _Hub, repo: PublishRepo, private: bool) -> None:
     if not changed:
         hub.report.unchanged_repos.append(repo.repo_id)
         return
-    hub.call(hub.api.upload_folder, repo_id=repo.repo_id, folder_path=repo.folder, allow_patterns=changed,
-             commit_message=f"moeprint publish: {len(changed)} file(s)")  # fmt: skip
+    hub.call(
+        hub.api.upload_folder,
+        repo_id=repo.repo_id,
+        folder_path=repo.folder,
+        allow_patterns=changed,
+        commit_message=f"moeprint publish: {len(changed)} file(s)",
+    )
     hub.report.uploaded[repo.repo_id] = changed
 
 
@@ -163,8 +175,14 @@ def _find_collection(hub: _Hub, namespace: str, title: str):
 def _publish_collection(hub: _Hub, collection: PublishCollection, plan: PublishPlan) -> None:
     found = _find_collection(hub, plan.namespace, collection.title)
     if found is None:
-        found = hub.call(hub.api.create_collection, title=collection.title, namespace=plan.namespace,
-                         description=collection.description, private=plan.private, exists_ok=True)  # fmt: skip
+        found = hub.call(
+            hub.api.create_collection,
+            title=collection.title,
+            namespace=plan.namespace,
+            description=collection.description,
+            private=plan.private,
+            exists_ok=True,
+        )
     slug = found.slug
     hub.report.collections[collection.title] = slug
     present = {i.item_id for i in found.items if i.item_type == "model"}

@@ -16,9 +16,9 @@ from typing import Any
 from moeprint.adapters import load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.inputs import file_sha256
-from moeprint.io import json_exists, read_json
+from moeprint.io.atomic import json_exists, read_json
+from moeprint.io.shards import INDEX_NAME, list_tensors
 from moeprint.prune.naming import family_name, format_size
-from moeprint.prune.shards import INDEX_NAME, list_tensors
 from moeprint.prune.surgery import PLAN_FILE
 
 # The hub's rules for a repo or namespace name (letters, digits, - _ .; no "--" or ".."; at most 96 chars).
@@ -75,19 +75,27 @@ class PublishPlan:
     collections: tuple[PublishCollection, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "namespace": self.namespace, "private": self.private,
-                "repos": [asdict(r) for r in self.repos], "collections": [asdict(c) for c in self.collections]}  # fmt: skip
+        return {
+            "schema": SCHEMA,
+            "namespace": self.namespace,
+            "private": self.private,
+            "repos": [asdict(r) for r in self.repos],
+            "collections": [asdict(c) for c in self.collections],
+        }
 
 
 def check_hub_name(name: str, what: str) -> str:
     if not HUB_NAME.match(name) or name.endswith(".git"):
-        raise MoeprintError(f"{what} {name!r} is not a valid hub name (letters, digits, '-', '_', '.'; "
-                            "no '--' or '..'; at most 96 characters).")  # fmt: skip
+        raise MoeprintError(
+            f"{what} {name!r} is not a valid hub name (letters, digits, '-', '_', '.'; "
+            "no '--' or '..'; at most 96 characters)."
+        )
     return name
 
 
-def plan_publish(checkpoints_dir: str | Path, namespace: str, *, private: bool = False,
-                 collections: bool = False) -> PublishPlan:  # fmt: skip
+def plan_publish(
+    checkpoints_dir: str | Path, namespace: str, *, private: bool = False, collections: bool = False
+) -> PublishPlan:
     """The full plan for a factory output (or any folder of checkpoint folders)."""
     root = Path(checkpoints_dir)
     check_hub_name(namespace, "namespace")
@@ -108,8 +116,10 @@ def _checkpoint_folders(root: Path) -> list[Path]:
         names = [check_hub_name(r["name"], "checkpoint name") for r in rows]
         missing = [n for n in names if not (root / n).is_dir()]
         if missing:
-            raise MoeprintError(f"{root} is incomplete: summary.json lists {len(missing)} checkpoint(s) that are "
-                                f"missing, e.g. {missing[0]}.")  # fmt: skip
+            raise MoeprintError(
+                f"{root} is incomplete: summary.json lists {len(missing)} checkpoint(s) that are "
+                f"missing, e.g. {missing[0]}."
+            )
         return [root / n for n in names]
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
@@ -128,26 +138,39 @@ def _repo(namespace: str, folder: Path) -> PublishRepo:
         raise MoeprintError(f"checkpoint {folder} is incomplete: no {INDEX_NAME} or model.safetensors.")
     list_tensors(folder)  # every shard the index names is present and readable
     record = read_json(folder / PLAN_FILE)
-    if not isinstance(record, dict) or not all(k in record for k in ("domain", "criterion", "n_experts", "n_parameters")):
+    if not isinstance(record, dict) or not all(
+        k in record for k in ("domain", "criterion", "n_experts", "n_parameters")
+    ):
         raise MoeprintError(f"{folder / PLAN_FILE} is not a moeprint plan record.")
     load_config_dict(folder)  # a clear error for a broken config
     extra = record.get("extra") or {}
     files = tuple(_file(folder, p) for p in sorted(folder.rglob("*")) if p.is_file() and not _hidden(folder, p))
     return PublishRepo(
-        repo_id=f"{namespace}/{name}", folder=str(folder), domain=str(record["domain"]),
-        criterion=str(record["criterion"]), n_experts=int(record["n_experts"]),
-        base_num_experts=extra.get("base_num_experts"), n_parameters=int(record["n_parameters"]), files=files,
+        repo_id=f"{namespace}/{name}",
+        folder=str(folder),
+        domain=str(record["domain"]),
+        criterion=str(record["criterion"]),
+        n_experts=int(record["n_experts"]),
+        base_num_experts=extra.get("base_num_experts"),
+        n_parameters=int(record["n_parameters"]),
+        files=files,
         warnings=_local_paths(record),
-    )  # fmt: skip
+    )
 
 
 def _local_paths(record: dict) -> tuple[str, ...]:
     """The plan record names the folders it was made from; absolute ones are this machine's paths."""
     extra = record.get("extra") or {}
-    named = {"base_model": record.get("base_model"), "source_model": record.get("source_model"),
-             "extra.ranking_source": extra.get("ranking_source")}  # fmt: skip
-    return tuple(f"{PLAN_FILE} `{key}` is a local path ({value})" for key, value in named.items()
-                 if isinstance(value, str) and Path(value).is_absolute())  # fmt: skip
+    named = {
+        "base_model": record.get("base_model"),
+        "source_model": record.get("source_model"),
+        "extra.ranking_source": extra.get("ranking_source"),
+    }
+    return tuple(
+        f"{PLAN_FILE} `{key}` is a local path ({value})"
+        for key, value in named.items()
+        if isinstance(value, str) and Path(value).is_absolute()
+    )
 
 
 def _hidden(folder: Path, path: Path) -> bool:
@@ -166,8 +189,10 @@ def _family(repos: tuple[PublishRepo, ...]) -> str:
 
 def _note(repo: PublishRepo) -> str:
     of = f" of {repo.base_num_experts}" if repo.base_num_experts else ""
-    return (f"{repo.n_experts}{of} experts per layer, {repo.criterion} criterion, {repo.size_label} parameters, "
-            f"{repo.domain}")[:MAX_NOTE]  # fmt: skip
+    return (
+        f"{repo.n_experts}{of} experts per layer, {repo.criterion} criterion, {repo.size_label} parameters, "
+        f"{repo.domain}"
+    )[:MAX_NOTE]
 
 
 def _items(repos: list[PublishRepo]) -> tuple[PublishItem, ...]:
@@ -187,20 +212,25 @@ def _collections(repos: tuple[PublishRepo, ...]) -> tuple[PublishCollection, ...
     main = PublishCollection(
         title=f"{family} pruned experts {_span(list(repos))}"[:MAX_TITLE],
         description=f"All {len(repos)} expert-pruned checkpoints: {', '.join(domains)}"[:MAX_DESCRIPTION],
-        domain=None, items=_items(list(repos)),
-    )  # fmt: skip
+        domain=None,
+        items=_items(list(repos)),
+    )
     out = [main]
     for domain in domains:
         mine = [r for r in repos if r.domain == domain]
         criteria = ", ".join(sorted({r.criterion for r in mine}))
         experts = sorted({r.n_experts for r in mine})
         label = domain.replace("_", " ").title()
-        out.append(PublishCollection(
-            title=f"{family} {label} {_span(mine)}"[:MAX_TITLE],
-            description=(f"{len(mine)} {domain} checkpoints, {experts[0]} to {experts[-1]} experts per layer "
-                         f"({criteria})")[:MAX_DESCRIPTION],
-            domain=domain, items=_items(mine),
-        ))  # fmt: skip
+        out.append(
+            PublishCollection(
+                title=f"{family} {label} {_span(mine)}"[:MAX_TITLE],
+                description=(
+                    f"{len(mine)} {domain} checkpoints, {experts[0]} to {experts[-1]} experts per layer ({criteria})"
+                )[:MAX_DESCRIPTION],
+                domain=domain,
+                items=_items(mine),
+            )
+        )
     titles = [c.title for c in out]
     if len(set(titles)) != len(titles):
         raise MoeprintError("two collections would get the same title; rename the domains.")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from moeprint.errors import MoeprintError
-from moeprint.loader import LoadSettings
+from moeprint.io.loader import LoadSettings
 from moeprint.record.options import RecordSettings, Shard, check_settings, parse_shard
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def record_run(
     progress: bool = True,
     load: LoadSettings = LoadSettings(),
     date: str | None = None,
-    cluster: "ClusterSettings | None" = None,
+    cluster: ClusterSettings | None = None,
 ) -> Path:
     """Load prompt source(s) (`builtin`, a .jsonl/.csv file, or BENCHMARK[:path]) and record them.
     With `cluster`, on Ray workers (moeprint.record.distributed). Returns the complete run directory
@@ -44,22 +45,44 @@ def record_run(
     template = TemplateInputs(date) if date is not None else TemplateInputs()
     if cluster is not None:
         if shard is not None or load.device != "auto":
-            raise MoeprintError("--ray makes its own shards and devices: drop --shard and --device "
-                                "(workers use their GPUs with --gpus-per-worker, else the CPU).")
+            raise MoeprintError(
+                "--ray makes its own shards and devices: drop --shard and --device "
+                "(workers use their GPUs with --gpus-per-worker, else the CPU)."
+            )
         cluster.check()
     records = load_prompts(prompts, domains=domains, limit=limit)
     if cluster is not None:
         from moeprint.record.distributed import record_on_ray
 
-        settings = RecordSettings(max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, reasoning_effort,
-                                  dtype=load.dtype, template=template)
+        settings = RecordSettings(
+            max_new_tokens,
+            batch_size,
+            do_sample,
+            seed,
+            logits,
+            expert_norms,
+            reasoning_effort,
+            dtype=load.dtype,
+            template=template,
+        )
         return record_on_ray(model_dir, records, out_dir, settings, cluster, progress=progress)
     from moeprint.record.runner import record
 
     return record(
-        model_dir, records, out_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-        seed=seed, logits=logits, expert_norms=expert_norms, shard=shard, reasoning_effort=reasoning_effort,
-        progress=progress, load=load, template=template,
+        model_dir,
+        records,
+        out_dir,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        seed=seed,
+        logits=logits,
+        expert_norms=expert_norms,
+        shard=shard,
+        reasoning_effort=reasoning_effort,
+        progress=progress,
+        load=load,
+        template=template,
     )
 
 

@@ -17,19 +17,26 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from moeprint.cluster import ClusterSettings, PoolEvent, UnitResult, WorkerHello, connected, node_name, run_units
 from moeprint.errors import MoeprintError
-from moeprint.io import make_output_dir
+from moeprint.io.atomic import make_output_dir
+from moeprint.io.loader import load_tokenizer
+from moeprint.io.run import RunDir
 from moeprint.record import store
-from moeprint.loader import load_tokenizer
 from moeprint.record.merge import merge_runs
 from moeprint.record.options import RecordSettings, Shard, check_settings
-from moeprint.record.runner import (Recorder, check_inputs, check_run_dir, finish_run, n_batches,
-                                    prepare_prompts, recording_state)
-from moeprint.run import RunDir
+from moeprint.record.runner import (
+    Recorder,
+    check_inputs,
+    check_run_dir,
+    finish_run,
+    n_batches,
+    prepare_prompts,
+    recording_state,
+)
 from moeprint.types import PromptRecord
 
 STAGING_SUFFIX = ".ray-shards"
@@ -61,8 +68,10 @@ def record_on_ray(
     out = Path(out_dir)
     check_run_dir(out)
     if out.exists():
-        raise MoeprintError(f"{out} exists; `record --ray` writes it once, complete: choose another --out "
-                            "(an unfinished recording made without --ray resumes without --ray).")
+        raise MoeprintError(
+            f"{out} exists; `record --ray` writes it once, complete: choose another --out "
+            "(an unfinished recording made without --ray resumes without --ray)."
+        )
     staging = staging_dir(out)
     count = _existing_shard_count(staging) or cluster.workers
     runs = [RunDir(shard_dir(staging, Shard(i, count))) for i in range(count)]
@@ -79,8 +88,20 @@ def record_on_ray(
     if unfinished:
         fresh = not staging.exists()
         try:
-            hellos = _run_workers(model_dir, prompts, settings, cluster, runs, states, unfinished, base_state, total,
-                                  staging, progress, observer)
+            hellos = _run_workers(
+                model_dir,
+                prompts,
+                settings,
+                cluster,
+                runs,
+                states,
+                unfinished,
+                base_state,
+                total,
+                staging,
+                progress,
+                observer,
+            )
         except BaseException:
             if fresh and not any(staging.rglob("part-*.parquet")):
                 shutil.rmtree(staging, ignore_errors=True)  # nothing recorded yet: leave no trace of this attempt
@@ -93,25 +114,33 @@ def record_on_ray(
     return out
 
 
-def _run_workers(model_dir, prompts, settings, cluster, runs, states, unfinished, base_state, total, staging,
-                 progress, observer) -> list[WorkerHello]:
+def _run_workers(
+    model_dir, prompts, settings, cluster, runs, states, unfinished, base_state, total, staging, progress, observer
+) -> list[WorkerHello]:
     """Write the unfinished shard runs' state, then record their missing batches on Ray workers."""
     count = len(runs)
     with connected(cluster):  # reachable, with the resources asked for: now the first writes
         for i in unfinished:
             make_output_dir(runs[i].root)
             store.check_or_write_state(runs[i], states[i])
-        units = [b for b in range(total)
-                 if b % count in unfinished and store.read_batch_done(runs[b % count], b) is None]
+        units = [
+            b for b in range(total) if b % count in unfinished and store.read_batch_done(runs[b % count], b) is None
+        ]
         first: list[WorkerHello] = []
 
         def check_hello(worker: int, hello: WorkerHello) -> None:
             _check_worker(worker, hello, base_state["model_sha256"], model_dir, total, staging, first)
 
-        args = (str(Path(model_dir).resolve()), prompts, settings, cluster.device,
-                [str(r.root.resolve()) for r in runs])
-        _, hellos = run_units(cluster, RecordWorker, args, units, check_hello, label="record", progress=progress,
-                              observer=observer)
+        args = (
+            str(Path(model_dir).resolve()),
+            prompts,
+            settings,
+            cluster.device,
+            [str(r.root.resolve()) for r in runs],
+        )
+        _, hellos = run_units(
+            cluster, RecordWorker, args, units, check_hello, label="record", progress=progress, observer=observer
+        )
     return hellos
 
 
@@ -134,27 +163,36 @@ def _existing_shard_count(staging: Path) -> int | None:
 
 def _check_finished_shard(run: RunDir, state: dict) -> None:
     manifest = run.manifest()
-    differs = [k for k in ("model_sha256", "prompt_suite_sha256", "generation", "has_logits", "has_norms", "shard")
-               if manifest.get(k) != state[k]]
+    differs = [
+        k
+        for k in ("model_sha256", "prompt_suite_sha256", "generation", "has_logits", "has_norms", "shard")
+        if manifest.get(k) != state[k]
+    ]
     if differs:
-        raise MoeprintError(f"{run.root} was recorded with different settings ({', '.join(differs)}); "
-                            "rerun with the same settings to resume, or choose another --out.")
+        raise MoeprintError(
+            f"{run.root} was recorded with different settings ({', '.join(differs)}); "
+            "rerun with the same settings to resume, or choose another --out."
+        )
 
 
-def _check_worker(worker: int, hello: WorkerHello, model_sha256: str, model_dir, total: int, staging: Path,
-                  first: list[WorkerHello]) -> None:
+def _check_worker(
+    worker: int, hello: WorkerHello, model_sha256: str, model_dir, total: int, staging: Path, first: list[WorkerHello]
+) -> None:
     """Every worker must see the driver's model files, the same batches and the shared shard runs."""
     where = f"Ray worker {worker} (node {hello.node})"
     if hello.model_sha256 != model_sha256:
-        raise MoeprintError(f"{where} sees different model files at {model_dir} (model hash "
-                            f"{hello.model_sha256[:12]}..., the driver's is {model_sha256[:12]}...); "
-                            "every node must see the same model.")
+        raise MoeprintError(
+            f"{where} sees different model files at {model_dir} (model hash "
+            f"{hello.model_sha256[:12]}..., the driver's is {model_sha256[:12]}...); "
+            "every node must see the same model."
+        )
     if not hello.info["sees_shards"]:
         raise MoeprintError(f"{where} does not see {staging}: --out must be on storage every node shares.")
     reference = first[0].info["plan_sha256"] if first else None
     if hello.info["n_batches"] != total or reference not in (None, hello.info["plan_sha256"]):
-        raise MoeprintError(f"{where} splits the prompts into different batches than the others "
-                            "(different tokenizer files?).")
+        raise MoeprintError(
+            f"{where} splits the prompts into different batches than the others (different tokenizer files?)."
+        )
     if not first:
         first.append(hello)
 
@@ -162,8 +200,14 @@ def _check_worker(worker: int, hello: WorkerHello, model_sha256: str, model_dir,
 class RecordWorker:
     """One Ray actor's state: a loaded model that records any batch into its shard run."""
 
-    def __init__(self, model_dir: str, prompts: Sequence[PromptRecord], settings: RecordSettings, device: str,
-                 shard_dirs: Sequence[str]):
+    def __init__(
+        self,
+        model_dir: str,
+        prompts: Sequence[PromptRecord],
+        settings: RecordSettings,
+        device: str,
+        shard_dirs: Sequence[str],
+    ):
         self.recorder = Recorder(model_dir, prompts, settings, device)  # the one place a worker loads a model
         self.recorder.capture.attach()
         self.runs = [RunDir(Path(d)) for d in shard_dirs]
@@ -172,8 +216,12 @@ class RecordWorker:
     def hello(self) -> WorkerHello:
         plan = hashlib.sha256(json.dumps(self.recorder.batches).encode()).hexdigest()
         sees = all((r.root / store.STATE_DIR / "state.json").exists() or r.is_complete() for r in self.runs)
-        info = {"layers": self.recorder.capture.layers, "n_batches": len(self.recorder.batches),
-                "plan_sha256": plan, "sees_shards": sees}
+        info = {
+            "layers": self.recorder.capture.layers,
+            "n_batches": len(self.recorder.batches),
+            "plan_sha256": plan,
+            "sees_shards": sees,
+        }
         return WorkerHello(node_name(), os.getpid(), self.model_sha256, info)
 
     def run(self, batch: int) -> UnitResult:

@@ -39,7 +39,7 @@ class RouterCapture:
         self.enabled = True
 
     # ---- attach / detach ----------------------------------------------------------------
-    def attach(self) -> "RouterCapture":
+    def attach(self) -> RouterCapture:
         for slot, (_, block) in enumerate(self.blocks):
             if self.adapter.is_fused(block):
                 self._handles.append(block.register_forward_hook(self._fused_hook(slot)))
@@ -53,7 +53,7 @@ class RouterCapture:
             h.remove()
         self._handles.clear()
 
-    def __enter__(self) -> "RouterCapture":
+    def __enter__(self) -> RouterCapture:
         return self.attach()
 
     def __exit__(self, *exc: Any) -> None:

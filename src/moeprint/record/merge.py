@@ -8,19 +8,32 @@ run with the same settings writes.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory, read_parquet
+from moeprint.io.atomic import atomic_directory, read_parquet
+from moeprint.io.run import PROMPTS_SCHEMA, RunDir, open_run
 from moeprint.record import store
-from moeprint.run import PROMPTS_SCHEMA, RunDir, open_run
 
 # manifest fields that must agree between shards of one recording
-SAME = ("kind", "model_sha256", "architecture", "num_layers", "num_experts", "top_k", "has_logits", "has_norms",
-        "prompt_suite_sha256", "generation", "template_inputs", "rendered_sha256")
+SAME = (
+    "kind",
+    "model_sha256",
+    "architecture",
+    "num_layers",
+    "num_experts",
+    "top_k",
+    "has_logits",
+    "has_norms",
+    "prompt_suite_sha256",
+    "generation",
+    "template_inputs",
+    "rendered_sha256",
+)
 
 
 def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sources: bool = True) -> Path:
@@ -34,8 +47,9 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sour
     for run, m in zip(runs, manifests):
         differs = [k for k in SAME if m.get(k) != first.get(k)]
         if differs:
-            raise MoeprintError(f"{run.root} is not a shard of the same recording as {runs[0].root} "
-                                f"(differs in {', '.join(differs)}).")
+            raise MoeprintError(
+                f"{run.root} is not a shard of the same recording as {runs[0].root} (differs in {', '.join(differs)})."
+            )
     shards = [m.get("shard") for m in manifests]
     if any(s is None for s in shards):
         raise MoeprintError("only runs recorded with --shard I/N can be merged.")

@@ -32,16 +32,22 @@ class RecordSettings:
     logits: bool = False
     expert_norms: bool = False
     reasoning_effort: str | None = None
-    dtype: str = "auto"  # the --dtype asked for (moeprint.loader): the dtype the model runs in changes the routing
+    dtype: str = "auto"  # the --dtype asked for (moeprint.io.loader): the dtype the model runs in changes the routing
     template: TemplateInputs = field(default_factory=TemplateInputs)  # fixed chat-template inputs (the date)
 
     def generation(self) -> dict:
         """The manifest's `generation` block."""
-        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "seed": self.seed,
-                "batch_size": self.batch_size, "reasoning_effort": self.reasoning_effort, "dtype": self.dtype}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "reasoning_effort": self.reasoning_effort,
+            "dtype": self.dtype,
+        }
 
 
-def parse_shard(shard: "str | Shard | tuple[int, int] | None") -> Shard | None:
+def parse_shard(shard: str | Shard | tuple[int, int] | None) -> Shard | None:
     if shard is None or isinstance(shard, Shard):
         return shard
     if isinstance(shard, tuple):
@@ -56,7 +62,7 @@ def parse_shard(shard: "str | Shard | tuple[int, int] | None") -> Shard | None:
     return Shard(index, count)
 
 
-def check_settings(batch_size: int, max_new_tokens: int, shard: "str | Shard | tuple[int, int] | None") -> Shard | None:
+def check_settings(batch_size: int, max_new_tokens: int, shard: str | Shard | tuple[int, int] | None) -> Shard | None:
     """The parsed shard; one clear error for a size below 1 or a malformed shard."""
     if batch_size < 1:
         raise MoeprintError("--batch-size must be at least 1.")

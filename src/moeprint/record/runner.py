@@ -16,25 +16,26 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.identity import shard_digests
-from moeprint.io import make_output_dir, read_json
-from moeprint.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
-from moeprint.outputs import OutputLock
+from moeprint.io.atomic import make_output_dir, read_json
+from moeprint.io.identity import shard_digests
+from moeprint.io.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
+from moeprint.io.outputs import OutputLock
+from moeprint.io.run import RunDir, software_versions
 from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
 from moeprint.record.hooks import RouterCapture
-from moeprint.record.segments import ChannelSegmenter
 from moeprint.record.options import RecordSettings, Shard, check_settings
-from moeprint.run import RunDir, software_versions
+from moeprint.record.segments import ChannelSegmenter
 from moeprint.types import PromptRecord
 
 DELAY_ENV = "MOEPRINT_RECORD_BATCH_DELAY"  # seconds to sleep after each batch (tests kill a run mid-way)
@@ -66,8 +67,17 @@ def record(
     """Record routing of `prompts` on the model in `model_dir` into the run directory `out_dir`.
 
     Resumes an unfinished run with the same settings; refuses a complete run. Returns the run path."""
-    settings = RecordSettings(max_new_tokens, batch_size, do_sample, seed, logits, expert_norms, reasoning_effort,
-                              dtype=load.dtype, template=template)
+    settings = RecordSettings(
+        max_new_tokens,
+        batch_size,
+        do_sample,
+        seed,
+        logits,
+        expert_norms,
+        reasoning_effort,
+        dtype=load.dtype,
+        template=template,
+    )
     shard = check_settings(batch_size, max_new_tokens, shard)
     prompts, config, _ = check_inputs(model_dir, prompts)
     run = check_run_dir(out_dir)
@@ -128,22 +138,30 @@ def check_run_dir(out_dir: str | Path) -> RunDir:
     return run
 
 
-
-def prepare_prompts(tokenizer, prompts: Sequence[PromptRecord], settings: RecordSettings,
-                    config: dict) -> list[_Prepared]:
+def prepare_prompts(
+    tokenizer, prompts: Sequence[PromptRecord], settings: RecordSettings, config: dict
+) -> list[_Prepared]:
     """Every prompt rendered with the run's fixed template inputs and tokenised, each checked against the
     model's context (one clear error before any weight loads)."""
     prepared = [_prepare(tokenizer, p, settings.reasoning_effort, settings.template) for p in prompts]
     limit = context_length(config)
     for p in prepared:
-        check_context(len(p.token_ids) + settings.max_new_tokens, limit,
-                      f"prompt {p.prompt.prompt_id!r} ({len(p.token_ids)} tokens) plus --max-new-tokens "
-                      f"{settings.max_new_tokens}")
+        check_context(
+            len(p.token_ids) + settings.max_new_tokens,
+            limit,
+            f"prompt {p.prompt.prompt_id!r} ({len(p.token_ids)} tokens) plus --max-new-tokens "
+            f"{settings.max_new_tokens}",
+        )
     return prepared
 
 
-def recording_state(model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
-                    shard: Shard | None, prepared: Sequence[_Prepared]) -> dict[str, Any]:
+def recording_state(
+    model_dir: str | Path,
+    prompts: Sequence[PromptRecord],
+    settings: RecordSettings,
+    shard: Shard | None,
+    prepared: Sequence[_Prepared],
+) -> dict[str, Any]:
     """The settings a resume must match (RUN/.record/state.json)."""
     model_dir = Path(model_dir)
     return {
@@ -167,19 +185,29 @@ class Recorder:
     """A loaded model with its router capture, ready to record any batch of the prompt suite.
     One per process: `record` keeps one, and so does each Ray worker."""
 
-    def __init__(self, model_dir: str | Path, prompts: Sequence[PromptRecord], settings: RecordSettings,
-                 device: str = "auto", prepared: Sequence[_Prepared] | None = None, tokenizer=None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        prompts: Sequence[PromptRecord],
+        settings: RecordSettings,
+        device: str = "auto",
+        prepared: Sequence[_Prepared] | None = None,
+        tokenizer=None,
+    ):
         model_dir = Path(model_dir)
         config = load_config_dict(model_dir)
         self.settings = settings
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
-        self.prepared = list(prepared) if prepared is not None else prepare_prompts(self.tokenizer, prompts, settings, config)
+        self.prepared = (
+            list(prepared) if prepared is not None else prepare_prompts(self.tokenizer, prompts, settings, config)
+        )
         self.model = load_causal_lm(model_dir, LoadSettings(device, settings.dtype))
         # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
         order = sorted(range(len(prompts)), key=lambda i: (len(self.prepared[i].token_ids), prompts[i].prompt_id))
         self.batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-        self.capture = RouterCapture(self.model, adapter_for(config), logits=settings.logits,
-                                     expert_norms=settings.expert_norms)
+        self.capture = RouterCapture(
+            self.model, adapter_for(config), logits=settings.logits, expert_norms=settings.expert_norms
+        )
         self.segmenter = ChannelSegmenter(self.tokenizer)
         self.pad_id, self.eos_ids = _special_ids(self.tokenizer, self.model)
 
@@ -190,16 +218,26 @@ class Recorder:
         batch = [self.prepared[i] for i in self.batches[b]]
         torch.manual_seed(s.seed * 1_000_003 + b)  # per-batch seed: same in resumed and sharded runs
         table, rows = _record_batch(
-            self.model, self.tokenizer, self.capture, self.segmenter, batch, s.max_new_tokens, s.do_sample,
-            self.pad_id, self.eos_ids, s.logits, s.expert_norms,
+            self.model,
+            self.tokenizer,
+            self.capture,
+            self.segmenter,
+            batch,
+            s.max_new_tokens,
+            s.do_sample,
+            self.pad_id,
+            self.eos_ids,
+            s.logits,
+            s.expert_norms,
         )
         store.write_part(run, b, table)
         store.write_batch_done(run, b, rows)
         return rows
 
 
-def finish_run(run: RunDir, model_dir: str | Path, state: dict[str, Any], config: dict, layers: list[int],
-               batches: Sequence[int]) -> Path:
+def finish_run(
+    run: RunDir, model_dir: str | Path, state: dict[str, Any], config: dict, layers: list[int], batches: Sequence[int]
+) -> Path:
     """prompts.parquet, then manifest.json (last), of a run whose `batches` are all done."""
     adapter = adapter_for(config)
     prompt_rows: list[dict[str, Any]] = []
@@ -242,8 +280,9 @@ def finish_run(run: RunDir, model_dir: str | Path, state: dict[str, Any], config
 
 
 @torch.no_grad()
-def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, do_sample, pad_id, eos_ids,
-                  with_logits, with_norms):
+def _record_batch(
+    model, tokenizer, capture, segmenter, batch, max_new_tokens, do_sample, pad_id, eos_ids, with_logits, with_norms
+):
     device = input_device(model)
     B, S = len(batch), max(len(p.token_ids) for p in batch)
     input_ids = torch.full((B, S), pad_id, dtype=torch.long)
@@ -263,8 +302,9 @@ def _record_batch(model, tokenizer, capture, segmenter, batch, max_new_tokens, d
     grids = _grids(capture.take(), B, S, G)  # name -> (B, S+G, L, width), on host
 
     generated = sequences[:, S:].cpu().numpy()  # (B, G)
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in ("prompt_id", "domain", "position", "token_id",
-                                                                  "is_generated", "segment", *grids)}
+    columns: dict[str, list[np.ndarray]] = {
+        name: [] for name in ("prompt_id", "domain", "position", "token_id", "is_generated", "segment", *grids)
+    }
     rows = []
     for b, p in enumerate(batch):
         gen = generated[b]
@@ -364,10 +404,15 @@ def check_rendering(run: RunDir, state: dict[str, Any]) -> None:
     rendered = state["rendered_sha256"]
     if previous.get("rendered_sha256", rendered) != rendered:  # a state without it fails the settings check
         before, now = previous.get("template_inputs") or {}, state["template_inputs"]
-        hint = (f"it was started with --date {before['date']}, now {now['date']}" if before.get("date") != now["date"]
-                else "the chat template or its settings changed")
-        raise MoeprintError(f"{run.root} holds an unfinished recording whose prompts rendered to other "
-                            f"text ({hint}); rerun with the same inputs to resume, or choose another --out.")
+        hint = (
+            f"it was started with --date {before['date']}, now {now['date']}"
+            if before.get("date") != now["date"]
+            else "the chat template or its settings changed"
+        )
+        raise MoeprintError(
+            f"{run.root} holds an unfinished recording whose prompts rendered to other "
+            f"text ({hint}); rerun with the same inputs to resume, or choose another --out."
+        )
 
 
 def _prepare(tokenizer, prompt: PromptRecord, reasoning_effort: str | None, template: TemplateInputs) -> _Prepared:
@@ -409,8 +454,13 @@ class _progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._bar = Progress(TextColumn("recording batches"), BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), console=Console(stderr=True))
+        self._bar = Progress(
+            TextColumn("recording batches"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
         self._bar.__enter__()
         task = self._bar.add_task("batches", total=self.total)
         return lambda: self._bar.advance(task)

@@ -10,7 +10,8 @@ tokenizer's special tokens), not of the architecture.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 CHANNEL_SEGMENT = {"analysis": "think", "final": "answer"}
 

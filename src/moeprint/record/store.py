@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.identity import model_sha256
-from moeprint.io import atomic_path, atomic_write_json, read_json
-from moeprint.run import PROMPTS_SCHEMA, RunDir, trace_schema
+from moeprint.io.atomic import atomic_path, atomic_write_json, read_json
+from moeprint.io.identity import model_sha256
+from moeprint.io.run import PROMPTS_SCHEMA, RunDir, trace_schema
 from moeprint.types import PromptRecord
 
 STATE_DIR = ".record"
@@ -99,7 +100,7 @@ def suite_sha256(prompts: Sequence[PromptRecord]) -> str:
 
 
 def model_fingerprint(model_dir: Path) -> str:
-    """The model's identity: config.json plus the content of every safetensors shard (moeprint.identity)."""
+    """The model's identity: config.json plus the content of every safetensors shard (moeprint.io.identity)."""
     return model_sha256(model_dir)
 
 

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.run import RunDir
+from moeprint.io.run import RunDir
 from moeprint.types import SEGMENTS
 
 ALL = "all"  # the pooled domain / segment, as in fingerprints/usage.parquet
@@ -59,8 +59,13 @@ def _router_entropy_bits(table: pa.Table, num_layers: int) -> np.ndarray | None:
     if full.any():
         width = int(lengths[full][0])
         if (lengths[full] != width).any() or width % num_layers:
-            raise MoeprintError(f"logits rows have inconsistent lengths (expected num_layers x num_experts).")
-        z = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, num_layers, width // num_layers)
+            raise MoeprintError("logits rows have inconsistent lengths (expected num_layers x num_experts).")
+        z = (
+            pc.list_flatten(col)
+            .to_numpy(zero_copy_only=False)
+            .astype(np.float64)
+            .reshape(-1, num_layers, width // num_layers)
+        )
         z = z - z.max(axis=-1, keepdims=True)  # (R, L, E)
         p = np.exp(z)
         p /= p.sum(axis=-1, keepdims=True)
@@ -82,7 +87,8 @@ def read_traces(run: RunDir, num_layers: int, top_k: int) -> TraceTable:
         entropy = _router_entropy_bits(t, num_layers)
         if entropy is not None:
             t = t.drop_columns(["logits"]).append_column(
-                "router_entropy", pa.FixedSizeListArray.from_arrays(pa.array(entropy.ravel()), num_layers))
+                "router_entropy", pa.FixedSizeListArray.from_arrays(pa.array(entropy.ravel()), num_layers)
+            )
         tables.append(t)
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
@@ -142,7 +148,9 @@ def read_traces(run: RunDir, num_layers: int, top_k: int) -> TraceTable:
         token_id=token_id,
         domain_of_prompt=domain_of_prompt,
         router_entropy=(
-            pc.list_flatten(table.column("router_entropy").combine_chunks()).to_numpy(zero_copy_only=False).reshape(T, num_layers)
+            pc.list_flatten(table.column("router_entropy").combine_chunks())
+            .to_numpy(zero_copy_only=False)
+            .reshape(T, num_layers)
             if "router_entropy" in table.column_names
             else None
         ),
@@ -184,8 +192,9 @@ def read_fingerprint_usage(path: Path, num_layers: int, num_experts: int) -> dic
     try:
         names = pq.read_schema(path).names
         optional = ["weight_norm_sum"] if "weight_norm_sum" in names else []
-        t = pq.read_table(path, columns=["domain", "segment", "layer", "expert", "tokens", "weight_sum", "layer_tokens",
-                                         *optional])  # fmt: skip
+        t = pq.read_table(
+            path, columns=["domain", "segment", "layer", "expert", "tokens", "weight_sum", "layer_tokens", *optional]
+        )
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise MoeprintError(f"{path} is not a usage table as in docs/formats.md ({e}).") from None
     cols = {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}

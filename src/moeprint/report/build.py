@@ -24,11 +24,11 @@ from rich.progress import Progress
 
 from moeprint import __version__
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory, atomic_write_json, read_json
+from moeprint.io.atomic import atomic_directory, atomic_write_json, read_json
+from moeprint.io.run import RunDir, open_run
 from moeprint.report import aggregate, inputs, published, stats, tradeoff
 from moeprint.report.aggregate import ALL, Usage
 from moeprint.report.tokens import prompt_payload, token_strings
-from moeprint.run import RunDir, open_run
 
 PAGES = ("index.html", "comparison.html")
 ASSETS = ("style.css", "common.js", "stats.js", "heatmap.js", "explorer.js", "tokens.js", "comparison.js")
@@ -110,7 +110,9 @@ class _RunData:
             self.usage = aggregate.read_fingerprint_usage(fp, self.L, self.E)
             self.usage_source = "fingerprints/usage.parquet"
         else:
-            self.usage = {ALL: aggregate.pool(self.counts, self.mass, self.routed_tokens, np.ones(len(self.prompt_domain), bool))}
+            self.usage = {
+                ALL: aggregate.pool(self.counts, self.mass, self.routed_tokens, np.ones(len(self.prompt_domain), bool))
+            }
             for d in sorted(set(self.prompt_domain.tolist())):
                 self.usage[d] = aggregate.pool(self.counts, self.mass, self.routed_tokens, self.prompt_domain == d)
             self.usage_source = "traces (computed at build time; run `moeprint analyze` for fingerprints)"
@@ -167,8 +169,11 @@ class _RunData:
                 return result
             per_prompt = self.counts[mask].sum(axis=1)  # (P_d, L, E)
             n_keep = max(1, self.E // 2)
-            result["stability"] = {"nKeep": n_keep, "jaccard": stats.split_half_stability(per_prompt, n_keep),
-                                   "nPrompts": int(mask.sum())}
+            result["stability"] = {
+                "nKeep": n_keep,
+                "jaccard": stats.split_half_stability(per_prompt, n_keep),
+                "nPrompts": int(mask.sum()),
+            }
         return result
 
     def router_entropy(self, domain: str) -> list[float] | None:
@@ -184,8 +189,12 @@ class _RunData:
         """Categories are `domain/category` of prompts.parquet, pooled from the traces."""
         mask = self.prompt_category == category
         segs = aggregate.pool(self.counts, self.mass, self.routed_tokens, mask)
-        return {"kind": "category", "name": category, "source": "traces",
-                "segments": {s: usage_json(u) for s, u in segs.items()}}
+        return {
+            "kind": "category",
+            "name": category,
+            "source": "traces",
+            "segments": {s: usage_json(u) for s, u in segs.items()},
+        }
 
 
 class _PublishedData:
@@ -197,21 +206,32 @@ class _PublishedData:
         self.domains = [ALL] + sorted(d for d in self.usage if d != ALL)
         self.categories = sorted(self.category_usage)
         self.name = "published summaries"
-        self.usage_source = ("published/summaries.parquet: every published prompt; counts = count_frequency x "
-                             "num_tokens x sample_count (not integers)")
+        self.usage_source = (
+            "published/summaries.parquet: every published prompt; counts = count_frequency x "
+            "num_tokens x sample_count (not integers)"
+        )
 
     def domain_file(self, i: int, domain: str) -> dict:
         own = self.usage[domain][ALL]
-        result = {"kind": "domain", "name": domain, "source": self.usage_source,
-                  "segments": {s: usage_json(u) for s, u in self.usage[domain].items()},
-                  "entropy": stats.usage_entropy_bits(own.tokens), "rankings": {}}
+        result = {
+            "kind": "domain",
+            "name": domain,
+            "source": self.usage_source,
+            "segments": {s: usage_json(u) for s, u in self.usage[domain].items()},
+            "entropy": stats.usage_entropy_bits(own.tokens),
+            "rankings": {},
+        }
         if domain != ALL:
             result["vsRest"] = stats.two_sample_layer_tests(own.tokens, self.usage[ALL][ALL].tokens - own.tokens)
         return result
 
     def category_file(self, category: str) -> dict:
-        return {"kind": "category", "name": category, "source": self.usage_source,
-                "segments": {s: usage_json(u) for s, u in self.category_usage[category].items()}}
+        return {
+            "kind": "category",
+            "name": category,
+            "source": self.usage_source,
+            "segments": {s: usage_json(u) for s, u in self.category_usage[category].items()},
+        }
 
 
 def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tuple[str, ...] = ()) -> Path:
@@ -245,8 +265,14 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
         run_index = []
         with Progress(transient=True) as progress:
             for rd in sources:
-                entry = {"name": rd.name, "kind": rd.manifest.get("kind"), "model": inputs.model_label(rd.manifest.get("model")),
-                         "usageSource": rd.usage_source, "domains": [], "categories": []}
+                entry = {
+                    "name": rd.name,
+                    "kind": rd.manifest.get("kind"),
+                    "model": inputs.model_label(rd.manifest.get("model")),
+                    "usageSource": rd.usage_source,
+                    "domains": [],
+                    "categories": [],
+                }
                 cats = rd.categories
                 task = progress.add_task(f"site: aggregates of {rd.name}", total=len(rd.domains) + len(cats))
                 for i, d in enumerate(rd.domains):
@@ -262,22 +288,39 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
                 run_index.append(entry)
 
             prompt_rows = _write_prompts(main, data, progress)
-        write_data(data / "prompts.js", "prompts.js", {"columns": list(prompt_rows[0]) if prompt_rows else [],
-                                                       "rows": [list(r.values()) for r in prompt_rows]})
+        write_data(
+            data / "prompts.js",
+            "prompts.js",
+            {"columns": list(prompt_rows[0]) if prompt_rows else [], "rows": [list(r.values()) for r in prompt_rows]},
+        )
         write_data(data / "plans.js", "plans.js", inputs.plans_and_evals(main.run))
         m = main.manifest
         meta = {
             "version": __version__,
-            "run": {"name": main.name, "kind": m.get("kind"), "model": inputs.model_label(m.get("model")),
-                    "architecture": m.get("architecture"), "numLayers": main.L, "numExperts": main.E,
-                    "topK": main.k, "nPrompts": len(main.traces.prompt_ids),
-                    "nTokens": int(main.traces.routed.sum()), "usageSource": main.usage_source},
+            "run": {
+                "name": main.name,
+                "kind": m.get("kind"),
+                "model": inputs.model_label(m.get("model")),
+                "architecture": m.get("architecture"),
+                "numLayers": main.L,
+                "numExperts": main.E,
+                "topK": main.k,
+                "nPrompts": len(main.traces.prompt_ids),
+                "nTokens": int(main.traces.routed.sum()),
+                "usageSource": main.usage_source,
+            },
             "runs": run_index,  # [0] this run's traces, then published summaries / --compare runs
         }
         write_data(data / "meta.js", "meta.js", meta)
-        manifest_path = atomic_write_json(tmp / "manifest.json", {"kind": "site", "moeprint": __version__,
-                                                   "run": str(main.run.root.resolve()),
-                                                   "compare": [str(r.run.root.resolve()) for r in runs[1:]]})
+        manifest_path = atomic_write_json(
+            tmp / "manifest.json",
+            {
+                "kind": "site",
+                "moeprint": __version__,
+                "run": str(main.run.root.resolve()),
+                "compare": [str(r.run.root.resolve()) for r in runs[1:]],
+            },
+        )
         manifest_path.chmod(0o644)  # a static host must be able to read it
     return out
 
@@ -297,9 +340,17 @@ def _write_prompts(rd: _RunData, data: Path, progress: Progress) -> list[dict]:
         payload.pop("prompt_text", None)
         fname = f"prompt-{i}.js"
         write_data(data / fname, fname, payload)
-        rows.append({"file": fname, "promptId": pid, "domain": info["domain"], "source": info["source"],
-                     "category": info["category"], "finished": info["finished"],
-                     "nTokens": sl.stop - sl.start, "nRouted": int(tr.routed[sl].sum())})
+        rows.append(
+            {
+                "file": fname,
+                "promptId": pid,
+                "domain": info["domain"],
+                "source": info["source"],
+                "category": info["category"],
+                "finished": info["finished"],
+                "nTokens": sl.stop - sl.start,
+                "nRouted": int(tr.routed[sl].sum()),
+            }
+        )
         progress.advance(task)
     return rows
-

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.io import read_json
+from moeprint.io.atomic import read_json
+from moeprint.io.run import RunDir
 from moeprint.report.aggregate import TraceTable
-from moeprint.run import RunDir
 
 
 def read_prompts(run: RunDir, tr: TraceTable) -> dict[str, dict]:
@@ -36,8 +36,13 @@ def read_prompts(run: RunDir, tr: TraceTable) -> dict[str, dict]:
             }
     for pid in tr.prompt_ids:
         if pid not in out:
-            out[pid] = {"domain": tr.domain_of_prompt[pid], "source": "", "category": "", "finished": None,
-                        "prompt_text": ""}
+            out[pid] = {
+                "domain": tr.domain_of_prompt[pid],
+                "source": "",
+                "category": "",
+                "finished": None,
+                "prompt_text": "",
+            }
         else:
             out[pid]["domain"] = out[pid]["domain"] or tr.domain_of_prompt[pid]
     return out
@@ -61,8 +66,14 @@ def _curves(obj: Any, name: str) -> list[dict]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             found += _curves(v, f"{name}.{k}")
-    elif isinstance(obj, list) and obj and all(isinstance(r, dict) and isinstance(r.get("n_experts"), Number) for r in obj):
-        fields = sorted({k for r in obj for k, v in r.items() if isinstance(v, Number) and not isinstance(v, bool)} - {"n_experts"})
+    elif (
+        isinstance(obj, list)
+        and obj
+        and all(isinstance(r, dict) and isinstance(r.get("n_experts"), Number) for r in obj)
+    ):
+        fields = sorted(
+            {k for r in obj for k, v in r.items() if isinstance(v, Number) and not isinstance(v, bool)} - {"n_experts"}
+        )
         for f in fields:
             pts = sorted((r["n_experts"], r[f]) for r in obj if isinstance(r.get(f), Number))
             found.append({"name": f"{name}: {f}", "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
@@ -85,18 +96,36 @@ def _sweep_charts(d: dict, name: str) -> list[dict]:
                 own = cut.get("criterion") == "random" or cut.get("domain") == domain
                 value = ((c.get("text") or {}).get("per_domain") or {}).get(domain, {}).get(metric)
                 if own and isinstance(value, Number) and isinstance(cut.get("n_experts"), Number):
-                    series.setdefault(str(cut.get("criterion")), {}).setdefault(int(cut["n_experts"]), []).append(float(value))
+                    series.setdefault(str(cut.get("criterion")), {}).setdefault(int(cut["n_experts"]), []).append(
+                        float(value)
+                    )
             if series:
-                charts.append({"title": f"{name}: {domain}, {label}", "series": [
-                    {"name": crit + (" (mean of seeds)" if crit == "random" else ""), "x": sorted(pts),
-                     "y": [sum(pts[n]) / len(pts[n]) for n in sorted(pts)]} for crit, pts in sorted(series.items())]})
+                charts.append(
+                    {
+                        "title": f"{name}: {domain}, {label}",
+                        "series": [
+                            {
+                                "name": crit + (" (mean of seeds)" if crit == "random" else ""),
+                                "x": sorted(pts),
+                                "y": [sum(pts[n]) / len(pts[n]) for n in sorted(pts)],
+                            }
+                            for crit, pts in sorted(series.items())
+                        ],
+                    }
+                )
     return charts
 
 
-EVAL_COLUMNS = [("text.in_domain.ppl_ratio", "in-domain ppl ratio"), ("text.off_domain.ppl_ratio", "off-domain ppl ratio"),
-                ("text.in_domain.kl", "in-domain KL"), ("text.in_domain.top1_agreement", "top-1 agreement"),
-                ("mc.in_domain.acc_cut", "MC accuracy (cut)"), ("mc.in_domain.acc_base", "MC accuracy (base)"),
-                ("generation.all.finished_rate_cut", "finished rate (cut)"), ("generation.all.looping_rate_cut", "looping rate (cut)")]
+EVAL_COLUMNS = [
+    ("text.in_domain.ppl_ratio", "in-domain ppl ratio"),
+    ("text.off_domain.ppl_ratio", "off-domain ppl ratio"),
+    ("text.in_domain.kl", "in-domain KL"),
+    ("text.in_domain.top1_agreement", "top-1 agreement"),
+    ("mc.in_domain.acc_cut", "MC accuracy (cut)"),
+    ("mc.in_domain.acc_base", "MC accuracy (base)"),
+    ("generation.all.finished_rate_cut", "finished rate (cut)"),
+    ("generation.all.looping_rate_cut", "looping rate (cut)"),
+]
 
 
 def _dig(d: Any, path: str) -> Any:
@@ -114,8 +143,15 @@ def plans_and_evals(run: RunDir) -> dict:
         for p in sorted(run.plans_dir.glob("*.json")):
             d = read_json(p)
             if isinstance(d, dict) and isinstance(d.get("kept"), list):
-                plans.append({"file": p.name, "domain": d.get("domain"), "criterion": d.get("criterion"),
-                              "nExperts": d.get("n_experts"), "kept": d["kept"]})
+                plans.append(
+                    {
+                        "file": p.name,
+                        "domain": d.get("domain"),
+                        "criterion": d.get("criterion"),
+                        "nExperts": d.get("n_experts"),
+                        "kept": d["kept"],
+                    }
+                )
     evals, charts, cuts = [], [], []
     if run.evals_dir.is_dir():
         for p in sorted(run.evals_dir.rglob("*.json")):
@@ -128,8 +164,10 @@ def plans_and_evals(run: RunDir) -> dict:
                 charts += _sweep_charts(d, name)
             elif schema == "moeprint.evaluate/1":
                 cut = d.get("cut") or {}
-                cuts.append([name, cut.get("name"), cut.get("domain"), cut.get("criterion"), cut.get("n_experts")]
-                            + [_dig(d, path) for path, _ in EVAL_COLUMNS])
+                cuts.append(
+                    [name, cut.get("name"), cut.get("domain"), cut.get("criterion"), cut.get("n_experts")]
+                    + [_dig(d, path) for path, _ in EVAL_COLUMNS]
+                )
             else:
                 evals += [[name, path, v] for path, v in _numeric_leaves(d)]
                 charts += [{"title": c["name"], "series": [c]} for c in _curves(d, p.stem)]
@@ -157,16 +195,22 @@ def analyze_stats(run: RunDir, num_layers: int) -> dict[str, dict]:
             if isinstance(obj, dict):
                 for k, v in obj.items():
                     walk(v, f"{prefix}.{k}" if prefix else str(k))
-            elif (isinstance(obj, list) and len(obj) == num_layers
-                  and all(v is None or (isinstance(v, Number) and not isinstance(v, bool)) for v in obj)):
+            elif (
+                isinstance(obj, list)
+                and len(obj) == num_layers
+                and all(v is None or (isinstance(v, Number) and not isinstance(v, bool)) for v in obj)
+            ):
                 columns[prefix] = obj
             elif isinstance(obj, Number) and not isinstance(obj, bool):
                 summary[prefix] = obj
 
         walk(rec, "")
         if columns or summary:
-            out[str(domain)] = {"columns": list(columns), "rows": [[columns[c][layer] for c in columns] for layer in range(num_layers)],
-                                "summary": summary}
+            out[str(domain)] = {
+                "columns": list(columns),
+                "rows": [[columns[c][layer] for c in columns] for layer in range(num_layers)],
+                "summary": summary,
+            }
     return out
 
 

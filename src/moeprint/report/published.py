@@ -23,11 +23,27 @@ from moeprint.report.aggregate import ALL, Usage
 SEGMENTS = ("think", "answer")
 
 
-def read_published(path: Path, num_layers: int, num_experts: int) -> tuple[dict[str, dict[str, Usage]], dict[str, dict[str, Usage]]]:
+def read_published(
+    path: Path, num_layers: int, num_experts: int
+) -> tuple[dict[str, dict[str, Usage]], dict[str, dict[str, Usage]]]:
     """({domain: {segment: Usage}}, {"domain/category": {segment: Usage}}) with float token counts."""
     try:
-        t = pq.read_table(path, columns=["dataset", "category", "combo", "domain", "sample_count", "segment",
-                                         "num_tokens", "layer", "expert", "prob_density", "count_frequency"])
+        t = pq.read_table(
+            path,
+            columns=[
+                "dataset",
+                "category",
+                "combo",
+                "domain",
+                "sample_count",
+                "segment",
+                "num_tokens",
+                "layer",
+                "expert",
+                "prob_density",
+                "count_frequency",
+            ],
+        )
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise MoeprintError(f"{path} is not a published summaries table ({e}).") from None
     n = pc.multiply(t["num_tokens"], pc.cast(t["sample_count"], pa.float64()))  # tokens of the file's segment
@@ -65,8 +81,11 @@ def read_published(path: Path, num_layers: int, num_experts: int) -> tuple[dict[
     np.add.at(layer_tokens, (g, s, layer), per_layer.column("n_max_sum").to_numpy())
 
     def usage(mask: np.ndarray) -> dict[str, Usage]:
-        out = {seg: Usage(tokens[mask, i].sum(0), mass[mask, i].sum(0), layer_tokens[mask, i].sum(0))
-               for i, seg in enumerate(SEGMENTS) if layer_tokens[mask, i].sum() > 0}
+        out = {
+            seg: Usage(tokens[mask, i].sum(0), mass[mask, i].sum(0), layer_tokens[mask, i].sum(0))
+            for i, seg in enumerate(SEGMENTS)
+            if layer_tokens[mask, i].sum() > 0
+        }
         out[ALL] = Usage(tokens[mask].sum((0, 1)), mass[mask].sum((0, 1)), layer_tokens[mask].sum((0, 1)))
         return out
 

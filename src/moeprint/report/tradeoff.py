@@ -23,8 +23,12 @@ def kept_share(values: np.ndarray, ranking: list[list[int]], n: int) -> float | 
     return kept / total
 
 
-def tradeoff(tokens: np.ndarray, reap: np.ndarray | None, rankings: dict[str, list[list[int]]],
-             retention: dict[str, dict[int, float]]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def tradeoff(
+    tokens: np.ndarray,
+    reap: np.ndarray | None,
+    rankings: dict[str, list[list[int]]],
+    retention: dict[str, dict[int, float]],
+) -> dict[str, dict[str, Any]]:
     """{criterion: {n, traffic, reap, retention, randomRetention}} for every ranking of one domain."""
     num_experts = tokens.shape[1]
     sizes = list(range(1, num_experts + 1))
@@ -57,7 +61,9 @@ def sweep_retention(doc: dict) -> dict[str, dict[str, dict[int, float]]]:
             if value is not None:
                 bucket = sums.setdefault(domain, {}).setdefault(str(cut.get("criterion")), {})
                 bucket.setdefault(int(cut["n_experts"]), []).append(value)
-    return {d: {c: {n: sum(v) / len(v) for n, v in pts.items()} for c, pts in crits.items()} for d, crits in sums.items()}
+    return {
+        d: {c: {n: sum(v) / len(v) for n, v in pts.items()} for c, pts in crits.items()} for d, crits in sums.items()
+    }
 
 
 def _ppl_retention(values: dict) -> float | None:

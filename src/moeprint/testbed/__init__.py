@@ -1,8 +1,8 @@
 """The testbed: a small gpt-oss-architecture model trained here on real domain-labelled text.
 
-    from moeprint.testbed import testbed_path, testbed_texts
-    model = AutoModelForCausalLM.from_pretrained(testbed_path())
-    texts = testbed_texts("test")          # {domain: [document, ...]}
+from moeprint.testbed import testbed_path, testbed_texts
+model = AutoModelForCausalLM.from_pretrained(testbed_path())
+texts = testbed_texts("test")          # {domain: [document, ...]}
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def testbed_data_path() -> Path:
 
 
 def testbed_domains() -> list[str]:
-    from moeprint.io import read_json
+    from moeprint.io.atomic import read_json
 
     return list(read_json(testbed_data_path() / "manifest.json")["domains"])
 

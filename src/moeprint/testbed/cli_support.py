@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_write_json
+from moeprint.io.atomic import atomic_write_json
 from moeprint.testbed import DATA_DIR, MODEL_DIR
 
 
@@ -21,8 +21,10 @@ def run_train(corpus, out, steps, seed, miniature, overwrite) -> tuple[Path, dic
         cfg = replace(cfg, seed=seed)
     if corpus is None:
         if not miniature:
-            raise MoeprintError("--corpus is required (the train split is not committed); "
-                                "build it with `moeprint testbed corpus --out DIR`.")
+            raise MoeprintError(
+                "--corpus is required (the train split is not committed); "
+                "build it with `moeprint testbed corpus --out DIR`."
+            )
         corpus = DATA_DIR  # the miniature trains on the committed calibration texts
     corpus = Path(corpus)
     if not (corpus / "manifest.json").exists():
@@ -43,22 +45,32 @@ def fitness_table(report: dict) -> str:
     lines = ["| domain | test ppl | unigram ppl |", "|---|---:|---:|"]
     for d, ppl in report["perplexity"].items():
         lines.append(f"| {d} | {ppl:.1f} | {report['unigram_perplexity'][d]:.1f} |")
-    lines += ["", "min expert share per layer: "
-              + ", ".join(f"{100 * x:.2f}%" for x in report["min_expert_share_per_layer"]), ""]
+    lines += [
+        "",
+        "min expert share per layer: " + ", ".join(f"{100 * x:.2f}%" for x in report["min_expert_share_per_layer"]),
+        "",
+    ]
     ut, uu = report["usage_trained"], report["usage_untrained"]
     key = next(k for k in ut if k.startswith("top"))
-    lines += ["| usage statistic (mean over domain pairs) | trained | untrained |", "|---|---:|---:|",
-              "| total-variation distance of expert shares "
-              f"| {ut['tv_distance_mean']:.3f} | {uu['tv_distance_mean']:.3f} |",
-              f"| {key.replace('_', ' ')} | {ut[key]:.3f} | {uu[key]:.3f} |", ""]
-    lines += ["| criterion | N | domain | own-selection ppl | others' mean ppl | reduction "
-              "| same-source others' mean ppl | same-source reduction |",
-              "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| usage statistic (mean over domain pairs) | trained | untrained |",
+        "|---|---:|---:|",
+        f"| total-variation distance of expert shares | {ut['tv_distance_mean']:.3f} | {uu['tv_distance_mean']:.3f} |",
+        f"| {key.replace('_', ' ')} | {ut[key]:.3f} | {uu[key]:.3f} |",
+        "",
+    ]
+    lines += [
+        "| criterion | N | domain | own-selection ppl | others' mean ppl | reduction "
+        "| same-source others' mean ppl | same-source reduction |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in report["cross_domain"].values():
         same = r.get("same_source_reduction")
-        same_cells = (f"{r['same_source_others_mean']:.1f} | {100 * same:.0f}%" if same is not None else "- | -")
-        lines.append(f"| {r['criterion']} | {r['n']} | {r['domain']} | {r['own']:.1f} | {r['others_mean']:.1f} "
-                     f"| {100 * r['reduction']:.0f}% | {same_cells} |")
+        same_cells = f"{r['same_source_others_mean']:.1f} | {100 * same:.0f}%" if same is not None else "- | -"
+        lines.append(
+            f"| {r['criterion']} | {r['n']} | {r['domain']} | {r['own']:.1f} | {r['others_mean']:.1f} "
+            f"| {100 * r['reduction']:.0f}% | {same_cells} |"
+        )
     return "\n".join(lines)
 
 

@@ -23,12 +23,12 @@ import os
 import re
 import subprocess
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory, atomic_write_json
+from moeprint.io.atomic import atomic_directory, atomic_write_json
 
 SPLITS = ("test", "calibration", "train")
 # Split sizes in characters (~4 characters per token with the 4096-token BPE: >= ~32k test tokens).
@@ -41,21 +41,47 @@ MAN_ROOT = Path("/usr/share/man")
 
 # GCIDE subject labels -> mission domain. An entry is used only if all its labels agree.
 GCIDE_LABELS = {
-    "Law": "law", "Eng. Law": "law", "Old Law": "law", "Civil Law": "law", "Scots Law": "law",
-    "Math.": "math", "Geom.": "math", "Alg.": "math", "Arith.": "math", "Trig.": "math", "Calculus": "math",
-    "Chem.": "science", "Physics": "science", "Astron.": "science", "Geol.": "science", "Elec.": "science",
-    "Mech.": "science", "Biol.": "science", "Min.": "science", "Opt.": "science", "Meteor.": "science",
-    "Med.": "health_or_medicine", "Anat.": "health_or_medicine", "Physiol.": "health_or_medicine",
-    "Surg.": "health_or_medicine", "Pharm.": "health_or_medicine", "Pathol.": "health_or_medicine",
-    "Med": "health_or_medicine", "Therapeutics": "health_or_medicine",
+    "Law": "law",
+    "Eng. Law": "law",
+    "Old Law": "law",
+    "Civil Law": "law",
+    "Scots Law": "law",
+    "Math.": "math",
+    "Geom.": "math",
+    "Alg.": "math",
+    "Arith.": "math",
+    "Trig.": "math",
+    "Calculus": "math",
+    "Chem.": "science",
+    "Physics": "science",
+    "Astron.": "science",
+    "Geol.": "science",
+    "Elec.": "science",
+    "Mech.": "science",
+    "Biol.": "science",
+    "Min.": "science",
+    "Opt.": "science",
+    "Meteor.": "science",
+    "Med.": "health_or_medicine",
+    "Anat.": "health_or_medicine",
+    "Physiol.": "health_or_medicine",
+    "Surg.": "health_or_medicine",
+    "Pharm.": "health_or_medicine",
+    "Pathol.": "health_or_medicine",
+    "Med": "health_or_medicine",
+    "Therapeutics": "health_or_medicine",
 }
 LABEL_RE = re.compile(r"\(([A-Z][A-Za-z. ]{1,20})\)")
 
 DOMAINS = ("code", "french", "german", "general", "law", "math", "science", "health_or_medicine")
 MISSION_DOMAINS = ("law", "math", "science", "health_or_medicine")
 # Domains from the same kind of source: comparing selections within a family removes the style/language effect.
-SOURCE_FAMILY = {"code": "python source", "french": "man pages", "german": "man pages",
-                 **{d: "dictionary" for d in ("general", *MISSION_DOMAINS)}}
+SOURCE_FAMILY = {
+    "code": "python source",
+    "french": "man pages",
+    "german": "man pages",
+    **{d: "dictionary" for d in ("general", *MISSION_DOMAINS)},
+}
 
 
 @dataclass(frozen=True)
@@ -138,16 +164,44 @@ def _gcide_by_domain() -> dict[str, list[tuple[str, str]]]:
 WORDNET_DIR = Path("/usr/share/wordnet")
 # WordNet topic-domain synsets (";c" pointers) -> mission domain
 WORDNET_TOPICS = {
-    "law": "law", "jurisprudence": "law", "criminal_law": "law", "civil_law": "law",
-    "mathematics": "math", "statistics": "math", "geometry": "math", "algebra": "math", "arithmetic": "math",
-    "trigonometry": "math", "calculus": "math", "topology": "math", "logic": "math",
-    "chemistry": "science", "physics": "science", "biology": "science", "geology": "science", "astronomy": "science",
-    "genetics": "science", "biochemistry": "science", "meteorology": "science", "science": "science",
-    "electronics": "science", "nuclear_physics": "science", "optics": "science", "thermodynamics": "science",
-    "medicine": "health_or_medicine", "anatomy": "health_or_medicine", "physiology": "health_or_medicine",
-    "pathology": "health_or_medicine", "surgery": "health_or_medicine", "pharmacology": "health_or_medicine",
-    "psychiatry": "health_or_medicine", "dentistry": "health_or_medicine", "obstetrics": "health_or_medicine",
-    "neurology": "health_or_medicine", "immunology": "health_or_medicine", "ophthalmology": "health_or_medicine",
+    "law": "law",
+    "jurisprudence": "law",
+    "criminal_law": "law",
+    "civil_law": "law",
+    "mathematics": "math",
+    "statistics": "math",
+    "geometry": "math",
+    "algebra": "math",
+    "arithmetic": "math",
+    "trigonometry": "math",
+    "calculus": "math",
+    "topology": "math",
+    "logic": "math",
+    "chemistry": "science",
+    "physics": "science",
+    "biology": "science",
+    "geology": "science",
+    "astronomy": "science",
+    "genetics": "science",
+    "biochemistry": "science",
+    "meteorology": "science",
+    "science": "science",
+    "electronics": "science",
+    "nuclear_physics": "science",
+    "optics": "science",
+    "thermodynamics": "science",
+    "medicine": "health_or_medicine",
+    "anatomy": "health_or_medicine",
+    "physiology": "health_or_medicine",
+    "pathology": "health_or_medicine",
+    "surgery": "health_or_medicine",
+    "pharmacology": "health_or_medicine",
+    "psychiatry": "health_or_medicine",
+    "dentistry": "health_or_medicine",
+    "obstetrics": "health_or_medicine",
+    "neurology": "health_or_medicine",
+    "immunology": "health_or_medicine",
+    "ophthalmology": "health_or_medicine",
 }
 
 
@@ -197,7 +251,9 @@ SOURCES = (
     Source("general", "dict-gcide", "GPL-2+", "GCIDE entries without a subject label", gcide_docs("general")),
     *(
         Source(
-            d, "dict-gcide+wordnet-base", "GPL-2+ (GCIDE); WordNet 3.0 licence (wordnet-base)",
+            d,
+            "dict-gcide+wordnet-base",
+            "GPL-2+ (GCIDE); WordNet 3.0 licence (wordnet-base)",
             GCIDE_DESCRIBE.format(labels=", ".join(f"({k})" for k, v in GCIDE_LABELS.items() if v == d))
             + "; WordNet 3.0 glosses in topic domains "
             + ", ".join(k for k, v in WORDNET_TOPICS.items() if v == d),
@@ -319,7 +375,7 @@ def export_eval_texts(corpus_dir: str | Path, data_dir: str | Path) -> Path:
     import shutil
 
     corpus_dir, data_dir = Path(corpus_dir), Path(data_dir)
-    from moeprint.io import read_json
+    from moeprint.io.atomic import read_json
 
     manifest = read_json(corpus_dir / "manifest.json")
     with atomic_directory(data_dir, overwrite=True, kind="moeprint-testbed-eval-texts") as tmp:

@@ -25,7 +25,7 @@ from moeprint.testbed.routing import (
 
 def load_testbed(model_dir: str | Path):
     """On the CPU in float32: docs/testbed.md's numbers were measured that way and must reproduce."""
-    from moeprint.loader import CPU_FLOAT32, load_causal_lm, load_tokenizer
+    from moeprint.io.loader import CPU_FLOAT32, load_causal_lm, load_tokenizer
 
     return load_causal_lm(model_dir, CPU_FLOAT32), load_tokenizer(model_dir)
 
@@ -40,8 +40,9 @@ def untrained_like(model, seed: int = 0):
     return control
 
 
-def streams_from_texts(tokenizer, texts: dict[str, list[str]], max_tokens: int | None = None
-                       ) -> dict[str, torch.Tensor]:
+def streams_from_texts(
+    tokenizer, texts: dict[str, list[str]], max_tokens: int | None = None
+) -> dict[str, torch.Tensor]:
     """{domain: 1-D token ids}: documents joined by <|endoftext|>, cut to `max_tokens`."""
     sep = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     out = {}
@@ -71,13 +72,23 @@ def usage_statistics(model, calibration: dict[str, torch.Tensor], n: int, seq_le
     tv = torch.stack([total_variation(stats[a].shares(), stats[b].shares()) for a, b in pairs])  # (P, L)
     kept = {d: select_experts(st, n, "gate_mass") for d, st in stats.items()}
     overlap = [top_overlap(kept[a], kept[b]) for a, b in pairs]
-    return {"tv_distance_per_layer": [float(x) for x in tv.mean(0)], "tv_distance_mean": float(tv.mean()),
-            f"top{n}_overlap_mean": sum(overlap) / len(overlap)}
+    return {
+        "tv_distance_per_layer": [float(x) for x in tv.mean(0)],
+        "tv_distance_mean": float(tv.mean()),
+        f"top{n}_overlap_mean": sum(overlap) / len(overlap),
+    }
 
 
-def cross_domain_check(model, calibration: dict[str, torch.Tensor], test: dict[str, torch.Tensor],
-                       ns=(16, 8), criteria=("gate_mass",), seq_len: int = 128, progress: bool = False,
-                       families: dict[str, str] | None = None) -> dict:
+def cross_domain_check(
+    model,
+    calibration: dict[str, torch.Tensor],
+    test: dict[str, torch.Tensor],
+    ns=(16, 8),
+    criteria=("gate_mass",),
+    seq_len: int = 128,
+    progress: bool = False,
+    families: dict[str, str] | None = None,
+) -> dict:
     """For each test domain d, criterion and n: perplexity with d's own selection, with each other domain's
     selection, and `reduction` = 1 - own / mean(others). With `families` ({domain: source kind}) also
     `same_source_reduction` against the other domains of d's family only (None if it has none)."""
@@ -97,23 +108,36 @@ def cross_domain_check(model, calibration: dict[str, torch.Tensor], test: dict[s
             ppl[src] = cache[key]
         others = [v for src, v in ppl.items() if src != domain]
         mean_others = sum(others) / len(others)
-        family = [v for src, v in ppl.items() if src != domain and families and
-                  families.get(src) == families.get(domain)]
+        family = [
+            v for src, v in ppl.items() if src != domain and families and families.get(src) == families.get(domain)
+        ]
         results[f"{criterion}/{n}/{domain}"] = {
-            "criterion": criterion, "n": n, "domain": domain, "own": ppl[domain], "others_mean": mean_others,
-            "reduction": 1 - ppl[domain] / mean_others, "by_source": ppl,
+            "criterion": criterion,
+            "n": n,
+            "domain": domain,
+            "own": ppl[domain],
+            "others_mean": mean_others,
+            "reduction": 1 - ppl[domain] / mean_others,
+            "by_source": ppl,
             "same_source_others_mean": sum(family) / len(family) if family else None,
             "same_source_reduction": 1 - ppl[domain] * len(family) / sum(family) if family else None,
         }
     return results
 
 
-def fitness_report(model_dir: str | Path, data_dir: str | Path, test_tokens: int = 2048,
-                   calibration_tokens: int = 8192, criteria=("gate_mass", "frequency"), ns=(16, 8),
-                   seq_len: int = 128, progress: bool = False) -> dict:
+def fitness_report(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    test_tokens: int = 2048,
+    calibration_tokens: int = 8192,
+    criteria=("gate_mass", "frequency"),
+    ns=(16, 8),
+    seq_len: int = 128,
+    progress: bool = False,
+) -> dict:
     """Every number of docs/testbed.md's fitness table, from the committed model and texts."""
+    from moeprint.io.atomic import read_json
     from moeprint.testbed.corpus import SOURCE_FAMILY, read_split
-    from moeprint.io import read_json
 
     model, tokenizer = load_testbed(model_dir)
     domains = list(read_json(Path(data_dir) / "manifest.json")["domains"])
@@ -126,13 +150,15 @@ def fitness_report(model_dir: str | Path, data_dir: str | Path, test_tokens: int
     shares = sum(routing_stats(model, s, seq_len).frequency for s in test_cut.values())
     shares = shares / shares.sum(dim=1, keepdim=True)
     return {
-        "test_tokens_per_domain": test_tokens, "calibration_tokens_per_domain": calibration_tokens,
+        "test_tokens_per_domain": test_tokens,
+        "calibration_tokens_per_domain": calibration_tokens,
         "test_tokens_available": {d: len(s) for d, s in test.items()},
         "perplexity": {d: perplexity(model, s, seq_len) for d, s in test_cut.items()},
         "unigram_perplexity": {d: unigram_perplexity(calib, s, vocab) for d, s in test_cut.items()},
         "min_expert_share_per_layer": [float(x) for x in shares.min(dim=1).values],
         "usage_trained": usage_statistics(model, calib_cut, 8, seq_len),
         "usage_untrained": usage_statistics(control, calib_cut, 8, seq_len),
-        "cross_domain": cross_domain_check(model, calib_cut, test_cut, ns, criteria, seq_len, progress,
-                                           families=SOURCE_FAMILY),
+        "cross_domain": cross_domain_check(
+            model, calib_cut, test_cut, ns, criteria, seq_len, progress, families=SOURCE_FAMILY
+        ),
     }

@@ -25,15 +25,30 @@ NUM_LAYERS_20B = 24
 HIDDEN, INTERMEDIATE, EXPERTS, VOCAB, Q_DIM, KV_DIM, HEADS = 2880, 2880, 32, 201088, 4096, 512, 64
 PUBLISHED_TOTAL_SIZE_20B = 13_761_264_768
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"  # tiktoken's expected_hash
-O200K_PATTERN = "|".join([
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""\p{N}{1,3}""", r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""", r"""\s*[\r\n]+""", r"""\s+(?!\S)""", r"""\s+""",
-])  # fmt: skip
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
 _RESERVED = {200000, 200001, 200004, 200009, 200010, 200011, 200013, 200014, 200015, 200016, 200017}
-_NAMED = {199998: "<|startoftext|>", 199999: "<|endoftext|>", 200002: "<|return|>", 200003: "<|constrain|>",
-          200005: "<|channel|>", 200006: "<|start|>", 200007: "<|end|>", 200008: "<|message|>", 200012: "<|call|>",
-          200018: "<|endofprompt|>"}
+_NAMED = {
+    199998: "<|startoftext|>",
+    199999: "<|endoftext|>",
+    200002: "<|return|>",
+    200003: "<|constrain|>",
+    200005: "<|channel|>",
+    200006: "<|start|>",
+    200007: "<|end|>",
+    200008: "<|message|>",
+    200012: "<|call|>",
+    200018: "<|endofprompt|>",
+}
 HARMONY_SPECIAL_TOKENS = [_NAMED.get(i, f"<|reserved_{i}|>") for i in range(199998, 200019)]
 assert len(HARMONY_SPECIAL_TOKENS) == 21 and set(range(199998, 200019)) - set(_NAMED) == _RESERVED
 
@@ -64,27 +79,64 @@ HARMONY_CHAT_TEMPLATE = (
 def gpt_oss_20b_config(num_layers: int = NUM_LAYERS_20B) -> dict:
     """The published gpt-oss-20b config.json; only num_hidden_layers and layer_types shortened."""
     return {
-        "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
-        "eos_token_id": 200002, "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu",
-        "hidden_size": HIDDEN, "initial_context_length": 4096, "initializer_range": 0.02,
+        "architectures": ["GptOssForCausalLM"],
+        "attention_bias": True,
+        "attention_dropout": 0.0,
+        "eos_token_id": 200002,
+        "experts_per_token": 4,
+        "head_dim": 64,
+        "hidden_act": "silu",
+        "hidden_size": HIDDEN,
+        "initial_context_length": 4096,
+        "initializer_range": 0.02,
         "intermediate_size": INTERMEDIATE,
         "layer_types": [("sliding_attention", "full_attention")[i % 2] for i in range(num_layers)],
-        "max_position_embeddings": 131072, "model_type": "gpt_oss", "num_attention_heads": HEADS,
-        "num_experts_per_tok": 4, "num_hidden_layers": num_layers, "num_key_value_heads": 8,
-        "num_local_experts": EXPERTS, "output_router_logits": False, "pad_token_id": 199999,
-        "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
-                                                           "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+        "max_position_embeddings": 131072,
+        "model_type": "gpt_oss",
+        "num_attention_heads": HEADS,
+        "num_experts_per_tok": 4,
+        "num_hidden_layers": num_layers,
+        "num_key_value_heads": 8,
+        "num_local_experts": EXPERTS,
+        "output_router_logits": False,
+        "pad_token_id": 199999,
+        "quantization_config": {
+            "modules_to_not_convert": [
+                "model.layers.*.self_attn",
+                "model.layers.*.mlp.router",
+                "model.embed_tokens",
+                "lm_head",
+            ],
+            "quant_method": "mxfp4",
+        },
         "rms_norm_eps": 1e-05,
-        "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096,
-                         "rope_type": "yarn", "truncate": False},
-        "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.55.0.dev0",
-        "use_cache": True, "vocab_size": VOCAB,
-    }  # fmt: skip
+        "rope_scaling": {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "rope_type": "yarn",
+            "truncate": False,
+        },
+        "rope_theta": 150000,
+        "router_aux_loss_coef": 0.9,
+        "sliding_window": 128,
+        "swiglu_limit": 7.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.55.0.dev0",
+        "use_cache": True,
+        "vocab_size": VOCAB,
+    }
 
 
-GENERATION_CONFIG = {"bos_token_id": 199998, "do_sample": True, "eos_token_id": [200002, 199999, 200012],
-                     "pad_token_id": 199999, "transformers_version": "4.55.0.dev0"}
+GENERATION_CONFIG = {
+    "bos_token_id": 199998,
+    "do_sample": True,
+    "eos_token_id": [200002, 199999, 200012],
+    "pad_token_id": 199999,
+    "transformers_version": "4.55.0.dev0",
+}
 
 
 @dataclass(frozen=True)
@@ -103,27 +155,35 @@ class TensorSpec:
 
 def standin_tensor_specs(num_layers: int) -> list[TensorSpec]:
     """Every tensor of the published checkpoint, layers 0..num_layers-1 (MXFP4 experts: blocks and scales uint8)."""
-    specs = [TensorSpec("model.embed_tokens.weight", "bf16", (VOCAB, HIDDEN)), TensorSpec("model.norm.weight", "bf16", (HIDDEN,)),
-             TensorSpec("lm_head.weight", "bf16", (VOCAB, HIDDEN))]
+    specs = [
+        TensorSpec("model.embed_tokens.weight", "bf16", (VOCAB, HIDDEN)),
+        TensorSpec("model.norm.weight", "bf16", (HIDDEN,)),
+        TensorSpec("lm_head.weight", "bf16", (VOCAB, HIDDEN)),
+    ]
     g_in, g_mid = HIDDEN // 32, INTERMEDIATE // 32  # MXFP4 groups of 32 values along each matrix's input axis
     for i in range(num_layers):
         p = f"model.layers.{i}"
         specs += [
             TensorSpec(f"{p}.input_layernorm.weight", "bf16", (HIDDEN,)),
             TensorSpec(f"{p}.post_attention_layernorm.weight", "bf16", (HIDDEN,)),
-            TensorSpec(f"{p}.self_attn.q_proj.weight", "bf16", (Q_DIM, HIDDEN)), TensorSpec(f"{p}.self_attn.q_proj.bias", "bf16", (Q_DIM,)),
-            TensorSpec(f"{p}.self_attn.k_proj.weight", "bf16", (KV_DIM, HIDDEN)), TensorSpec(f"{p}.self_attn.k_proj.bias", "bf16", (KV_DIM,)),
-            TensorSpec(f"{p}.self_attn.v_proj.weight", "bf16", (KV_DIM, HIDDEN)), TensorSpec(f"{p}.self_attn.v_proj.bias", "bf16", (KV_DIM,)),
-            TensorSpec(f"{p}.self_attn.o_proj.weight", "bf16", (HIDDEN, Q_DIM)), TensorSpec(f"{p}.self_attn.o_proj.bias", "bf16", (HIDDEN,)),
+            TensorSpec(f"{p}.self_attn.q_proj.weight", "bf16", (Q_DIM, HIDDEN)),
+            TensorSpec(f"{p}.self_attn.q_proj.bias", "bf16", (Q_DIM,)),
+            TensorSpec(f"{p}.self_attn.k_proj.weight", "bf16", (KV_DIM, HIDDEN)),
+            TensorSpec(f"{p}.self_attn.k_proj.bias", "bf16", (KV_DIM,)),
+            TensorSpec(f"{p}.self_attn.v_proj.weight", "bf16", (KV_DIM, HIDDEN)),
+            TensorSpec(f"{p}.self_attn.v_proj.bias", "bf16", (KV_DIM,)),
+            TensorSpec(f"{p}.self_attn.o_proj.weight", "bf16", (HIDDEN, Q_DIM)),
+            TensorSpec(f"{p}.self_attn.o_proj.bias", "bf16", (HIDDEN,)),
             TensorSpec(f"{p}.self_attn.sinks", "bf16", (HEADS,)),
-            TensorSpec(f"{p}.mlp.router.weight", "bf16", (EXPERTS, HIDDEN)), TensorSpec(f"{p}.mlp.router.bias", "bf16", (EXPERTS,)),
+            TensorSpec(f"{p}.mlp.router.weight", "bf16", (EXPERTS, HIDDEN)),
+            TensorSpec(f"{p}.mlp.router.bias", "bf16", (EXPERTS,)),
             TensorSpec(f"{p}.mlp.experts.gate_up_proj_blocks", "u8", (EXPERTS, 2 * INTERMEDIATE, g_in, 16)),
             TensorSpec(f"{p}.mlp.experts.gate_up_proj_scales", "u8", (EXPERTS, 2 * INTERMEDIATE, g_in)),
             TensorSpec(f"{p}.mlp.experts.gate_up_proj_bias", "bf16", (EXPERTS, 2 * INTERMEDIATE)),
             TensorSpec(f"{p}.mlp.experts.down_proj_blocks", "u8", (EXPERTS, HIDDEN, g_mid, 16)),
             TensorSpec(f"{p}.mlp.experts.down_proj_scales", "u8", (EXPERTS, HIDDEN, g_mid)),
             TensorSpec(f"{p}.mlp.experts.down_proj_bias", "bf16", (EXPERTS, HIDDEN)),
-        ]  # fmt: skip
+        ]
     return specs
 
 
@@ -163,7 +223,7 @@ def o200k_ranks_from_js_tiktoken(ranks_js: Path) -> bytes:
     """js-tiktoken's compressed o200k ranks (`"! <first rank> <b64 token> ..."` lines) as tiktoken's
     `<b64 token> <rank>` file, checked against tiktoken's sha256."""
     text = Path(ranks_js).read_text(encoding="utf-8")
-    obj = json.loads(text[text.index("{"): text.rindex("}") + 1])
+    obj = json.loads(text[text.index("{") : text.rindex("}") + 1])
     lines = []
     for line in obj["bpe_ranks"].split("\n"):
         if not line:
@@ -172,7 +232,9 @@ def o200k_ranks_from_js_tiktoken(ranks_js: Path) -> bytes:
         lines.extend(f"{token} {int(first) + i}\n" for i, token in enumerate(tokens))
     data = "".join(lines).encode("ascii")
     if hashlib.sha256(data).hexdigest() != O200K_SHA256:
-        raise MoeprintError(f"{ranks_js}: the expanded o200k ranks do not have tiktoken's sha256 {O200K_SHA256[:12]}...")
+        raise MoeprintError(
+            f"{ranks_js}: the expanded o200k ranks do not have tiktoken's sha256 {O200K_SHA256[:12]}..."
+        )
     base64.b64decode(lines[-1].split(" ")[0])  # well-formed base64
     return data
 
@@ -182,13 +244,19 @@ def write_harmony_tokenizer(out_dir: Path, tiktoken_file: Path) -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    converted = TikTokenConverter(vocab_file=str(tiktoken_file), pattern=O200K_PATTERN,
-                                  extra_special_tokens=HARMONY_SPECIAL_TOKENS).converted()
+    converted = TikTokenConverter(
+        vocab_file=str(tiktoken_file), pattern=O200K_PATTERN, extra_special_tokens=HARMONY_SPECIAL_TOKENS
+    ).converted()
     ids = [converted.token_to_id(t) for t in HARMONY_SPECIAL_TOKENS]
     if ids != list(range(199998, 200019)):
         raise MoeprintError(f"harmony special tokens landed at ids {ids[0]}..{ids[-1]}, not 199998..200018.")
-    tok = PreTrainedTokenizerFast(tokenizer_object=converted, bos_token="<|startoftext|>", eos_token="<|return|>",
-                                  pad_token="<|endoftext|>", model_max_length=131072)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=converted,
+        bos_token="<|startoftext|>",
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+        model_max_length=131072,
+    )
     tok.chat_template = HARMONY_CHAT_TEMPLATE
     tok.save_pretrained(out_dir)
 
@@ -203,7 +271,9 @@ def build_standin(out_dir: str | Path, num_layers: int, tokenizer_dir: str | Pat
     (out_dir / "config.json").write_text(json.dumps(gpt_oss_20b_config(num_layers), indent=2) + "\n")
     (out_dir / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2) + "\n")
     for f in Path(tokenizer_dir).iterdir():
-        if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "special_tokens_map.json")):
+        if f.is_file() and (
+            f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "special_tokens_map.json")
+        ):
             shutil.copy2(f, out_dir / f.name)
     write_standin_weights(out_dir, num_layers, seed)
     return out_dir

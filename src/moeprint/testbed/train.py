@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_directory, atomic_write_json, read_json
+from moeprint.io.atomic import atomic_directory, atomic_write_json, read_json
 from moeprint.testbed.corpus import read_split
 from moeprint.testbed.tiny import build_tokenizer
 
@@ -50,8 +50,18 @@ class TrainConfig:
 
 
 MINIATURE = dict(
-    steps=40, batch_size=8, seq_len=64, vocab_size=512, hidden_size=32, intermediate_size=32, num_layers=2,
-    num_experts=8, top_k=2, warmup_steps=5, train_split="calibration", max_train_chars_per_domain=60_000,
+    steps=40,
+    batch_size=8,
+    seq_len=64,
+    vocab_size=512,
+    hidden_size=32,
+    intermediate_size=32,
+    num_layers=2,
+    num_experts=8,
+    top_k=2,
+    warmup_steps=5,
+    train_split="calibration",
+    max_train_chars_per_domain=60_000,
     eval_tokens=4096,
 )
 
@@ -151,8 +161,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_testbed(corpus_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, overwrite: bool = False,
-                  progress: bool = True) -> dict:
+def train_testbed(
+    corpus_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, overwrite: bool = False, progress: bool = True
+) -> dict:
     """Train and write a complete model folder (manifest written last); returns the training manifest."""
     from tqdm import tqdm
     from transformers import GenerationConfig, GptOssForCausalLM
@@ -196,7 +207,8 @@ def train_testbed(corpus_dir: str | Path, out_dir: str | Path, cfg: TrainConfig,
         no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "router" not in n)]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, 0.95),
+            lr=cfg.lr,
+            betas=(0.9, 0.95),
         )
 
         def lr_at(step: int) -> float:

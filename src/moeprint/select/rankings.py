@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from moeprint.errors import MoeprintError
-from moeprint.io import json_exists, read_json
-from moeprint.run import RunDir
+from moeprint.io.atomic import json_exists, read_json
+from moeprint.io.run import RunDir
 
 
 def rankings_path(run: RunDir, criterion: str, domain: str) -> Path:
@@ -32,8 +32,9 @@ def load_ranking(run: RunDir, criterion: str, domain: str) -> tuple[dict[str, li
         raise MoeprintError(f"unknown criterion {criterion!r} (known: {', '.join(CRITERIA)}).")
     manifest, usage_of = load_fingerprints(run.root)
     if domain not in manifest.get("domains", []) and domain != "all":
-        raise MoeprintError(f"{run.root} has no fingerprints of domain {domain!r} "
-                            f"(it has: {', '.join(manifest.get('domains', []))}).")
+        raise MoeprintError(
+            f"{run.root} has no fingerprints of domain {domain!r} (it has: {', '.join(manifest.get('domains', []))})."
+        )
     ranking = rank_experts(usage_of(None if domain == "all" else domain), criterion, usage_of(None))
     return {f"layer_{layer}": [int(e) for e in ids] for layer, ids in enumerate(ranking)}, "fingerprints"
 
@@ -43,8 +44,9 @@ def random_kept(num_layers: int, num_experts: int, n: int, seed: int, groups=Non
     With group-limited routing (`groups`, an adapters ExpertGroups), N / n_group drawn in every group."""
     rng = np.random.default_rng(seed)
     if groups is not None:  # a random order, then the first N / n_group of each group in it
-        return tuple(tuple(sorted(groups.select([int(e) for e in rng.permutation(num_experts)], n)))
-                     for _ in range(num_layers))  # fmt: skip
+        return tuple(
+            tuple(sorted(groups.select([int(e) for e in rng.permutation(num_experts)], n))) for _ in range(num_layers)
+        )
     return tuple(tuple(sorted(int(e) for e in rng.choice(num_experts, n, replace=False))) for _ in range(num_layers))
 
 

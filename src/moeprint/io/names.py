@@ -27,24 +27,42 @@ def _where(where: str) -> str:
 
 def check_domain(name: object, where: str = "") -> str:
     if not isinstance(name, str) or not DOMAIN_RE.fullmatch(name):
-        raise MoeprintError(f"{_where(where)}domain name {name!r} is not allowed: use lowercase letters, digits "
-                            "and _, starting with a letter, at most 64 characters.")
+        raise MoeprintError(
+            f"{_where(where)}domain name {name!r} is not allowed: use lowercase letters, digits "
+            "and _, starting with a letter, at most 64 characters."
+        )
     return name
 
 
 def check_label(name: object, what: str = "category", where: str = "") -> str:
-    if (not isinstance(name, str) or not 1 <= len(name) <= 128 or _CONTROL.search(name) or "/" in name
-            or "\\" in name or name in (".", "..") or name != name.strip()):
-        raise MoeprintError(f"{_where(where)}{what} name {name!r} is not allowed: 1-128 characters without "
-                            "control characters, / or \\, not . or .., no surrounding spaces.")
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= 128
+        or _CONTROL.search(name)
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        or name != name.strip()
+    ):
+        raise MoeprintError(
+            f"{_where(where)}{what} name {name!r} is not allowed: 1-128 characters without "
+            "control characters, / or \\, not . or .., no surrounding spaces."
+        )
     return name
 
 
 def check_prompt_id(name: object, where: str = "") -> str:
-    if (not isinstance(name, str) or not 1 <= len(name) <= 256 or _CONTROL.search(name) or "\\" in name
-            or any(part in (".", "..") for part in name.split("/"))):
-        raise MoeprintError(f"{_where(where)}prompt id {name!r} is not allowed: 1-256 characters without control "
-                            "characters or \\, and no . or .. part between slashes.")
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= 256
+        or _CONTROL.search(name)
+        or "\\" in name
+        or any(part in (".", "..") for part in name.split("/"))
+    ):
+        raise MoeprintError(
+            f"{_where(where)}prompt id {name!r} is not allowed: 1-256 characters without control "
+            "characters or \\, and no . or .. part between slashes."
+        )
     return name
 
 

@@ -14,13 +14,18 @@ import torch
 from safetensors.torch import save_file
 
 from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.io.shards import list_tensors, read_tensor
 from moeprint.prune.mxfp4 import quantize_mxfp4
-from moeprint.prune.shards import list_tensors, read_tensor
 
 # As in the published gpt-oss config: attention, router, embeddings and head stay in bf16.
 MXFP4_QUANTIZATION_CONFIG = {
     "quant_method": "mxfp4",
-    "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"],
+    "modules_to_not_convert": [
+        "model.layers.*.self_attn",
+        "model.layers.*.mlp.router",
+        "model.embed_tokens",
+        "lm_head",
+    ],
 }
 
 
@@ -29,7 +34,9 @@ def to_mxfp4_checkpoint(src_dir: str | Path, out_dir: str | Path, other_dtype: t
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     config = load_config_dict(src_dir)
     adapter = adapter_for(config)
-    expert_names = {t.template.format(layer=i) for i in range(adapter.num_layers(config)) for t in adapter.expert_tensors}
+    expert_names = {
+        t.template.format(layer=i) for i in range(adapter.num_layers(config)) for t in adapter.expert_tensors
+    }
     out: dict[str, torch.Tensor] = {}
     for info in list_tensors(src_dir):
         tensor = read_tensor(src_dir, info)
@@ -63,4 +70,3 @@ def build_mxfp4_model(out_dir: str | Path, **tiny_kwargs) -> Path:
 def shapes_of(model_dir: str | Path) -> list[tuple[str, str, tuple[int, ...]]]:
     """(name, dtype, shape) of every tensor, from headers only."""
     return [(t.name, t.dtype, t.shape) for t in list_tensors(model_dir)]
-

@@ -44,12 +44,30 @@ def quality_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 other[(d, n, cut["criterion"])].append(inc)
     rows = []
     for (d, n, c), inc in sorted(own.items()):
-        rows.append({"domain": d, "n_experts": n, "criterion": c, "ppl_base": base[d], "increase": inc,
-                     "other_domain_increase": mean(other[(d, n, c)]) if other[(d, n, c)] else None,
-                     "n_other": len(other[(d, n, c)])})
+        rows.append(
+            {
+                "domain": d,
+                "n_experts": n,
+                "criterion": c,
+                "ppl_base": base[d],
+                "increase": inc,
+                "other_domain_increase": mean(other[(d, n, c)]) if other[(d, n, c)] else None,
+                "n_other": len(other[(d, n, c)]),
+            }
+        )
     for (d, n), values in sorted(rand.items()):
-        rows.append({"domain": d, "n_experts": n, "criterion": "random", "ppl_base": base[d], "increase": mean(values),
-                     "other_domain_increase": None, "n_other": 0, "n_seeds": len(values)})
+        rows.append(
+            {
+                "domain": d,
+                "n_experts": n,
+                "criterion": "random",
+                "ppl_base": base[d],
+                "increase": mean(values),
+                "other_domain_increase": None,
+                "n_other": 0,
+                "n_seeds": len(values),
+            }
+        )
     return rows
 
 
@@ -70,22 +88,38 @@ def check_targets(rows: list[dict[str, Any]], half: int, quarter: int) -> list[d
             bound = 0.6 * freq["increase"] if n == half else freq["increase"]
             passed = best["increase"] <= bound if n == half else best["increase"] < bound
             rule = "<= 0.6 x frequency" if n == half else "< frequency"
-            out.append({"target": f"best criterion {rule} at {n} experts", "domain": d, "passed": passed,
-                        "detail": f"{best_c} {best['increase']:+.3f} vs frequency {freq['increase']:+.3f} "
-                                  f"(ratio {_ratio(best['increase'], freq['increase'])})"})
+            out.append(
+                {
+                    "target": f"best criterion {rule} at {n} experts",
+                    "domain": d,
+                    "passed": passed,
+                    "detail": f"{best_c} {best['increase']:+.3f} vs frequency {freq['increase']:+.3f} "
+                    f"(ratio {_ratio(best['increase'], freq['increase'])})",
+                }
+            )
         if rnd:
             for c, r in sorted(crit.items()):
                 if c == "random":
                     continue
-                out.append({"target": f"{c} beats random at {n} experts", "domain": d,
-                            "passed": r["increase"] < rnd["increase"],
-                            "detail": f"{r['increase']:+.3f} vs random {rnd['increase']:+.3f} (mean of {rnd['n_seeds']})"})
+                out.append(
+                    {
+                        "target": f"{c} beats random at {n} experts",
+                        "domain": d,
+                        "passed": r["increase"] < rnd["increase"],
+                        "detail": f"{r['increase']:+.3f} vs random {rnd['increase']:+.3f} (mean of {rnd['n_seeds']})",
+                    }
+                )
         for c, r in sorted(crit.items()):
             if r.get("other_domain_increase") is not None:
-                out.append({"target": f"{c}: own domain beats other domains at {n} experts", "domain": d,
-                            "passed": r["increase"] < r["other_domain_increase"],
-                            "detail": f"own {r['increase']:+.3f} vs other {r['other_domain_increase']:+.3f} "
-                                      f"(mean of {r['n_other']} domains)"})
+                out.append(
+                    {
+                        "target": f"{c}: own domain beats other domains at {n} experts",
+                        "domain": d,
+                        "passed": r["increase"] < r["other_domain_increase"],
+                        "detail": f"own {r['increase']:+.3f} vs other {r['other_domain_increase']:+.3f} "
+                        f"(mean of {r['n_other']} domains)",
+                    }
+                )
     return out
 
 
@@ -104,8 +138,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         if r.get("other_domain_increase") is not None:
             text += f" ({r['other_domain_increase']:+.3f})"
         cells[(r["domain"], r["n_experts"])][r["criterion"]] = text
-    lines = ["| domain | base ppl | experts kept | " + " | ".join(criteria) + " |",
-             "|---|---|---|" + "---|" * len(criteria)]
+    lines = [
+        "| domain | base ppl | experts kept | " + " | ".join(criteria) + " |",
+        "|---|---|---|" + "---|" * len(criteria),
+    ]
     for (d, n), row in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         lines.append(f"| {d} | {bases[d]:.3f} | {n} | " + " | ".join(row.get(c, "") for c in criteria) + " |")
     return "\n".join(lines)
@@ -120,8 +156,10 @@ def criterion_summary(rows: list[dict[str, Any]]) -> str:
         by[(r["domain"], r["n_experts"])][r["criterion"]] = r
     sizes = sorted({n for _, n in by}, reverse=True)
     criteria = sorted({r["criterion"] for r in rows if r["criterion"] not in ("random",)})
-    lines = ["| experts kept | criterion | mean increase / frequency's | beats frequency | beats random | own beats other |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| experts kept | criterion | mean increase / frequency's | beats frequency | beats random | own beats other |",
+        "|---|---|---|---|---|---|",
+    ]
     for n in sizes:
         cells = [c for (d, m), c in by.items() if m == n and "frequency" in c]
         for crit in criteria:
@@ -131,8 +169,13 @@ def criterion_summary(rows: list[dict[str, Any]]) -> str:
             ratios = [c[crit]["increase"] / c["frequency"]["increase"] for c in have if c["frequency"]["increase"] > 0]
             beats_f = sum(c[crit]["increase"] < c["frequency"]["increase"] for c in have)
             beats_r = sum("random" in c and c[crit]["increase"] < c["random"]["increase"] for c in have)
-            own = sum(c[crit].get("other_domain_increase") is not None
-                      and c[crit]["increase"] < c[crit]["other_domain_increase"] for c in have)
+            own = sum(
+                c[crit].get("other_domain_increase") is not None
+                and c[crit]["increase"] < c[crit]["other_domain_increase"]
+                for c in have
+            )
             mean_ratio = f"{mean(ratios):.2f}" if ratios else "n/a"
-            lines.append(f"| {n} | {crit} | {mean_ratio} | {beats_f}/{len(have)} | {beats_r}/{len(have)} | {own}/{len(have)} |")
+            lines.append(
+                f"| {n} | {crit} | {mean_ratio} | {beats_f}/{len(have)} | {beats_r}/{len(have)} | {own}/{len(have)} |"
+            )
     return "\n".join(lines)

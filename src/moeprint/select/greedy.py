@@ -17,21 +17,22 @@ Calibration texts must be the domain's recorded prompts (never evaluation texts)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 from moeprint.adapters import MoEAdapter, adapter_for
 from moeprint.errors import MoeprintError
-from moeprint.identity import check_same_model
-from moeprint.loader import LoadSettings, input_device
+from moeprint.io.identity import check_same_model
+from moeprint.io.loader import LoadSettings, input_device
 
 Kept = tuple[tuple[int, ...], ...]
 
 
-def calibration_windows(texts: Sequence[str], tokenizer, token_budget: int = 2048,
-                        window: int = 256) -> list[list[int]]:
+def calibration_windows(
+    texts: Sequence[str], tokenizer, token_budget: int = 2048, window: int = 256
+) -> list[list[int]]:
     """The texts' first `token_budget` tokens cut into windows of 2..`window` tokens (texts taken in order,
     so the budget is spread as the texts come)."""
     windows: list[list[int]] = []
@@ -48,8 +49,9 @@ def calibration_windows(texts: Sequence[str], tokenizer, token_budget: int = 204
     return windows
 
 
-def calibration_batches(texts: Sequence[str], tokenizer, token_budget: int = 2048, window: int = 256,
-                        batch_tokens: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def calibration_batches(
+    texts: Sequence[str], tokenizer, token_budget: int = 2048, window: int = 256, batch_tokens: int = 4096
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(input_ids, attention) batches, right padded, of `calibration_windows`."""
     windows = calibration_windows(texts, tokenizer, token_budget, window)
     if not windows:
@@ -58,8 +60,9 @@ def calibration_batches(texts: Sequence[str], tokenizer, token_budget: int = 204
     return window_batches(windows, pad, batch_tokens)
 
 
-def window_batches(windows: Sequence[Sequence[int]], pad: int,
-                   batch_tokens: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def window_batches(
+    windows: Sequence[Sequence[int]], pad: int, batch_tokens: int = 4096
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Token windows grouped in order into right-padded (input_ids, attention) batches of <= `batch_tokens`."""
     out, group = [], []
     for w in windows:
@@ -82,8 +85,9 @@ def _pad(group: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def masked_loss(model: torch.nn.Module, adapter: MoEAdapter, kept: Kept | None,
-                batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def masked_loss(
+    model: torch.nn.Module, adapter: MoEAdapter, kept: Kept | None, batches: list[tuple[torch.Tensor, torch.Tensor]]
+) -> float:
     """Mean next-token NLL (nats) over every predicted token of `batches`, with only `kept` experts
     routable (None: the full model)."""
     total, count = 0.0, 0
@@ -97,7 +101,8 @@ def masked_loss(model: torch.nn.Module, adapter: MoEAdapter, kept: Kept | None,
                 logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
         valid = (attention[:, 1:] * attention[:, :-1]).bool()  # (B, S-1)
         nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:].to(logits.device), reduction="none")  # (B, S-1)
+            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:].to(logits.device), reduction="none"
+        )  # (B, S-1)
         total += float(nll[valid].double().sum())
         count += int(valid.sum())
     return total / count
@@ -113,10 +118,16 @@ class GreedySelection:
     removal_order: list[list[int]] = field(default_factory=list)  # per layer, experts in the order dropped
 
 
-def greedy_loss_select(model: torch.nn.Module, adapter: MoEAdapter, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                       initial_ranking: Sequence[Sequence[int]], sizes: Sequence[int], candidates: int = 4,
-                       progress: Callable[[], None] | None = None,
-                       validation: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> GreedySelection:
+def greedy_loss_select(
+    model: torch.nn.Module,
+    adapter: MoEAdapter,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    initial_ranking: Sequence[Sequence[int]],
+    sizes: Sequence[int],
+    candidates: int = 4,
+    progress: Callable[[], None] | None = None,
+    validation: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> GreedySelection:
     """Greedy layer-by-layer pruning by calibration loss, down to every size in `sizes` (see module doc).
 
     initial_ranking: per layer, every expert best first. candidates: M, how many of the lowest-ranked
@@ -161,7 +172,9 @@ def greedy_loss_select(model: torch.nn.Module, adapter: MoEAdapter, batches: lis
             for layer in range(L):
                 # With groups, every trial mask must stay balanced: the groups not yet decided this round drop
                 # their lowest-ranked remaining expert as a stand-in while one group's candidates are tried.
-                pools = [[e for e in remaining[layer] if groups is None or groups.group_of(e) == g] for g in range(step)]
+                pools = [
+                    [e for e in remaining[layer] if groups is None or groups.group_of(e) == g] for g in range(step)
+                ]
                 drop = [pool[-1] for pool in pools]  # per group: decided, or the stand-in
                 for group, pool in enumerate(pools):
                     best = None
@@ -199,7 +212,7 @@ def run_calibration_texts(run_dir, domain: str) -> list[str]:
     side, which a sweep has already checked is disjoint from its evaluation texts."""
     import pyarrow.parquet as pq
 
-    from moeprint.run import open_run
+    from moeprint.io.run import open_run
 
     run = open_run(run_dir)
     table = pq.read_table(run.prompts_path, columns=["domain", "rendered"]).to_pylist()
@@ -209,16 +222,26 @@ def run_calibration_texts(run_dir, domain: str) -> list[str]:
     return texts
 
 
-def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start: str = "reap-sum",
-                token_budget: int = 1024, candidates: int = 3, progress=None, load: LoadSettings = LoadSettings()):
+def greedy_plan(
+    run_dir,
+    domain: str,
+    n_experts: int,
+    *,
+    model_path=None,
+    start: str = "reap-sum",
+    token_budget: int = 1024,
+    candidates: int = 3,
+    progress=None,
+    load: LoadSettings = LoadSettings(),
+):
     """A prune plan (criterion `greedy-loss`) for `domain` at `n_experts`: greedy-loss started from the
     run's `start` ranking, scored on the domain's recorded prompts. Returns (plan, selection).
-    progress: a moeprint.evaluate.progress.Progress (one step per round), or None."""
+    progress: a moeprint.progress.Progress (one step per round), or None."""
     from moeprint.adapters import load_config_dict
     from moeprint.evaluate.cut import load_model
-    from moeprint.evaluate.selection import load_ranking
-    from moeprint.prune.plan import model_signature, validate_plan
-    from moeprint.run import open_run
+    from moeprint.io.run import open_run
+    from moeprint.select.plan import model_signature, validate_plan
+    from moeprint.select.rankings import load_ranking
     from moeprint.types import PrunePlan
 
     run = open_run(run_dir)
@@ -239,15 +262,35 @@ def greedy_plan(run_dir, domain: str, n_experts: int, *, model_path=None, start:
         raise MoeprintError(f"the model has {E} experts per layer; keep between 1 and {E}.")
     stride = max(1, len(prompts) // max(1, token_budget // 128))  # spread the budget over the domain's prompts
     batches = calibration_batches(prompts[::stride], base.tokenizer, token_budget)
-    sel = greedy_loss_select(base.model, base.adapter, batches, [ranking[f"layer_{l}"] for l in range(base.num_layers)],
-                             [n_experts], candidates,
-                             progress.task("greedy-loss rounds", (E - n_experts) // _group_step(base)) if progress else None)
-    plan = PrunePlan(str(model_path), signature["architecture"], domain, "greedy-loss", n_experts, base.top_k,
-                     sel.kept[n_experts],
-                     extra={"base_num_experts": E, "start_criterion": start, "start_source": source,
-                            "calibration_tokens": token_budget, "candidates": candidates,
-                            "calibration_loss": sel.loss[n_experts], "start_loss": sel.initial_loss[n_experts],
-                            "greedy_path_loss": sel.greedy_loss[n_experts], "forward_passes": sel.forward_passes})
+    sel = greedy_loss_select(
+        base.model,
+        base.adapter,
+        batches,
+        [ranking[f"layer_{l}"] for l in range(base.num_layers)],
+        [n_experts],
+        candidates,
+        progress.task("greedy-loss rounds", (E - n_experts) // _group_step(base)) if progress else None,
+    )
+    plan = PrunePlan(
+        str(model_path),
+        signature["architecture"],
+        domain,
+        "greedy-loss",
+        n_experts,
+        base.top_k,
+        sel.kept[n_experts],
+        extra={
+            "base_num_experts": E,
+            "start_criterion": start,
+            "start_source": source,
+            "calibration_tokens": token_budget,
+            "candidates": candidates,
+            "calibration_loss": sel.loss[n_experts],
+            "start_loss": sel.initial_loss[n_experts],
+            "greedy_path_loss": sel.greedy_loss[n_experts],
+            "forward_passes": sel.forward_passes,
+        },
+    )
     return validate_plan(plan, signature), sel
 
 

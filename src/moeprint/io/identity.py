@@ -33,7 +33,7 @@ def _load_cache(path: Path) -> dict[str, str]:
 
 
 def _save_cache(path: Path, cache: dict[str, str]) -> None:
-    from moeprint.io import atomic_write_json
+    from moeprint.io.atomic import atomic_write_json
 
     try:
         atomic_write_json(path, cache, indent=None)
@@ -81,5 +81,7 @@ def check_same_model(recorded: str | None, model_dir: str | os.PathLike, what: s
     if recorded is None:
         return
     if model_sha256(model_dir) != recorded:
-        raise MoeprintError(f"{what} was made from other weights than {model_dir} (model_sha256 differs); "
-                            "use the model it was made from.")
+        raise MoeprintError(
+            f"{what} was made from other weights than {model_dir} (model_sha256 differs); "
+            "use the model it was made from."
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -13,11 +13,16 @@ from rich.progress import Progress as _RichProgress
 class Progress:
     def __init__(self, disable: bool = False) -> None:
         self._bar = _RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(file=sys.stderr), disable=disable, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            disable=disable,
+            transient=False,
         )
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self._bar.__enter__()
         return self
 

@@ -1,12 +1,12 @@
 """The run directory: where every stage reads and writes, and the schemas of its tables.
 
-    runs/<name>/manifest.json          written last: the run is complete once it exists
-    runs/<name>/prompts.parquet        one row per prompt (PROMPTS_SCHEMA)
-    runs/<name>/traces/part-*.parquet  one row per token (trace_schema)
-    runs/<name>/fingerprints/          analyze output
-    runs/<name>/plans/<plan>.json      prune plans
-    runs/<name>/evals/*.json           retention results
-    runs/<name>/site/                  static dashboard
+runs/<name>/manifest.json          written last: the run is complete once it exists
+runs/<name>/prompts.parquet        one row per prompt (PROMPTS_SCHEMA)
+runs/<name>/traces/part-*.parquet  one row per token (trace_schema)
+runs/<name>/fingerprints/          analyze output
+runs/<name>/plans/<plan>.json      prune plans
+runs/<name>/evals/*.json           retention results
+runs/<name>/site/                  static dashboard
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_write_json, read_json
-from moeprint.names import check_domain
+from moeprint.io.atomic import atomic_write_json, read_json
+from moeprint.io.names import check_domain
 
 PROMPTS_SCHEMA = pa.schema(
     [
@@ -123,8 +123,9 @@ def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     for key in ("n_prompts", "n_tokens"):
         value = manifest.get(key)
         if key in manifest and (type(value) is not int or value < 0):
-            raise MoeprintError(f"{path}: `{key}` must be a count (an integer >= 0), not {value!r}; "
-                                "the manifest is damaged.")
+            raise MoeprintError(
+                f"{path}: `{key}` must be a count (an integer >= 0), not {value!r}; the manifest is damaged."
+            )
     domains = manifest.get("domains")
     if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
         raise MoeprintError(f"{path}: `domains` must be a list of names; the manifest is damaged.")

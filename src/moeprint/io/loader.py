@@ -94,13 +94,18 @@ def load_causal_lm(model_dir: str | Path, settings: LoadSettings = LoadSettings(
     placement = device_map(settings.device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=torch_dtype(settings.dtype), device_map=placement,
-            use_safetensors=True, trust_remote_code=False,
-        )  # fmt: skip
+            str(model_dir),
+            dtype=torch_dtype(settings.dtype),
+            device_map=placement,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
     except MoeprintError:
         raise
     except Exception as e:  # corrupt or mismatched weights surface as many exception types
-        raise MoeprintError(f"cannot load the model from {model_dir} ({e.__class__.__name__}: {_first_line(e)}).") from None
+        raise MoeprintError(
+            f"cannot load the model from {model_dir} ({e.__class__.__name__}: {_first_line(e)})."
+        ) from None
     model.eval()
     return model
 
@@ -122,5 +127,7 @@ def context_length(model_or_config) -> int | None:
 def check_context(n_tokens: int, limit: int | None, what: str) -> None:
     """One clear error when `n_tokens` do not fit a context of `limit` positions."""
     if limit is not None and n_tokens > limit:
-        raise MoeprintError(f"{what} needs {n_tokens} positions but the model's context is {limit} "
-                            f"(max_position_embeddings); shorten it.")
+        raise MoeprintError(
+            f"{what} needs {n_tokens} positions but the model's context is {limit} "
+            f"(max_position_embeddings); shorten it."
+        )

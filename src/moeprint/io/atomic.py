@@ -15,11 +15,12 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from moeprint.errors import MoeprintError
-from moeprint.outputs import OutputLock, check_replaceable
+from moeprint.io.outputs import OutputLock, check_replaceable
 
 
 def make_output_dir(directory: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
@@ -28,8 +29,10 @@ def make_output_dir(directory: str | os.PathLike, target: str | os.PathLike | No
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MoeprintError(f"cannot write {target or directory}: {directory} cannot be created as a folder "
-                            f"({e.strerror or e.__class__.__name__}).") from None
+        raise MoeprintError(
+            f"cannot write {target or directory}: {directory} cannot be created as a folder "
+            f"({e.strerror or e.__class__.__name__})."
+        ) from None
     return directory
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from moeprint.errors import MoeprintError
 
@@ -29,8 +29,9 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "manifest.json").is_file() and any((path / name).exists()
-                                                      for name in ("traces", "prompts.parquet", "fingerprints"))
+    return (path / "manifest.json").is_file() and any(
+        (path / name).exists() for name in ("traces", "prompts.parquet", "fingerprints")
+    )
 
 
 def _input_areas(path: str | os.PathLike) -> list[tuple[Path, bool]]:
@@ -47,8 +48,10 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     raw = Path(out)
     for part in raw.parts:
         if len(os.fsencode(part)) > MAX_NAME_BYTES:
-            raise MoeprintError(f"{option}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
-                                f"give names of at most {MAX_NAME_BYTES} bytes.")
+            raise MoeprintError(
+                f"{option}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
+                f"give names of at most {MAX_NAME_BYTES} bytes."
+            )
     if raw.is_symlink():
         raise MoeprintError(f"{option} {out} is a symbolic link; give the real path.")
     target = _absolute(out)
@@ -98,13 +101,17 @@ def check_replaceable(path: Path, kind: str | None, overwrite: bool) -> None:
     if not any(path.iterdir()):
         return  # an empty folder holds nothing to lose
     if not overwrite:
-        raise MoeprintError(f"{path} already exists; remove it or choose another output path"
-                            + (" (or pass --overwrite)." if kind else "."))
+        raise MoeprintError(
+            f"{path} already exists; remove it or choose another output path"
+            + (" (or pass --overwrite)." if kind else ".")
+        )
     found = artifact_kind(path)
     if kind is None or found != kind:
         what = f"it holds a moeprint {found}" if found else "moeprint did not write it"
-        raise MoeprintError(f"{path} exists and is not a moeprint {kind or 'output'} ({what}); only what this command "
-                            "wrote before can be replaced. Choose another output path.")
+        raise MoeprintError(
+            f"{path} exists and is not a moeprint {kind or 'output'} ({what}); only what this command "
+            "wrote before can be replaced. Choose another output path."
+        )
 
 
 class OutputLock:
@@ -115,20 +122,24 @@ class OutputLock:
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self.fd: int | None = None
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         try:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise MoeprintError(f"cannot write {self.path}: {self.lock_path.parent} cannot be created as a folder "
-                                f"({e.strerror or e.__class__.__name__}).") from None
+            raise MoeprintError(
+                f"cannot write {self.path}: {self.lock_path.parent} cannot be created as a folder "
+                f"({e.strerror or e.__class__.__name__})."
+            ) from None
         while True:
             fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise MoeprintError(f"another moeprint process is writing {self.path} (it holds {self.lock_path}); "
-                                    "wait for it to finish or choose another output path.") from None
+                raise MoeprintError(
+                    f"another moeprint process is writing {self.path} (it holds {self.lock_path}); "
+                    "wait for it to finish or choose another output path."
+                ) from None
             try:
                 same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -152,7 +163,7 @@ class OutputLock:
     def __del__(self) -> None:
         self.release()  # a writer that failed before releasing: its lock ends with it
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire() if self.fd is None else self
 
     def __exit__(self, *exc) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 from moeprint.adapters import ADAPTERS, adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.errors import MoeprintError
-from moeprint.io import atomic_write_json, json_exists, read_json
-from moeprint.names import check_domain, check_label
-from moeprint.run import open_run
+from moeprint.io.atomic import atomic_write_json, json_exists, read_json
+from moeprint.io.names import check_domain, check_label
+from moeprint.io.run import open_run
 from moeprint.types import PrunePlan
 
 PLAN_KEYS = ("base_model", "architecture", "domain", "criterion", "n_experts", "top_k", "kept")
@@ -56,7 +56,9 @@ def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
     n_layers, n_total = signature["num_layers"], signature["num_experts"]
     recorded = plan.extra.get("base_num_experts")
     if recorded is not None and recorded != n_total:
-        raise MoeprintError(f"{where} was made for a model with {recorded} experts per layer; this model has {n_total}.")
+        raise MoeprintError(
+            f"{where} was made for a model with {recorded} experts per layer; this model has {n_total}."
+        )
     if plan.top_k != signature["top_k"]:
         raise MoeprintError(f"{where} says top_k={plan.top_k}, but the model routes to top-{signature['top_k']}.")
     if not 1 <= plan.n_experts <= n_total:
@@ -101,7 +103,9 @@ def plan_from_ranking(
         raise MoeprintError(f"ranking {source} is not a JSON object of layer_<i> lists.")
     layer_keys = sorted((k for k in ranking if re.fullmatch(r"layer_\d+", k)), key=lambda k: int(k[6:]))
     if [int(k[6:]) for k in layer_keys] != list(range(n_layers)):
-        raise MoeprintError(f"ranking {source} covers layers {[k[6:] for k in layer_keys][:6]}..., not 0..{n_layers - 1}.")
+        raise MoeprintError(
+            f"ranking {source} covers layers {[k[6:] for k in layer_keys][:6]}..., not 0..{n_layers - 1}."
+        )
     kept = []
     for key in layer_keys:
         ids = ranking[key]
@@ -113,8 +117,10 @@ def plan_from_ranking(
             raise MoeprintError(f"ranking {source}: {key} ranks only {len(ids)} experts, fewer than {n_experts}.")
         chosen = ids[:n_experts] if groups is None else groups.select(ids, n_experts)
         if chosen is None:
-            raise MoeprintError(f"ranking {source}: {key} ranks too few experts of some group to keep "
-                                f"{n_experts // groups.n_group} per group.")  # fmt: skip
+            raise MoeprintError(
+                f"ranking {source}: {key} ranks too few experts of some group to keep "
+                f"{n_experts // groups.n_group} per group."
+            )
         kept.append(tuple(sorted(chosen)))
     plan = PrunePlan(
         base_model=str(base_model),
@@ -157,9 +163,14 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
         known = ", ".join(sorted(p.name.split(".json")[0] for p in criterion_dir.glob("*.json*")))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
     plan = plan_from_ranking(
-        read_json(path), n_experts, signature,
-        base_model=str(manifest.get("model")), domain=domain, criterion=criterion, source=str(path),
-    )  # fmt: skip
+        read_json(path),
+        n_experts,
+        signature,
+        base_model=str(manifest.get("model")),
+        domain=domain,
+        criterion=criterion,
+        source=str(path),
+    )
     plan.extra["calibration"] = run_calibration(run.root, manifest)
     return plan
 
@@ -183,7 +194,9 @@ def _default_criterion(fingerprints_dir: Path) -> str:
     criteria = sorted(p.name for p in (fingerprints_dir / "rankings").iterdir() if p.is_dir())
     if len(criteria) == 1:
         return criteria[0]
-    raise MoeprintError(f"this run ranks experts by several criteria ({', '.join(criteria)}); choose one with --criterion.")
+    raise MoeprintError(
+        f"this run ranks experts by several criteria ({', '.join(criteria)}); choose one with --criterion."
+    )
 
 
 def plan_from_ranking_file(
@@ -194,9 +207,14 @@ def plan_from_ranking_file(
     signature = model_signature(load_config_dict(model_dir))
     domain = domain or path.name.split(".json")[0]
     plan = plan_from_ranking(
-        read_json(path), n_experts, signature,
-        base_model=str(model_dir), domain=domain, criterion=criterion, source=str(path),
-    )  # fmt: skip
+        read_json(path),
+        n_experts,
+        signature,
+        base_model=str(model_dir),
+        domain=domain,
+        criterion=criterion,
+        source=str(path),
+    )
     plan.extra["calibration"] = file_calibration(path)
     return plan
 
@@ -224,10 +242,15 @@ def plan_from_json(obj: Any, source: str = "plan") -> PrunePlan:
         check_domain(obj["domain"], source)
     check_label(obj["criterion"], "criterion", source)
     return PrunePlan(
-        base_model=str(obj["base_model"]), architecture=str(obj["architecture"]), domain=str(obj["domain"]),
-        criterion=str(obj["criterion"]), n_experts=obj["n_experts"], top_k=obj["top_k"],
-        kept=tuple(tuple(k) for k in kept), extra=dict(obj.get("extra") or {}),
-    )  # fmt: skip
+        base_model=str(obj["base_model"]),
+        architecture=str(obj["architecture"]),
+        domain=str(obj["domain"]),
+        criterion=str(obj["criterion"]),
+        n_experts=obj["n_experts"],
+        top_k=obj["top_k"],
+        kept=tuple(tuple(k) for k in kept),
+        extra=dict(obj.get("extra") or {}),
+    )
 
 
 def load_plan(path: str | Path) -> PrunePlan:
@@ -254,30 +277,47 @@ def plan_from_llmcompressor(
     if isinstance(report, KeptReport):
         moe_layers = adapter_for(config).moe_layers(config)
         if list(report.kept) != moe_layers:
-            raise MoeprintError(f"{path} lists decoder layers {list(report.kept)[:8]}, but the model's MoE layers "
-                                f"are {moe_layers[:8]}; was it written for another model?")  # fmt: skip
+            raise MoeprintError(
+                f"{path} lists decoder layers {list(report.kept)[:8]}, but the model's MoE layers "
+                f"are {moe_layers[:8]}; was it written for another model?"
+            )
         sizes = {len(k) for k in report.kept.values()}
         if len(sizes) != 1:
-            raise MoeprintError(f"{path} keeps {sorted(sizes)} experts in different layers; moeprint plans keep "
-                                "the same number in every layer.")  # fmt: skip
+            raise MoeprintError(
+                f"{path} keeps {sorted(sizes)} experts in different layers; moeprint plans keep "
+                "the same number in every layer."
+            )
         kept_n = sizes.pop()
         if n_experts is not None and n_experts != kept_n:
             raise MoeprintError(f"{path} keeps {kept_n} experts per layer; --experts {n_experts} disagrees.")
         plan = PrunePlan(
-            base_model=str(model_dir), architecture=signature["architecture"], domain=domain,
-            criterion="llmcompressor-reap", n_experts=kept_n, top_k=signature["top_k"],
+            base_model=str(model_dir),
+            architecture=signature["architecture"],
+            domain=domain,
+            criterion="llmcompressor-reap",
+            n_experts=kept_n,
+            top_k=signature["top_k"],
             kept=tuple(report.kept[layer] for layer in moe_layers),
             extra={"base_num_experts": signature["num_experts"], "ranking_source": str(path)},
-        )  # fmt: skip
+        )
         plan = validate_plan(plan, signature)
     else:
         if n_experts is None:
             raise MoeprintError(f"{path} is a saliency report; say how many experts to keep with --experts N.")
         if report.num_layers != signature["num_layers"] or len(report.saliency[0]) != signature["num_experts"]:
-            raise MoeprintError(f"{path} scores {report.num_layers} layers x {len(report.saliency[0])} experts; the "
-                                f"model has {signature['num_layers']} x {signature['num_experts']}.")  # fmt: skip
+            raise MoeprintError(
+                f"{path} scores {report.num_layers} layers x {len(report.saliency[0])} experts; the "
+                f"model has {signature['num_layers']} x {signature['num_experts']}."
+            )
         ranking = {f"layer_{i}": ids for i, ids in enumerate(report.ranking())}
-        plan = plan_from_ranking(ranking, n_experts, signature, base_model=str(model_dir), domain=domain,
-                                 criterion="llmcompressor-saliency", source=str(path))  # fmt: skip
+        plan = plan_from_ranking(
+            ranking,
+            n_experts,
+            signature,
+            base_model=str(model_dir),
+            domain=domain,
+            criterion="llmcompressor-saliency",
+            source=str(path),
+        )
     plan.extra["calibration"] = file_calibration(path)
     return plan

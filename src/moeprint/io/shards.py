@@ -27,10 +27,17 @@ SINGLE_NAME = "model.safetensors"
 
 # safetensors dtype code -> (torch dtype, bytes per element)
 DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
-    "I64": (torch.int64, 8), "I32": (torch.int32, 4), "I16": (torch.int16, 2), "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
-}  # fmt: skip
+    "F64": (torch.float64, 8),
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "I64": (torch.int64, 8),
+    "I32": (torch.int32, 4),
+    "I16": (torch.int16, 2),
+    "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1),
+    "BOOL": (torch.bool, 1),
+}
 DTYPE_CODES = {torch_dtype: code for code, (torch_dtype, _) in DTYPES.items()}
 
 
@@ -112,7 +119,9 @@ def list_tensors(model_dir: str | Path) -> list[TensorInfo]:
     if weight_map is not None:
         missing = set(weight_map) - {t.name for t in tensors}
         if missing:
-            raise MoeprintError(f"{INDEX_NAME} lists {len(missing)} tensors absent from their shards, e.g. {min(missing)}.")
+            raise MoeprintError(
+                f"{INDEX_NAME} lists {len(missing)} tensors absent from their shards, e.g. {min(missing)}."
+            )
     return tensors
 
 
@@ -149,7 +158,9 @@ class ShardReader:
             raise
         except Exception as e:  # safetensors raises its own error types for damaged files
             self.close()
-            raise MoeprintError(f"cannot read {info.name} from {self.model_dir / info.shard} ({e}); the shard is corrupt.") from None
+            raise MoeprintError(
+                f"cannot read {info.name} from {self.model_dir / info.shard} ({e}); the shard is corrupt."
+            ) from None
         self.read_since_open += tensor.numel() * tensor.element_size()
         return tensor
 
@@ -225,8 +236,10 @@ class ShardWriter:
         if self.pending or any(self.remaining):
             raise RuntimeError("ShardWriter.finish called before every planned tensor was written")
         # Always an index, even for one shard: its presence marks the weights as complete.
-        index = {"metadata": {"total_size": self.total_size, **(metadata or {})},
-                 "weight_map": dict(sorted(self.weight_map.items()))}  # fmt: skip
+        index = {
+            "metadata": {"total_size": self.total_size, **(metadata or {})},
+            "weight_map": dict(sorted(self.weight_map.items())),
+        }
         with disk_full_guard(self.out_dir):
             (self.out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
 
@@ -262,11 +275,21 @@ class disk_full_guard:
 
 def parse_size(text: str) -> int:
     """'5GB' -> 5e9, '500MB', '2GiB', '1000' (bytes)."""
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+    units = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+    }
     s = text.strip().upper().replace(" ", "")
     number = s.rstrip("KMGTIB")
-    unit = s[len(number):]
+    unit = s[len(number) :]
     try:
         value = float(number)
     except ValueError:
