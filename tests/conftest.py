@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)  # two cores on CI; tiny models gain nothing from threads
+
+# The weight-digest cache goes to a per-session folder (inherited by CLI subprocesses), never the user's home.
+os.environ["MOEPRINT_CACHE_DIR"] = tempfile.mkdtemp(prefix="moeprint-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout (CI's layout), or further up for git worktrees.

@@ -126,3 +126,18 @@ def test_factory_evaluate_and_sweep_refuse_other_weights(models, capsys):
     code, err = main_in_process(capsys, "sweep", run, "--model", b, *sweep, "--out", root / "sweep")
     assert_error_line(code, err, "other weights")
     assert not (root / "sweep").exists()
+
+
+def test_digest_cache_lives_in_moeprint_cache_dir(tiny_model_dir, tmp_path, monkeypatch):
+    from moeprint.io.identity import shard_digests
+
+    monkeypatch.setenv("MOEPRINT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    digests = shard_digests(tiny_model_dir)
+    shards = sorted(tiny_model_dir.glob("*.safetensors"))
+    assert sorted(digests) == [p.name for p in shards]
+    for p in shards:
+        assert digests[p.name] == hashlib.sha256(p.read_bytes()).hexdigest()
+    cached = json.loads((tmp_path / "cache" / "weights-sha256.json").read_text())
+    assert sorted(cached.values()) == sorted(digests.values())
+    assert not (tmp_path / "xdg").exists()

@@ -1,7 +1,8 @@
 """A model's identity is the content of its weights: the sha256 of every safetensors shard.
 
 Hashing a 13 GB checkpoint takes seconds, so each shard's digest is cached by (real path, size,
-mtime_ns) in `$XDG_CACHE_HOME/moeprint/weights-sha256.json` (default ~/.cache): a rewritten shard
+mtime_ns) in `$MOEPRINT_CACHE_DIR/weights-sha256.json` if set, else `$XDG_CACHE_HOME/moeprint/`
+(default ~/.cache; the tests set MOEPRINT_CACHE_DIR to a temporary folder): a rewritten shard
 changes its mtime and is hashed again. `model_sha256` combines config.json with the shard digests;
 runs, checkpoints and evaluations record it, and resume, merge-runs, factory reruns, evaluate and
 sweep compare it (see docs/formats.md, "Model identity").
@@ -20,6 +21,8 @@ _CHUNK = 16 * 2**20
 
 
 def _cache_path() -> Path:
+    if os.environ.get("MOEPRINT_CACHE_DIR"):  # tests and sandboxes keep the digests out of the user's home
+        return Path(os.environ["MOEPRINT_CACHE_DIR"]) / "weights-sha256.json"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "moeprint" / "weights-sha256.json"
 
