@@ -207,6 +207,22 @@ def test_an_unreachable_cluster_is_one_clear_line(tiny_model_dir, tmp_path):
     assert "need --ray" in proc.stderr
 
 
+def test_a_second_ray_driver_for_the_same_out_fails_at_once(tiny_model_dir, tmp_path):
+    from moeprint.io.outputs import OutputLock
+
+    out = tmp_path / "run"
+    lock = OutputLock(staging_dir(out)).acquire()  # as a first `record --ray` to OUT holds it for its whole run
+    try:
+        proc = run_cli(
+            "record", tiny_model_dir, "--prompts", "builtin", "--limit", 2, "--out", out, "--ray", "127.0.0.1:1"
+        )
+    finally:
+        lock.release()
+    assert_clean_error(proc)
+    assert "another moeprint process is writing" in proc.stderr and "cannot reach" not in proc.stderr
+    assert not out.exists() and not staging_dir(out).exists()
+
+
 @pytest.mark.slow
 def test_gpus_asked_of_a_cluster_without_gpus_is_one_clear_line(local_ray, tiny_model_dir, sweep_inputs, tmp_path):
     out = tmp_path / "run"

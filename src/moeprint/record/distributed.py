@@ -24,6 +24,7 @@ from moeprint.cluster import ClusterSettings, PoolEvent, UnitResult, WorkerHello
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import make_output_dir
 from moeprint.io.loader import load_tokenizer
+from moeprint.io.outputs import OutputLock
 from moeprint.io.run import RunDir
 from moeprint.record import store
 from moeprint.record.merge import merge_runs
@@ -73,6 +74,15 @@ def record_on_ray(
             "(an unfinished recording made without --ray resumes without --ray)."
         )
     staging = staging_dir(out)
+    # OUT is written only at the end (merge_runs locks it then); the staging folder is what two drivers would share
+    lock = OutputLock(staging).acquire()
+    try:
+        return _record_staged(model_dir, prompts, out, staging, settings, cluster, config, progress, observer)
+    finally:
+        lock.release()
+
+
+def _record_staged(model_dir, prompts, out, staging, settings, cluster, config, progress, observer) -> Path:
     count = _existing_shard_count(staging) or cluster.workers
     runs = [RunDir(shard_dir(staging, Shard(i, count))) for i in range(count)]
     prepared = prepare_prompts(load_tokenizer(model_dir), prompts, settings, config)  # render + context check first
