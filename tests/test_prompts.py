@@ -265,14 +265,18 @@ def test_render_passes_reasoning_effort_to_the_chat_template(tiny_model_dir):
 
 
 def test_harmony_channels_become_think_and_answer(tiny_model_dir):
+    """The rule imported runs use too (docs/formats.md): a message's header takes its channel's segment,
+    the terminator belongs to no message."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     pieces = [
-        ("<|channel|>analysis<|message|>", "generated"),
+        ("<|channel|>analysis<|message|>", "think"),
         ("we think", "think"),
-        ("<|end|>", "think"),
-        ("<|start|>assistant<|channel|>final<|message|>", "generated"),
+        ("<|end|>", "generated"),
+        ("<|start|>assistant<|channel|>final<|message|>", "answer"),
         ("the answer", "answer"),
-        ("<|return|>", "answer"),
+        ("<|return|>", "generated"),
+        ("<|start|>assistant<|channel|>commentary to=functions.f<|message|>", "generated"),
+        ("call", "generated"),
     ]
     ids, expected = [], []
     for text, seg in pieces:

@@ -16,9 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from moeprint.adapters import adapter_for
+from moeprint.adapters.mxfp4 import dequantize_mxfp4
 from moeprint.io.shards import list_tensors
 from moeprint.prune import build_checkpoint, load_masked
-from moeprint.prune.mxfp4 import dequantize_mxfp4
 from moeprint.testbed.synthetic import build_mxfp4_model
 from prune_helpers import make_plan, read_tensors
 

@@ -168,7 +168,7 @@ def _cluster(ray_address, workers, gpus_per_worker):
     "--reasoning-effort",
     default=None,
     type=click.Choice(["low", "medium", "high"]),
-    help="Passed to the chat template (gpt-oss harmony).",
+    help="Passed to the chat template (for templates that read `reasoning_effort`).",
 )
 @click.option(
     "--date",
@@ -206,7 +206,7 @@ def record_cmd(
 
     Example: moeprint record models/tiny --prompts builtin --out runs/tiny --max-new-tokens 32
 
-    On a Ray cluster (docs/ray.md): moeprint record models/gpt-oss-120b --prompts mmlu --out /shared/runs/mmlu
+    On a Ray cluster (docs/ray.md): moeprint record models/big-moe --prompts mmlu --out /shared/runs/mmlu
     --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
     from moeprint.io.run import open_run
@@ -259,7 +259,7 @@ def merge_runs_cmd(shard_runs, out_dir):
 
 @cli.group()
 def testbed() -> None:
-    """The testbed: a small gpt-oss model trained here on domain-labelled text (see docs/testbed.md)."""
+    """The testbed: a small MoE model trained here on domain-labelled text (see docs/testbed.md)."""
 
 
 @testbed.command("path")
@@ -597,7 +597,7 @@ def _card_option_flags(f):
     for decorator in reversed(
         [
             click.option(
-                "--base-model-id", default=None, help="Hub id of the base model for the card (e.g. openai/gpt-oss-20b)."
+                "--base-model-id", default=None, help="Hub id of the base model for the card (e.g. org/base-model)."
             ),
             click.option("--license", "license_", default="apache-2.0", show_default=True, help="Card licence."),
             click.option(
@@ -683,9 +683,9 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
 
     Example: moeprint plan runs/r1 --domain law --experts 8 --criterion frequency --out law-8.json
 
-    Example: moeprint plan --ranking topical_analytics/law.json --model gpt-oss-20b --experts 8 --out law-8.json
+    Example: moeprint plan --ranking topical_analytics/law.json --model models/base --experts 8 --out law-8.json
 
-    Example: moeprint plan --from-llmcompressor reap_report.json --model gpt-oss-20b --out reap.json
+    Example: moeprint plan --from-llmcompressor reap_report.json --model models/base --out reap.json
     """
     from moeprint.prune import plan_from_ranking_file, plan_from_run, save_plan
 
@@ -721,7 +721,7 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
     type=click.Choice(["keep", "bf16"]),
     default="keep",
     show_default=True,
-    help="keep: same format as the input (MXFP4 stays MXFP4); bf16: dequantise / cast to bfloat16.",
+    help="keep: same format as the input (quantised experts stay quantised); bf16: dequantise / cast to bfloat16.",
 )
 @click.option("--shard-size", default="5GB", show_default=True, help="Largest output shard.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
@@ -732,7 +732,7 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
 
     A healed plan (`moeprint heal`) writes its retrained router rows in place of the kept ones.
 
-    Example: moeprint prune gpt-oss-20b --plan law-8.json --out checkpoints/gpt-oss-6.6b-law-8
+    Example: moeprint prune models/base --plan law-8.json --out checkpoints/base-law-8
     """
     from moeprint.io.shards import parse_size
     from moeprint.prune import build_checkpoint
@@ -774,9 +774,9 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
 )
 @_card_option_flags
 def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dtype, shard_size, name_pattern, **card):
-    """Prune every domain x size (8 x 29 = 232 for gpt-oss-20b); reruns skip finished outputs.
+    """Prune every domain x size (8 domains x sizes 4-32 = 232 cuts); reruns skip finished outputs.
 
-    Example: moeprint factory gpt-oss-20b --rankings-dir topical_analytics --sizes 4-32 --out checkpoints
+    Example: moeprint factory models/base --rankings-dir topical_analytics --sizes 4-32 --out checkpoints
     """
     from rich.console import Console
     from rich.table import Table
@@ -862,7 +862,7 @@ def publish_cmd(checkpoints_dir, namespace, private, with_collections, dry_run, 
 def mask(model, plan_path, prompt, max_new_tokens, load, router_rows):
     """Try a plan without writing a checkpoint: load MODEL with dropped experts masked out and generate.
 
-    Example: moeprint mask gpt-oss-20b --plan law-8.json --prompt "What is a tort?"
+    Example: moeprint mask models/base --plan law-8.json --prompt "What is a tort?"
     """
     from moeprint.prune import masked_generate
 
@@ -1194,7 +1194,7 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
 def site_cmd(run_dir: str, out: str | None, compare: tuple[str, ...], open_browser: bool) -> None:
     """Build the offline explorer + comparison site (static HTML, no network) of a run.
 
-    Example: moeprint site runs/gpt-oss-20b --out /tmp/site --open
+    Example: moeprint site runs/base --out /tmp/site --open
     """
     from moeprint.report import build_site
 

@@ -9,8 +9,8 @@ if TYPE_CHECKING:  # annotations only: prompt loading and CLI validation stay fr
     import torch
 
 # Token segments. A recorded or imported trace row carries one of these in its `segment` column.
-# "think"/"answer" are gpt-oss's analysis and final channels; "generated" is a generated token whose
-# channel is unknown (models without channels).
+# "think"/"answer" are the analysis and final channels of a chat format with channels (`adapters.ChatFormat`);
+# "generated" is a generated token of no known channel (models without channels, message terminators).
 SEGMENTS = ("prompt", "think", "answer", "generated")
 
 

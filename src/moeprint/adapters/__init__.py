@@ -7,6 +7,7 @@ from typing import Any
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter, PerExpertName
 from moeprint.adapters.deepseek_v3 import DEEPSEEK_V3
+from moeprint.adapters.descriptors import ChatFormat, KnownCheckpoint, QuantLayout
 from moeprint.adapters.ernie4_5_moe import ERNIE4_5_MOE
 from moeprint.adapters.glm4_moe import GLM4_MOE
 from moeprint.adapters.gpt_oss import GPT_OSS
@@ -22,8 +23,28 @@ from moeprint.io.atomic import read_json
 _ALL = (GPT_OSS, MIXTRAL, QWEN3_MOE, OLMOE, DEEPSEEK_V3, GLM4_MOE, QWEN3_5_MOE, ERNIE4_5_MOE, MINIMAX_M2, LLAMA4)
 ADAPTERS: dict[str, MoEAdapter] = {arch: a for a in _ALL for arch in a.architectures}
 _BY_TEXT_MODEL_TYPE = {t: a.architectures[0] for a in _ALL for t in a.text_model_types}
+# every quantised layout and chat format some family declares, each once, in registry order
+QUANT_LAYOUTS: tuple[QuantLayout, ...] = tuple(
+    {id(a.quantisation): a.quantisation for a in _ALL if a.quantisation}.values()
+)
+CHAT_FORMATS: tuple[ChatFormat, ...] = tuple({id(a.chat_format): a.chat_format for a in _ALL if a.chat_format}.values())
 
-__all__ = ["ADAPTERS", "ExpertTensor", "MoEAdapter", "PerExpertName", "adapter_for", "load_config_dict"]
+__all__ = [
+    "ADAPTERS",
+    "CHAT_FORMATS",
+    "QUANT_LAYOUTS",
+    "ChatFormat",
+    "ExpertTensor",
+    "KnownCheckpoint",
+    "MoEAdapter",
+    "PerExpertName",
+    "QuantLayout",
+    "adapter_for",
+    "chat_format_for_vocab",
+    "load_config_dict",
+    "published_routing_source",
+    "quantisation_for",
+]
 
 
 def load_config_dict(model_dir: str | Path) -> dict[str, Any]:
@@ -54,3 +75,23 @@ def adapter_for(config: Any) -> MoEAdapter:
     if arch is None:
         raise MoeprintError(f"model config names no architecture; supported: {known}.")
     raise MoeprintError(f"{arch} is not a supported Mixture-of-Experts architecture (supported: {known}).")
+
+
+def quantisation_for(config: dict[str, Any]) -> QuantLayout | None:
+    """The declared quantised layout a config dict says its checkpoint uses (None: float, or undeclared)."""
+    return next((q for q in QUANT_LAYOUTS if q.describes(config)), None)
+
+
+def chat_format_for_vocab(vocab: dict[str, int]) -> ChatFormat | None:
+    """The declared chat format whose channel markers a tokenizer's vocabulary holds, or None.
+    Keyed on the tokenizer, not the architecture: the markers are what the model writes."""
+    return next((f for f in CHAT_FORMATS if f.in_vocab(vocab)), None)
+
+
+def published_routing_source(name: str) -> tuple[MoEAdapter, KnownCheckpoint]:
+    """The family and checkpoint a published routing data set (`KnownCheckpoint.published_routing`) was recorded on."""
+    for adapter in _ALL:
+        for checkpoint in adapter.checkpoints:
+            if name in checkpoint.published_routing:
+                return adapter, checkpoint
+    raise MoeprintError(f"no adapter declares the published routing data {name!r}.")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from moeprint.adapters.descriptors import ChatFormat, KnownCheckpoint, QuantLayout
 from moeprint.errors import MoeprintError
 
 
@@ -130,7 +131,12 @@ class MoEAdapter:
     # MoE block class names whose router module is never called (fused kernels); their forward
     # output's second element is the router logits (N, E).
     fused_moe_classes: tuple[str, ...] = ()
-    quantized_expert_suffixes: tuple[str, ...] = ()  # e.g. ("_blocks", "_scales") for MXFP4
+    # how checkpoints of the family store quantised expert weights (None: float only)
+    quantisation: QuantLayout | None = None
+    # the chat format whose channels label generated tokens think / answer (None: every token is `generated`)
+    chat_format: ChatFormat | None = None
+    # published checkpoints of the family, recognised by shape
+    checkpoints: tuple[KnownCheckpoint, ...] = ()
     # one tensor per expert on disk (`{layer}`, `{expert}` fields): dropped or renumbered by prune
     per_expert_tensors: tuple[str, ...] = ()
     # other config keys that hold the expert count (aliases written by some transformers versions)
@@ -157,6 +163,11 @@ class MoEAdapter:
     # loads. They hold experts that no recording ranks, so a cut leaves them out and sets the count to 0 rather
     # than ship MoE layers whose expert count contradicts the config. `{layer}` counts on from the last layer.
     mtp: tuple[str, str] | None = None
+
+    @property
+    def quantized_expert_suffixes(self) -> tuple[str, ...]:
+        """Suffixes the quantised layout adds to an expert tensor's float name (none without one)."""
+        return self.quantisation.suffixes if self.quantisation is not None else ()
 
     # ---- config -------------------------------------------------------------------------
     def text_config(self, config: Any) -> Any:

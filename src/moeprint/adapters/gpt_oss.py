@@ -15,6 +15,9 @@ from typing import Any
 import torch
 
 from moeprint.adapters.base import ExpertTensor, MoEAdapter
+from moeprint.adapters.descriptors import KnownCheckpoint
+from moeprint.adapters.harmony import HARMONY
+from moeprint.adapters.mxfp4 import mxfp4_layout
 
 
 def _logits_to_topk(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,5 +71,14 @@ GPT_OSS = MoEAdapter(
     logits_to_topk=_logits_to_topk,
     expert_forward=_expert_forward,
     fused_moe_classes=("Mxfp4GptOssMLP",),
-    quantized_expert_suffixes=("_blocks", "_scales"),
+    # as the published config writes it: attention, router, embeddings and head stay in bf16
+    quantisation=mxfp4_layout(
+        ("model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head")
+    ),
+    chat_format=HARMONY,
+    checkpoints=(
+        # the public "GPT-OSS MoE Expert Fingerprinting" project recorded its routing on the 20b
+        KnownCheckpoint("openai/gpt-oss-20b", 24, 32, 4, published_routing=("expert-fingerprinting",)),
+        KnownCheckpoint("openai/gpt-oss-120b", 36, 128, 4),
+    ),
 )

@@ -1,4 +1,4 @@
-"""Import the published "GPT-OSS MoE Expert Fingerprinting" data as a normal run directory.
+"""Import the published expert-fingerprinting data (routing of one published checkpoint) as a normal run directory.
 
 Source layout (see the data's README):
     SRC/data/map.json                                   {dataset: {category: {combo: {sample_count, ...}}}}
@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moeprint.adapters import KnownCheckpoint, MoEAdapter, published_routing_source
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists, read_json
 from moeprint.io.names import check_domain, check_label, confined
@@ -53,35 +55,21 @@ SUMMARY_SCHEMA = pa.schema(
     ]
 )
 
-# Message terminators of the harmony format. The token that ends a message belongs to no channel.
-_END_TOKENS = {"<|end|>", "<|return|>", "<|call|>"}
-_CHANNEL_SEGMENT = {"analysis": "think", "final": "answer"}
+# The name under which an adapter declares the checkpoint this data was recorded on (its family's
+# chat format segments the tokens, its architecture goes into the manifest).
+PUBLISHED_ROUTING = "expert-fingerprinting"
+
+
+def _source_model() -> tuple[MoEAdapter, KnownCheckpoint]:
+    return published_routing_source(PUBLISHED_ROUTING)
 
 
 def segment_generated_tokens(tokens: list[str]) -> list[str]:
-    """The segment of each generated token from the harmony channel markers.
-
-    A message runs from its start (the generation start or `<|start|>`) to its terminator; every token
-    of it, header included, gets its channel's segment: analysis -> think, final -> answer, any other
-    or no channel -> generated. Terminators (`<|end|>`) get `generated`. This equals the reference
-    project's think/answer split on every finished example (checked against its summaries).
-    """
-    segments = ["generated"] * len(tokens)
-    start = 0
-    while start < len(tokens):
-        end = start
-        while end < len(tokens) and tokens[end] not in _END_TOKENS:
-            end += 1
-        channel = None
-        for i in range(start, end - 1):
-            if tokens[i] == "<|channel|>":
-                channel = tokens[i + 1]
-                break
-        seg = _CHANNEL_SEGMENT.get(channel, "generated")
-        for i in range(start, end):
-            segments[i] = seg
-        start = end + 1  # the terminator keeps "generated"
-    return segments
+    """The segment of each generated token string, by the source family's chat-format rule
+    (`ChatFormat.segments`, the rule recorded runs use too). On every finished example it equals the
+    reference project's think/answer split (checked against its summaries)."""
+    chat = _source_model()[0].chat_format
+    return chat.segment_texts(tokens) if chat is not None else ["generated"] * len(tokens)
 
 
 def _domain_of_folder(domains_map: dict[str, list[str]]) -> dict[str, str]:
@@ -198,6 +186,197 @@ def _published_format(path: Path):
         ) from None
 
 
+@dataclass(frozen=True)
+class _Combo:
+    """One entry of map.json: a (dataset, category, combo) with its summary and (optional) example file."""
+
+    dataset: str
+    category: str
+    combo: str
+    info: dict[str, Any]
+
+    @property
+    def folder(self) -> str:
+        return f"{self.dataset}/{self.category}"
+
+    def file(self, data_dir: Path, key: str, default_suffix: str) -> Path:
+        return confined(data_dir, self.info.get(key, f"{self.folder}/{self.combo}{default_suffix}"), "map.json")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The published layout at `path`, checked before anything is written."""
+
+    path: Path
+    data_dir: Path
+    layout: dict[str, Any]
+    domains_path: Path
+    domains_map: dict[str, Any]
+    folder_domain: dict[str, str]
+    combos: list[_Combo]
+
+
+def _read_source(src: Path, domains_map_path: str | Path | None) -> _Source:
+    if not src.is_dir():
+        raise MoeprintError(f"source directory {src} does not exist.")
+    data_dir = src / "data" if (src / "data").is_dir() else src
+    if not json_exists(data_dir / "map.json"):
+        raise MoeprintError(f"{src} has no data/map.json; is it the published expert-fingerprinting layout?")
+    layout = read_json(data_dir / "map.json")
+    _check_layout(layout, data_dir / "map.json")
+    domains_path = Path(domains_map_path) if domains_map_path else src / "domains.json"
+    domains_map = read_json(domains_path)
+    if not isinstance(domains_map, dict):
+        raise MoeprintError(f"{domains_path} must be a JSON object {{domain: [folders]}}.")
+    combos = [
+        _Combo(dataset, category, combo, info)
+        for dataset, categories in layout.items()
+        for category, by_combo in categories.items()
+        for combo, info in by_combo.items()
+    ]
+    if not combos:
+        raise MoeprintError(f"no dataset/category folders of {src} were selected.")
+    return _Source(src, data_dir, layout, domains_path, domains_map, _domain_of_folder(domains_map), combos)
+
+
+@dataclass
+class _Tally:
+    """What the imported examples have in common, and what was skipped."""
+
+    num_layers: int | None = None
+    top_k: int | None = None
+    max_expert: int = -1
+    n_tokens: int = 0
+    missing_examples: int = 0
+    missing_summaries: int = 0
+    dropped_rows: int = 0
+
+    def add_shape(self, cols: dict[str, Any], example_file: Path) -> None:
+        if self.num_layers is None:
+            self.num_layers, self.top_k = cols["num_layers"], cols["top_k"]
+        elif (cols["num_layers"], cols["top_k"]) != (self.num_layers, self.top_k):
+            raise MoeprintError(
+                f"{example_file} has {cols['num_layers']} layers x top-{cols['top_k']}, "
+                f"others {self.num_layers} x top-{self.top_k}."
+            )
+        self.max_expert = max(self.max_expert, int(cols["ids"].max()))
+        self.n_tokens += len(cols["position"])
+
+
+class _TraceParts:
+    """Trace rows buffered into `traces/part-*.parquet` files of about ROWS_PER_PART rows."""
+
+    def __init__(self, traces_dir: Path):
+        self.dir, self.schema = traces_dir, trace_schema(with_token_text=True)
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = self.part = 0
+
+    def add(self, prompt_id: str, domain: str, cols: dict[str, Any]) -> None:
+        t = len(cols["position"])
+        columns = [
+            pa.array([prompt_id] * t, pa.string()),
+            pa.array([domain] * t, pa.string()),
+            pa.array(cols["position"], pa.int32()),
+            pa.array(np.full(t, -1, dtype=np.int32)),  # token ids are unknown: the `token` column has the strings
+            pa.array(np.ones(t, dtype=bool)),
+            pa.array(cols["segment"], pa.string()),
+            _list_column(cols["ids"], pa.int16()),
+            _list_column(cols["weights"], pa.float32()),
+            pa.array(cols["token"], pa.string()),
+        ]
+        self.pending.append(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.rows += t
+        if self.rows >= ROWS_PER_PART:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            pq.write_table(pa.Table.from_batches(self.pending, self.schema), self.dir / f"part-{self.part:05d}.parquet")
+            self.part += 1
+            self.pending, self.rows = [], 0
+
+
+def _import_summary(source: _Source, entry: _Combo, domain: str, summaries: dict[str, list], tally: _Tally) -> None:
+    summary_file = entry.file(source.data_dir, "summary_file_path", ".json")
+    if not json_exists(summary_file):
+        tally.missing_summaries += 1
+        return
+    meta = {
+        "dataset": entry.dataset,
+        "category": entry.category,
+        "combo": entry.combo,
+        "domain": domain,
+        "sample_count": int(entry.info["sample_count"]),
+    }
+    with _published_format(summary_file):
+        _summary_rows(read_json(summary_file), meta, summaries)
+
+
+def _import_example(
+    source: _Source, entry: _Combo, domain: str, prompts: dict[str, list], traces: _TraceParts, tally: _Tally
+) -> None:
+    example_file = entry.file(source.data_dir, "examples_file_path", "_examples.json")
+    if not json_exists(example_file):
+        tally.missing_examples += 1
+        return
+    example = read_json(example_file)
+    with _published_format(example_file):
+        cols, dropped = _example_rows(example, tally.num_layers)
+        prompt_len = len(example["full_text"]) - len(example["generated_only"])
+    tally.dropped_rows += dropped
+    if cols["num_layers"] is None:
+        return
+    tally.add_shape(cols, example_file)
+    prompt_id = f"{entry.folder}/{entry.combo}"
+    row = {
+        "prompt_id": prompt_id,
+        "domain": domain,
+        "source": entry.dataset,
+        "category": entry.category,
+        "text": example.get("original_prompt"),
+        "messages": None,
+        "rendered": "".join(example["full_text"][:prompt_len]),
+        "completion": "".join(example["generated_only"]),
+        "finished": bool(example.get("finished_successfully")),
+        "n_prompt_tokens": prompt_len,
+        "n_generated_tokens": len(example["generated_only"]),
+    }
+    for name, value in row.items():
+        prompts[name].append(value)
+    traces.add(prompt_id, domain, cols)
+
+
+def _manifest(source: _Source, tally: _Tally, prompts: dict[str, list], summaries: dict[str, list]) -> dict[str, Any]:
+    adapter, checkpoint = _source_model()
+    max_expert = max([tally.max_expert, *summaries["expert"]])
+    return {
+        "kind": "imported",
+        "model": checkpoint.hub_id if tally.num_layers == checkpoint.num_layers else "unknown",
+        "model_sha256": None,
+        "architecture": adapter.architectures[0],
+        "num_layers": tally.num_layers,
+        "num_experts": max_expert + 1,
+        "top_k": tally.top_k,
+        "domains": sorted(set(prompts["domain"]) | set(summaries["domain"])),
+        "n_prompts": len(prompts["prompt_id"]),
+        "n_tokens": tally.n_tokens,
+        "has_logits": False,
+        "has_norms": False,
+        "has_token_ids": False,
+        "prompt_suite_sha256": hashlib.sha256(json.dumps(source.layout, sort_keys=True).encode()).hexdigest(),
+        "generation": {"max_new_tokens": 512, "do_sample": False, "seed": None, "batch_size": None},
+        "versions": software_versions(),
+        "source": {
+            "path": str(source.path.resolve()),
+            "domains_map": str(source.domains_path.resolve()),
+            "combos": len(source.combos),
+            "missing_examples": tally.missing_examples,
+            "missing_summaries": tally.missing_summaries,
+            "dropped_rows": tally.dropped_rows,
+        },
+    }
+
+
 def import_fingerprinting(
     src: str | Path,
     out: str | Path,
@@ -212,162 +391,29 @@ def import_fingerprinting(
     the summaries of every folder are always imported, so the reference rankings stay complete.
     Missing example or summary files are counted, reported in the manifest and skipped.
     """
-    src = Path(src)
-    if not src.is_dir():
-        raise MoeprintError(f"source directory {src} does not exist.")
-    data_dir = src / "data" if (src / "data").is_dir() else src
-    if not json_exists(data_dir / "map.json"):
-        raise MoeprintError(f"{src} has no data/map.json; is it the published expert-fingerprinting layout?")
-    layout = read_json(data_dir / "map.json")
-    _check_layout(layout, data_dir / "map.json")
-    domains_path = Path(domains_map_path) if domains_map_path else src / "domains.json"
-    domains_map = read_json(domains_path)
-    if not isinstance(domains_map, dict):
-        raise MoeprintError(f"{domains_path} must be a JSON object {{domain: [folders]}}.")
-    folder_domain = _domain_of_folder(domains_map)
-
-    combos = [
-        (dataset, category, combo, info)
-        for dataset, categories in layout.items()
-        for category, by_combo in categories.items()
-        for combo, info in by_combo.items()
-    ]
-    if not combos:
-        raise MoeprintError(f"no dataset/category folders of {src} were selected.")
-
-    prompts: dict[str, list] = {f.name: [] for f in PROMPTS_SCHEMA}
-    summaries: dict[str, list] = {f.name: [] for f in SUMMARY_SCHEMA}
-    missing_examples, missing_summaries, dropped_rows = [], [], 0
-    num_layers = top_k = None
-    max_expert = -1
-    n_tokens = 0
-    schema = trace_schema(with_token_text=True)
-
     from tqdm import tqdm
 
+    source = _read_source(Path(src), domains_map_path)
+    prompts: dict[str, list] = {f.name: [] for f in PROMPTS_SCHEMA}
+    summaries: dict[str, list] = {f.name: [] for f in SUMMARY_SCHEMA}
+    tally = _Tally()
     with atomic_directory(out, overwrite=overwrite, kind="imported") as tmp:
         run = RunDir(tmp)
         run.traces_dir.mkdir()
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        part = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_rows, part
-            if pending:
-                pq.write_table(pa.Table.from_batches(pending, schema), run.traces_dir / f"part-{part:05d}.parquet")
-                part += 1
-                pending, pending_rows = [], 0
-
-        for dataset, category, combo, info in tqdm(combos, desc="import", unit="file", disable=not progress):
-            folder = f"{dataset}/{category}"
-            domain = folder_domain.get(folder, OTHER_DOMAIN)
-            summary_file = confined(data_dir, info.get("summary_file_path", f"{folder}/{combo}.json"), "map.json")
-            if json_exists(summary_file):
-                meta = {
-                    "dataset": dataset,
-                    "category": category,
-                    "combo": combo,
-                    "domain": domain,
-                    "sample_count": int(info["sample_count"]),
-                }
-                with _published_format(summary_file):
-                    _summary_rows(read_json(summary_file), meta, summaries)
-            else:
-                missing_summaries.append(str(summary_file))
-            if folders is not None and folder not in folders:
-                continue
-            example_file = confined(
-                data_dir, info.get("examples_file_path", f"{folder}/{combo}_examples.json"), "map.json"
-            )
-            if not json_exists(example_file):
-                missing_examples.append(str(example_file))
-                continue
-            example = read_json(example_file)
-            with _published_format(example_file):
-                cols, dropped = _example_rows(example, num_layers)
-                prompt_len = len(example["full_text"]) - len(example["generated_only"])
-            dropped_rows += dropped
-            if cols["num_layers"] is None:
-                continue
-            if num_layers is None:
-                num_layers, top_k = cols["num_layers"], cols["top_k"]
-            elif (cols["num_layers"], cols["top_k"]) != (num_layers, top_k):
-                raise MoeprintError(
-                    f"{example_file} has {cols['num_layers']} layers x top-{cols['top_k']}, "
-                    f"others {num_layers} x top-{top_k}."
-                )
-            max_expert = max(max_expert, int(cols["ids"].max()))
-            prompt_id = f"{folder}/{combo}"
-            t = len(cols["position"])
-            n_tokens += t
-            prompts["prompt_id"].append(prompt_id)
-            prompts["domain"].append(domain)
-            prompts["source"].append(dataset)
-            prompts["category"].append(category)
-            prompts["text"].append(example.get("original_prompt"))
-            prompts["messages"].append(None)
-            prompts["rendered"].append("".join(example["full_text"][:prompt_len]))
-            prompts["completion"].append("".join(example["generated_only"]))
-            prompts["finished"].append(bool(example.get("finished_successfully")))
-            prompts["n_prompt_tokens"].append(prompt_len)
-            prompts["n_generated_tokens"].append(len(example["generated_only"]))
-            pending.append(
-                pa.RecordBatch.from_arrays(
-                    [
-                        pa.array([prompt_id] * t, pa.string()),
-                        pa.array([domain] * t, pa.string()),
-                        pa.array(cols["position"], pa.int32()),
-                        pa.array(np.full(t, -1, dtype=np.int32)),
-                        pa.array(np.ones(t, dtype=bool)),
-                        pa.array(cols["segment"], pa.string()),
-                        _list_column(cols["ids"], pa.int16()),
-                        _list_column(cols["weights"], pa.float32()),
-                        pa.array(cols["token"], pa.string()),
-                    ],
-                    schema=schema,
-                )
-            )
-            pending_rows += t
-            if pending_rows >= ROWS_PER_PART:
-                flush()
-        flush()
-        if num_layers is None:
-            raise MoeprintError(f"no example file with routing data was found under {data_dir}.")
-
+        traces = _TraceParts(run.traces_dir)
+        for entry in tqdm(source.combos, desc="import", unit="file", disable=not progress):
+            domain = source.folder_domain.get(entry.folder, OTHER_DOMAIN)
+            _import_summary(source, entry, domain, summaries, tally)
+            if folders is None or entry.folder in folders:
+                _import_example(source, entry, domain, prompts, traces, tally)
+        traces.flush()
+        if tally.num_layers is None:
+            raise MoeprintError(f"no example file with routing data was found under {source.data_dir}.")
         pq.write_table(pa.Table.from_pydict(prompts, PROMPTS_SCHEMA), run.prompts_path)
         published = tmp / "published"
         published.mkdir()
         pq.write_table(pa.Table.from_pydict(summaries, SUMMARY_SCHEMA), published / "summaries.parquet")
-        atomic_write_json(published / "domains.json", domains_map)
-        if summaries["expert"]:
-            max_expert = max(max_expert, max(summaries["expert"]))
-        domains = sorted(set(prompts["domain"]) | set(summaries["domain"]))
-        manifest = {
-            "kind": "imported",
-            "model": "openai/gpt-oss-20b" if num_layers == 24 else "unknown",
-            "model_sha256": None,
-            "architecture": "GptOssForCausalLM",
-            "num_layers": num_layers,
-            "num_experts": max_expert + 1,
-            "top_k": top_k,
-            "domains": domains,
-            "n_prompts": len(prompts["prompt_id"]),
-            "n_tokens": n_tokens,
-            "has_logits": False,
-            "has_norms": False,
-            "has_token_ids": False,
-            "prompt_suite_sha256": hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest(),
-            "generation": {"max_new_tokens": 512, "do_sample": False, "seed": None, "batch_size": None},
-            "versions": software_versions(),
-            "source": {
-                "path": str(src.resolve()),
-                "domains_map": str(domains_path.resolve()),
-                "combos": len(combos),
-                "missing_examples": len(missing_examples),
-                "missing_summaries": len(missing_summaries),
-                "dropped_rows": dropped_rows,
-            },
-        }
+        atomic_write_json(published / "domains.json", source.domains_map)
+        manifest = _manifest(source, tally, prompts, summaries)
         run.write_manifest(manifest)
     return manifest

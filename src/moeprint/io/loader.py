@@ -8,8 +8,8 @@ Placement (`LoadSettings.device`):
   cpu     the CPU
   cuda    every visible GPU (`device_map="auto"`), for models larger than one GPU
   cuda:N  GPU N only
-Dtype (`LoadSettings.dtype`): auto (the checkpoint's own: bf16 for gpt-oss, whose MXFP4 experts transformers
-keeps in MXFP4 where it has the GPU kernels and dequantises to bf16 elsewhere), bfloat16 or float32.
+Dtype (`LoadSettings.dtype`): auto (the checkpoint's own; quantised experts stay quantised where transformers
+has GPU kernels for their layout and are dequantised to bf16 elsewhere), bfloat16 or float32.
 """
 
 from __future__ import annotations

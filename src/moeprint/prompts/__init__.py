@@ -40,14 +40,14 @@ __all__ = [
     "load_source",
 ]
 
-# gpt-oss's release day: a fixed date, so that a run renders the same text on every day and machine.
+# the release day of the reference project's model: a fixed date, so that a run renders the same text on every day and machine.
 DEFAULT_DATE = "2025-08-05"
 
 
 @dataclass(frozen=True)
 class TemplateInputs:
     """The volatile inputs of a chat template, fixed per run: the date that templates read from the
-    clock (gpt-oss harmony's `Current date:` line, via `strftime_now`) or from `date_string` (Llama 3)."""
+    clock (a `Current date:` line, via `strftime_now`) or from `date_string` (Llama 3)."""
 
     date: str = DEFAULT_DATE  # YYYY-MM-DD
 
@@ -151,8 +151,8 @@ def render_prompt(
     reasoning_effort: str | None = None,
     template: TemplateInputs = TemplateInputs(),
 ) -> str:
-    """Exactly the text the model sees: chats go through the tokenizer's chat template (gpt-oss:
-    harmony, with `reasoning_effort`) with the date of `template`, raw text is used as is."""
+    """Exactly the text the model sees: chats go through the tokenizer's chat template (with
+    `reasoning_effort` for templates that read it) with the date of `template`, raw text is used as is."""
     if prompt.text is not None:
         return prompt.text
     if not getattr(tokenizer, "chat_template", None):

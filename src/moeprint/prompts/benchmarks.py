@@ -1,8 +1,8 @@
 """Benchmark prompt loaders: GPQA, MMLU, MMLU-Pro, SORRY-Bench, Tulu-3 persona IF, Polyglot-or-Not.
 
 Each loader reads the Hugging Face hub through `datasets`, or a local copy (a .csv/.jsonl/.json/.parquet
-file or a directory of them) with the dataset's own columns. Prompts are phrased as in the published
-gpt-oss routing traces (single user turn; multiple choice as "Answer the question by using one of the
+file or a directory of them) with the dataset's own columns. Prompts are phrased as in the reference
+project's published routing traces (single user turn; multiple choice as "Answer the question by using one of the
 given options"), so a recording here is comparable with them. `source` is the published dataset
 folder name (e.g. `mmlu_test`, `gpqa_diamond`), `category` its subject/category folder name.
 """

@@ -1,6 +1,6 @@
 """Domains and the mapping of benchmark subjects/categories to them.
 
-The mapping reproduces which dataset folders the reference gpt-oss fingerprinting project pooled
+The mapping reproduces which dataset folders the reference expert-fingerprinting project pooled
 into each domain (its published `domains.json`, see ../shared/data/expert-fingerprinting/).
 A subject that no domain claims gets the label `all`: a general prompt that only counts in the
 pooled ranking. `harmful` has no benchmark of its own (the reference derives it from `safety`).

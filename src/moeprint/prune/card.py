@@ -60,7 +60,7 @@ def build_card(
     from moeprint import __version__
     from moeprint.adapters import adapter_for
 
-    # a relative local folder ("models/gpt-oss-20b") has the shape of a hub id: only a name that is not a folder here is one
+    # a relative local folder ("models/base-20b") has the shape of a hub id: only a name that is not a folder here is one
     looks_hub = HUB_ID.match(plan.base_model) and not Path(plan.base_model).exists()
     base_id = options.base_model_id or (plan.base_model if looks_hub else None)
     base_experts = plan.extra.get("base_num_experts", "?")
@@ -110,7 +110,7 @@ def build_card(
         f"| Vocabulary | {config.get('vocab_size', '?')} |",
         f"| Weights | {weight_format}, {n_bytes / 1e9:.2f} GB |",
         "",
-        "Parameters are counted from the written tensors; MXFP4 weights count as the values they encode.",
+        "Parameters are counted from the written tensors; quantised weights count as the values they encode.",
         "",
         "## How the experts were chosen",
         "",
@@ -348,8 +348,11 @@ def generate_examples(
 
 
 def weight_format(dtype: str, config: dict[str, Any], tensors_dtypes: set[str]) -> str:
-    if dtype == "keep" and (config.get("quantization_config") or {}).get("quant_method") == "mxfp4":
-        return "MXFP4 experts (as the base)"
+    from moeprint.adapters import quantisation_for
+
+    layout = quantisation_for(config)
+    if dtype == "keep" and layout is not None:
+        return f"{layout.label} experts (as the base)"
     return "/".join(sorted(tensors_dtypes)).lower()
 
 

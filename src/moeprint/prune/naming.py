@@ -1,8 +1,8 @@
 """Parameter counts from tensor shapes, and model names built from them.
 
-MXFP4 tensors count as the parameters they encode, not as bytes: every `_blocks` byte holds two
-FP4 weights and `_scales` (one exponent per 32 weights) are not parameters. With this rule the
-count of a pruned gpt-oss-20b reproduces the reference project's published sizes
+Quantised tensors count as the parameters they encode, not as bytes (`QuantLayout.parameters`: the
+data tensor's bytes times its values per byte; shared scales are not parameters). With this rule the
+count of a pruned checkpoint of the reference project's model reproduces its published sizes
 (4 experts: 4.2B ... 32 experts: 20.9B), whatever the storage format.
 """
 
@@ -10,24 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from moeprint.adapters import QUANT_LAYOUTS, QuantLayout
 from moeprint.errors import MoeprintError
 
 DEFAULT_NAME_PATTERN = "{family}-{size}-specialized-{domain}-pruned-moe-only-{n}-experts"
 
 
-def count_parameters(tensors: Iterable[tuple[str, str, tuple[int, ...]]]) -> int:
-    """Parameters encoded by (name, safetensors dtype, shape) triples."""
+def count_parameters(tensors: Iterable[tuple[str, str, tuple[int, ...]]], layout: QuantLayout | None = None) -> int:
+    """Parameters encoded by (name, safetensors dtype, shape) triples. `layout`: the checkpoint's quantised
+    layout; None tries every declared one (a float family's tensors match none)."""
+    layouts = (layout,) if layout is not None else QUANT_LAYOUTS
     total = 0
     for name, dtype, shape in tensors:
         numel = 1
         for d in shape:
             numel *= d
-        if dtype == "U8" and name.endswith("_blocks"):
-            total += 2 * numel  # two FP4 values per byte
-        elif dtype == "U8" and name.endswith("_scales"):
-            continue  # shared exponents, not weights
-        else:
-            total += numel
+        encoded = next((n for q in layouts if (n := q.parameters(name, dtype, numel)) is not None), None)
+        total += numel if encoded is None else encoded
     return total
 
 
@@ -55,5 +54,5 @@ def model_name(pattern: str, *, family: str, n_params: int, domain: str, n_exper
 
 
 def family_name(model_type: str) -> str:
-    """'gpt_oss' -> 'gpt-oss' (the model type as hub names spell it)."""
+    """The model type as hub names spell it: underscores become hyphens ('a_b' -> 'a-b')."""
     return model_type.replace("_", "-")

@@ -6,10 +6,10 @@
         -> rename the temp folder into place
 
 Everything is decided from headers before a weight is read. Tensors with an expert axis (the
-adapter's names, MXFP4 `_blocks`/`_scales` included) are sliced; per-expert tensors (one per expert,
+adapter's names, with its quantised layout's suffixes) are sliced; per-expert tensors (one per expert,
 `...experts.{e}.w1.weight`) of kept experts are renamed to their new id and the others left out;
-every other tensor is copied byte for byte. MXFP4 stays MXFP4 unless `dtype="bf16"` asks for
-dequantised output.
+every other tensor is copied byte for byte. Quantised experts stay quantised unless `dtype="bf16"` asks
+for decoded output (the adapter's `QuantLayout` decodes them).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 
 from moeprint.adapters import PerExpertName, adapter_for, load_config_dict
 from moeprint.adapters.base import RouterRows
+from moeprint.adapters.descriptors import QuantLayout
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory
 from moeprint.io.identity import model_sha256
@@ -41,7 +42,6 @@ from moeprint.io.shards import (
     plan_shards,
     tensor_nbytes,
 )
-from moeprint.prune.mxfp4 import BLOCK_SIZE, dequantize_mxfp4
 from moeprint.prune.naming import count_parameters
 from moeprint.select.plan import model_signature, old_to_new, validate_plan
 from moeprint.types import PrunePlan
@@ -67,7 +67,8 @@ class OutTensor:
     source: TensorInfo
     rows: tuple[int, ...] | None = None  # kept experts (expert axis 0)
     axis: int = 0
-    scales: TensorInfo | None = None  # set when dequantising MXFP4 blocks
+    scales: TensorInfo | None = None  # set when decoding quantised data (with `layout`)
+    layout: QuantLayout | None = None
 
     @property
     def nbytes(self) -> int:
@@ -89,8 +90,10 @@ def output_specs(
     dtype: str,
     per_expert: dict[str, PerExpertName] | None = None,
     dropped_prefixes: tuple[str, ...] = (),
+    layout: QuantLayout | None = None,
 ) -> list[OutTensor]:
-    """What the pruned checkpoint holds, computed from input headers only."""
+    """What the pruned checkpoint holds, computed from input headers only. `layout`: the adapter's quantised
+    layout, decoded when `dtype="bf16"`."""
     by_name = {t.name: t for t in tensors}
     renumber = old_to_new(plan)
     specs: list[OutTensor] = []
@@ -116,16 +119,19 @@ def output_specs(
             if max(rows) >= t.shape[axis]:
                 raise MoeprintError(f"the plan keeps expert {max(rows)} but {t.name} has only {t.shape[axis]}.")
             shape = t.shape[:axis] + (len(rows),) + t.shape[axis + 1 :]
-        if dtype == "bf16" and t.dtype == "U8" and t.name.endswith("_scales") and t.name[:-7] + "_blocks" in by_name:
-            continue  # folded into the dequantised weight
-        if dtype == "bf16" and t.dtype == "U8" and t.name.endswith("_blocks"):
-            scales = by_name.get(t.name[:-7] + "_scales")
+        decode = layout if dtype == "bf16" else None
+        if decode and decode.is_scales(t.name, t.dtype):
+            data_name = t.name.removesuffix(decode.scale_suffix) + decode.data_suffix
+            if data_name in by_name:
+                continue  # folded into the decoded weight
+        if decode and decode.is_data(t.name, t.dtype):
+            scales = by_name.get(decode.scales_name(t.name))
             if scales is None:
-                raise MoeprintError(f"{t.name} has no matching _scales tensor; cannot dequantise MXFP4.")
-            experts, out_features, groups, _ = shape  # (E, out, in/32, 16) -> (E, in, out)
-            specs.append(
-                OutTensor(t.name[:-7], "BF16", (experts, groups * BLOCK_SIZE, out_features), t, rows, axis, scales)
-            )
+                raise MoeprintError(
+                    f"{t.name} has no matching {decode.scale_suffix} tensor; cannot decode {decode.label}."
+                )
+            out_shape = decode.decoded_shape(tuple(shape))
+            specs.append(OutTensor(decode.float_name(t.name), "BF16", out_shape, t, rows, axis, scales, decode))
             continue
         out_dtype = "BF16" if dtype == "bf16" and t.dtype in ("F32", "F16", "F64") else t.dtype
         specs.append(OutTensor(t.name, out_dtype, tuple(shape), t, rows, axis))
@@ -138,9 +144,9 @@ def _make_tensor(reader: ShardReader, spec: OutTensor) -> torch.Tensor:
         tensor = reader.read(spec.source).index_select(spec.axis, torch.tensor(rows))
     else:
         tensor = reader.read(spec.source, rows)
-    if spec.scales is not None:
-        scales = reader.read(spec.scales, rows)  # (E, out, in/32)
-        return dequantize_mxfp4(tensor, scales, torch.bfloat16)  # (E, in, out)
+    if spec.layout is not None:
+        scales = reader.read(spec.scales, rows)  # the kept experts' scales, expert axis 0 as the data
+        return spec.layout.decode(tensor, scales, torch.bfloat16)  # spec.shape
     target = DTYPES[spec.dtype][0]
     return tensor if tensor.dtype == target else tensor.to(target)
 
@@ -148,7 +154,9 @@ def _make_tensor(reader: ShardReader, spec: OutTensor) -> torch.Tensor:
 def _patched_config(config: dict[str, Any], adapter, plan: PrunePlan, dtype: str) -> dict[str, Any]:
     out = adapter.pruned_config(config, plan.n_experts)
     if dtype == "bf16":
-        out.pop("quantization_config", None)
+        # a decoded cut is float: the layout's config keys would make transformers look for quantised tensors
+        for key in adapter.quantisation.config_keys if adapter.quantisation else ("quantization_config",):
+            out.pop(key, None)
         for key in ("dtype", "torch_dtype"):
             if key in out or key == "dtype":
                 out[key] = "bfloat16"
@@ -187,7 +195,7 @@ def prune_checkpoint(
     shard_of, n_shards = plan_shards([(s.name, s.nbytes) for s in specs], shard_size)
     n_bytes = sum(s.nbytes for s in specs)
     _check_free_space(out_dir, n_bytes)
-    n_params = count_parameters((s.name, s.dtype, s.shape) for s in specs)
+    n_params = count_parameters(((s.name, s.dtype, s.shape) for s in specs), adapter.quantisation)
     result = PruneResult(out_dir, n_params, n_bytes, n_shards)
 
     with atomic_directory(out_dir, overwrite=overwrite, kind="checkpoint") as tmp:
@@ -228,7 +236,13 @@ def model_output_specs(
     layers = adapter.moe_layers(config)
     per_expert = adapter.per_expert_tensor_names(layers, adapter.num_experts(config))
     return output_specs(
-        tensors, plan, adapter.expert_axis_tensors(layers), dtype, per_expert, adapter.mtp_prefixes(config)
+        tensors,
+        plan,
+        adapter.expert_axis_tensors(layers),
+        dtype,
+        per_expert,
+        adapter.mtp_prefixes(config),
+        adapter.quantisation,
     )
 
 

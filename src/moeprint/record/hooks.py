@@ -2,7 +2,7 @@
 
 One `RouterCapture` hooks each MoE block the adapter finds:
   - normally the router module (it sees every forward call: prefill N = B*S rows, then N = B per step);
-  - for fused blocks whose router is never called (gpt-oss MXFP4 kernels) the block itself, whose
+  - for fused blocks whose router is never called (fused kernels, `MoEAdapter.fused_moe_classes`) the block itself, whose
     output's second element is the router logits; top-k + weights are recomputed from them.
 Each call appends (N, k) ids and weights (+ optional (N, E) logits and (N, k) expert output norms)
 to a per-layer list, on the model's device: nothing is converted or copied to the host in the hook.

@@ -257,7 +257,7 @@ def finish_run(
         "num_experts": adapter.num_experts(config),
         "top_k": adapter.top_k(config),
         "moe_layers": list(layers),
-        # group-limited routing (DeepSeek-V3): plans made from this run keep a budget per group
+        # group-limited routing (`MoEAdapter.group_keys`): plans made from this run keep a budget per group
         **({"expert_groups": [g.n_group, g.topk_group]} if (g := adapter.expert_groups(config)) else {}),
         "domains": sorted({r["domain"] for r in prompt_rows}),
         "n_prompts": len(prompt_rows),

@@ -1,7 +1,7 @@
 """Per-prompt token files: token strings, segments, and the exact routing recorded for each token.
 
 Routing is packed as base64 typed arrays (one file per prompt, loaded when the prompt is opened),
-so a 500-token gpt-oss prompt costs ~100 kB instead of ~1 MB of JSON numbers.
+so a 500-token prompt of a 24-layer top-4 model costs ~100 kB instead of ~1 MB of JSON numbers.
 """
 
 from __future__ import annotations

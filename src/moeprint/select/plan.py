@@ -3,7 +3,7 @@
 A ranking is the published `{"layer_0": [expert ids best first], ...}` format, either from a run's
 fingerprints (`RUN/fingerprints/rankings/<criterion>/<domain>.json`) or a published
 `topical_analytics/<domain>.json`. A plan keeps the first N ids of every layer, ascending; with group-limited
-routing (DeepSeek-V3) the first N / n_group ids of every expert group.
+routing (`adapters.base.ExpertGroups`) the first N / n_group ids of every expert group.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MXFP4 (OCP microscaling FP4) as stored in the original gpt-oss checkpoints.
+"""MXFP4 (OCP microscaling FP4) as stored in the original gpt-oss checkpoints: the codec and its layout.
 
 On disk an expert weight W (E, in, out) is stored transposed, as rows of the output dimension:
     *_blocks  (E, out, in/32, 16) uint8   two FP4 e2m1 codes per byte, LOW nibble first
@@ -6,11 +6,16 @@ On disk an expert weight W (E, in, out) is stored transposed, as rows of the out
 value = FP4[code] * 2**(scale - 127). Dequantising gives (E, out, in) which is transposed to the
 (E, in, out) layout of the model parameter. Pruning never needs this (the expert axis is axis 0 of
 both tensors); it is used by `--dtype bf16` and by the tests that prove MXFP4 surgery is exact.
+A family stored this way declares `mxfp4_layout(...)` as its `MoEAdapter.quantisation`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from moeprint.adapters.descriptors import QuantLayout
 
 # FP4 e2m1: sign bit, 2 exponent bits, 1 mantissa bit. Code -> value.
 FP4_E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
@@ -56,3 +61,24 @@ def quantize_mxfp4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)  # (E, out, G, 16): low nibble = even position
     scales = (exponent + SCALE_BIAS).to(torch.uint8)  # (E, out, G)
     return blocks.contiguous(), scales.contiguous()
+
+
+def _decoded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    *lead, out_features, groups, _ = shape  # (E, out, in/32, 16) -> (E, in, out)
+    return (*lead, groups * BLOCK_SIZE, out_features)
+
+
+def mxfp4_layout(modules_to_not_convert: Sequence[str]) -> QuantLayout:
+    """The MXFP4 layout; `modules_to_not_convert` are the family's module patterns left in float."""
+    return QuantLayout(
+        quant_method="mxfp4",
+        label="MXFP4",
+        data_suffix="_blocks",
+        scale_suffix="_scales",
+        storage_dtype="U8",
+        values_per_byte=2,  # two FP4 codes per byte
+        decode=dequantize_mxfp4,
+        encode=quantize_mxfp4,
+        decoded_shape=_decoded_shape,
+        config_extra={"modules_to_not_convert": list(modules_to_not_convert)},
+    )
