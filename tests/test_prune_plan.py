@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from conftest import assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
-from moeprint.prune import load_plan, model_signature, plan_from_ranking, plan_from_run, validate_plan
-from moeprint.types import PrunePlan
+from moeprint.select.plan import load_plan, model_signature, plan_from_ranking, plan_from_run, validate_plan
+from moeprint.types import ModelSignature, PrunePlan
 from prune_helpers import assert_error_line, main_in_process, random_ranking, write_run
 
-SIG = {"architecture": "GptOssForCausalLM", "num_layers": 3, "num_experts": 8, "top_k": 2}
+SIG = ModelSignature("GptOssForCausalLM", num_layers=3, num_experts=8, top_k=2)
 
 
 def test_plan_keeps_the_first_n_of_each_layer_sorted():
@@ -49,14 +50,14 @@ def test_expert_count_out_of_range(n):
 def test_validate_against_another_model():
     plan = plan_from_ranking(random_ranking(3, 8), 4, SIG, base_model="m", domain="d", criterion="c")
     with pytest.raises(MoeprintError, match="covers 3 layers"):
-        validate_plan(plan, {**SIG, "num_layers": 24})
+        validate_plan(plan, replace(SIG, num_layers=24))
     with pytest.raises(MoeprintError, match="8 experts per layer"):
-        validate_plan(plan, {**SIG, "num_experts": 32})
+        validate_plan(plan, replace(SIG, num_experts=32))
     with pytest.raises(MoeprintError, match="top-4"):
-        validate_plan(plan, {**SIG, "top_k": 4})
+        validate_plan(plan, replace(SIG, top_k=4))
     with pytest.raises(MoeprintError, match="MixtralForCausalLM"):
-        validate_plan(plan, {**SIG, "architecture": "MixtralForCausalLM"})
-    unsorted = PrunePlan("m", SIG["architecture"], "d", "c", 2, 2, ((1, 0), (0, 1), (0, 1)))
+        validate_plan(plan, replace(SIG, architecture="MixtralForCausalLM"))
+    unsorted = PrunePlan("m", SIG.architecture, "d", "c", 2, 2, ((1, 0), (0, 1), (0, 1)))
     with pytest.raises(MoeprintError, match="not ascending"):
         validate_plan(unsorted, SIG)
 
@@ -71,7 +72,7 @@ def test_plan_from_run_and_cli(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "plan.json"
     run_cli("plan", run, "--domain", "math", "--experts", "3", "--criterion", "reap", "--out", out, check=True)
     assert load_plan(out) == plan
-    assert model_signature(json.loads((tiny_model_dir / "config.json").read_text()))["num_experts"] == 8
+    assert model_signature(json.loads((tiny_model_dir / "config.json").read_text())).num_experts == 8
 
     bad = [
         (["--domain", "poetry", "--experts", "3", "--criterion", "reap"], "unknown domain"),

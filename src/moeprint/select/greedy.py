@@ -26,6 +26,7 @@ from moeprint.adapters import MoEAdapter, adapter_for
 from moeprint.errors import MoeprintError
 from moeprint.io.identity import check_same_model
 from moeprint.io.loader import LoadSettings, input_device
+from moeprint.types import ALL
 
 Kept = tuple[tuple[int, ...], ...]
 
@@ -216,7 +217,7 @@ def run_calibration_texts(run_dir, domain: str) -> list[str]:
 
     run = open_run(run_dir)
     table = pq.read_table(run.prompts_path, columns=["domain", "rendered"]).to_pylist()
-    texts = [r["rendered"] for r in table if (domain == "all" or r["domain"] == domain) and r["rendered"]]
+    texts = [r["rendered"] for r in table if (domain == ALL or r["domain"] == domain) and r["rendered"]]
     if not texts:
         raise MoeprintError(f"{run.root} has no recorded prompts of domain {domain!r}.")
     return texts
@@ -253,7 +254,7 @@ def greedy_plan(
     ranking, source = load_ranking(run, start, domain)  # bad criterion or domain fails before weights load
     config = load_config_dict(model_path)
     groups = adapter_for(config).expert_groups(config)
-    if groups is not None and groups.n_group > 1 and (error := groups.budget_error(n_experts, signature["top_k"])):
+    if groups is not None and groups.n_group > 1 and (error := groups.budget_error(n_experts, signature.top_k)):
         raise MoeprintError(f"greedy-loss cannot keep {n_experts} experts: {error}")
     prompts = run_calibration_texts(run.root, domain)
     base = load_model(model_path, load)
@@ -273,14 +274,14 @@ def greedy_plan(
     )
     plan = PrunePlan(
         str(model_path),
-        signature["architecture"],
+        signature.architecture,
         domain,
         "greedy-loss",
         n_experts,
         base.top_k,
         sel.kept[n_experts],
+        base_num_experts=E,
         extra={
-            "base_num_experts": E,
             "start_criterion": start,
             "start_source": source,
             "calibration_tokens": token_budget,
