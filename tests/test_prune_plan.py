@@ -9,11 +9,19 @@ import pytest
 
 from conftest import assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
-from moeprint.select.plan import load_plan, model_signature, plan_from_ranking, plan_from_run, validate_plan
+from moeprint.select.plan import (
+    load_plan,
+    model_signature,
+    plan_from_ranking,
+    plan_from_run,
+    save_plan,
+    validate_plan,
+)
 from moeprint.types import ModelSignature, PrunePlan
 from prune_helpers import assert_error_line, main_in_process, random_ranking, write_run
 
 SIG = ModelSignature("GptOssForCausalLM", num_layers=3, num_experts=8, top_k=2)
+SIG_TINY = ModelSignature("GptOssForCausalLM", num_layers=2, num_experts=8, top_k=2)  # conftest's tiny model
 
 
 def test_plan_keeps_the_first_n_of_each_layer_sorted():
@@ -114,3 +122,65 @@ def test_plan_from_published_ranking(tmp_path, shared_data, tiny_model_dir, caps
     published = json.loads(law.read_text())
     assert plan.domain == "law" and plan.n_experts == 8 and plan.top_k == 4
     assert [list(k) for k in plan.kept] == [sorted(published[f"layer_{i}"][:8]) for i in range(24)]
+
+
+# Written by moeprint before base_num_experts became a PrunePlan field (commit 1a23cd2):
+# `moeprint plan --ranking law.json --model tiny --experts 3 --out old_plan.json` with LAW_RANKING as law.json.
+LAW_RANKING = '{"layer_0": [0, 5, 2, 7, 4, 1, 6, 3], "layer_1": [3, 0, 5, 2, 7, 4, 1, 6]}'
+OLD_PLAN = """{
+ "base_model": "tiny",
+ "architecture": "GptOssForCausalLM",
+ "domain": "law",
+ "criterion": "published",
+ "n_experts": 3,
+ "top_k": 2,
+ "kept": [[0, 2, 5], [0, 3, 5]],
+ "extra": {
+  "base_num_experts": 8,
+  "ranking_source": "law.json",
+  "calibration": {
+   "source": "ranking file law.json",
+   "sha256": "1ed27fa00233072a86fad60a9cabfe51fdd1c9abadfed6426c3414985292b5d1"
+  }
+ }
+}"""
+
+
+def test_a_plan_written_before_the_typed_field_round_trips(tmp_path, tiny_model_dir):
+    old = tmp_path / "old.json"
+    old.write_text(OLD_PLAN)
+    plan = load_plan(old)
+    assert plan.base_num_experts == 8 and "base_num_experts" not in plan.extra
+    assert list(plan.extra) == ["ranking_source", "calibration"]
+    assert validate_plan(plan, SIG_TINY) is plan
+    with pytest.raises(MoeprintError, match="made for a model with 8 experts per layer; this model has 16"):
+        validate_plan(plan, replace(SIG_TINY, num_experts=16))
+    save_plan(plan, tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again == json.loads(OLD_PLAN) and list(again["extra"]) == list(json.loads(OLD_PLAN)["extra"])
+
+    # today's `moeprint plan` writes the same file from the same inputs
+    (tmp_path / "tiny").symlink_to(tiny_model_dir)
+    (tmp_path / "law.json").write_text(LAW_RANKING)
+    run_cli(
+        "plan",
+        "--ranking",
+        "law.json",
+        "--model",
+        "tiny",
+        "--experts",
+        "3",
+        "--out",
+        "new.json",
+        cwd=tmp_path,
+        check=True,
+    )
+    assert json.loads((tmp_path / "new.json").read_text()) == json.loads(OLD_PLAN)
+
+
+def test_base_num_experts_has_one_home():
+    with pytest.raises(ValueError, match="PrunePlan field"):
+        PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),), extra={"base_num_experts": 8})
+    with_field = PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),), extra={"seed": 3}, base_num_experts=8)
+    assert with_field.to_json()["extra"] == {"base_num_experts": 8, "seed": 3}
+    assert "extra" not in PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),)).to_json()

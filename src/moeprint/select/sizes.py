@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from moeprint.errors import MoeprintError
 
 _ITEM = re.compile(r"(?P<lo>[0-9]+)(?:-(?P<hi>[0-9]+)(?::(?P<step>[0-9]+))?)?|(?P<percent>[0-9]+(?:\.[0-9]+)?)%")
-GRAMMAR = "counts, ranges or percentages, e.g. 8, 4,8,16, 4-32, 8-32:8 or 25%,50%"
+EXAMPLES = "8, 4,8,16, 4-32, 8-32:8 or 25%,50%"
+GRAMMAR = f"counts, ranges or percentages of the experts, e.g. {EXAMPLES}"
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def parse_sizes(text: str) -> Sizes:
             continue
         m = _ITEM.fullmatch(part)
         if m is None:
-            raise MoeprintError(f"sizes item {part!r} is not a count, range or percentage ({GRAMMAR}).")
+            raise MoeprintError(f"sizes item {part!r} is not a count, range or percentage (e.g. {EXAMPLES}).")
         if m["percent"] is not None:
             items.append(SizeItem(part, percent=float(m["percent"])))
             continue
