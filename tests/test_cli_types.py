@@ -22,6 +22,7 @@ BAD_VALUES = [
     ("analyze {run} --segment thinking", "--segment", "thinking"),
     ("classify {run} --segment everything", "--segment", "everything"),
     ("greedy-plan {run} --domain law --experts 4 --tokens 1 --out {out}", "--tokens", "1"),
+    ("greedy-plan {run} --domain law --experts 4 --candidates 0 --out {out}", "--candidates", "0"),
 ]
 
 
@@ -79,3 +80,36 @@ def test_a_size_beyond_the_model_is_one_error_line(tiny_model_dir, tmp_path):
     proc = run_cli("factory", tiny_model_dir, "--rankings-dir", rankings, "--sizes", "4,9", "--no-card", "--out", out)
     assert_clean_error(proc)
     assert "error: --sizes item '9' is outside 1..8 experts." in proc.stderr and not out.exists()
+
+
+def _commands(group, prefix=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield " ".join((*prefix, name)), command
+
+
+def test_every_command_reads_lists_sizes_and_segments_through_the_shared_types():
+    """`--domains` means one thing everywhere: the same type, repeatable, and the same list either way."""
+    from moeprint.cli import cli
+    from moeprint.cli_types import NAMES, SEGMENT, SIZES
+
+    shared = {"--domains": NAMES, "--criteria": NAMES, "--sizes": SIZES, "--segment": SEGMENT}
+    seen = set()
+    for name, command in _commands(cli):
+        for param in command.params:
+            for option in set(shared) & set(param.opts):
+                seen.add((name, option))
+                assert param.type is shared[option], (name, option)
+                assert param.multiple == (shared[option] is NAMES), (name, option)
+                if param.multiple:
+                    ctx = command.make_context(name, [], resilient_parsing=True)
+                    one = param.process_value(ctx, ("law,math",))
+                    assert one == param.process_value(ctx, ("law", " math ")) == ["law", "math"]
+    assert {c for c, o in seen if o == "--domains"} == {"record", "analyze", "export-rankings", "factory", "sweep"}
+    assert {c for c, o in seen if o == "--sizes"} == {"factory", "sweep"}
+    assert {c for c, o in seen if o == "--criteria"} == {"analyze", "sweep"}
+    assert {c for c, o in seen if o == "--segment"} == {"analyze", "classify"}

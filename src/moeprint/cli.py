@@ -1140,8 +1140,8 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
 
     Example: moeprint greedy-plan runs/tb --domain law --experts 16 --from reap-sum --out runs/tb/plans/law-greedy-16.json
     """
+    from moeprint.evaluate.greedy_plan import greedy_plan
     from moeprint.progress import Progress
-    from moeprint.select.greedy import greedy_plan
     from moeprint.select.plan import save_plan
 
     with Progress() as progress:
