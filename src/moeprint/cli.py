@@ -888,10 +888,24 @@ def _plan_and_rows(model, plan_path, rows_path):
     help="Generation prompts: a .jsonl/.csv file ({text|messages, domain[, id]}), `builtin` or a benchmark.",
 )
 @click.option("--lm-eval", "lm_eval_tasks", help="lm-eval tasks: names or task YAML paths, comma-separated.")
-@click.option("--lm-eval-limit", type=int, help="At most this many documents per lm-eval task.")
-@click.option("--max-tokens", default=256, show_default=True, help="Perplexity window length in tokens.")
-@click.option("--max-new-tokens", default=64, show_default=True, help="Generation cap per prompt.")
-@click.option("--draft-tokens", default=4, show_default=True, help="Draft tokens per round as a speculative draft.")
+@click.option("--lm-eval-limit", type=click.IntRange(min=1), help="At most this many documents per lm-eval task.")
+@click.option(
+    "--max-tokens",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Perplexity window length in tokens.",
+)
+@click.option(
+    "--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1), help="Generation cap per prompt."
+)
+@click.option(
+    "--draft-tokens",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Draft tokens per round as a speculative draft.",
+)
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 @_load_option_flags
@@ -922,10 +936,6 @@ def evaluate_command(
     """
     from moeprint.evaluate import EvalSettings, evaluate
 
-    if max_tokens < 2 or max_new_tokens < 1 or draft_tokens < 1:
-        raise MoeprintError("--max-tokens must be >= 2, --max-new-tokens and --draft-tokens >= 1.")
-    if lm_eval_limit is not None and lm_eval_limit < 1:
-        raise MoeprintError("--lm-eval-limit must be >= 1.")
     settings = EvalSettings(
         max_tokens=max_tokens,
         max_new_tokens=max_new_tokens,
