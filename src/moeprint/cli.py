@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from moeprint import __version__
-from moeprint.cli_types import SEGMENT, domains_option, names_option, sizes_option
+from moeprint.cli_types import (
+    SEGMENT,
+    count_option,
+    domains_option,
+    max_tokens_option,
+    names_option,
+    sizes_option,
+)
 from moeprint.errors import MoeprintError
 from moeprint.io.loader import DTYPES, LoadSettings, check_device
 from moeprint.types import ALL
@@ -428,12 +435,8 @@ def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overw
     help="Criteria to rank by, comma-separated or repeated (default: all that the run supports).",
 )
 @click.option("--top-n", type=int, default=None, help="Kept-set size for overlap and stability (default E/2).")
-@click.option(
-    "--permutations", type=click.IntRange(min=1), default=999, show_default=True, help="Prompt-label permutations."
-)
-@click.option(
-    "--bootstrap", type=click.IntRange(min=2), default=200, show_default=True, help="Bootstrap resamples of prompts."
-)
+@count_option("--permutations", minimum=1, default=999, help="Prompt-label permutations.")
+@count_option("--bootstrap", minimum=2, default=200, help="Bootstrap resamples of prompts.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-stats", is_flag=True, help="Only fingerprints and rankings.")
 @click.option("--plots", is_flag=True, help="Also draw fingerprints/plots/specialisation.{png,svg}.")
@@ -888,24 +891,10 @@ def _plan_and_rows(model, plan_path, rows_path):
     help="Generation prompts: a .jsonl/.csv file ({text|messages, domain[, id]}), `builtin` or a benchmark.",
 )
 @click.option("--lm-eval", "lm_eval_tasks", help="lm-eval tasks: names or task YAML paths, comma-separated.")
-@click.option("--lm-eval-limit", type=click.IntRange(min=1), help="At most this many documents per lm-eval task.")
-@click.option(
-    "--max-tokens",
-    default=256,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Perplexity window length in tokens.",
-)
-@click.option(
-    "--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1), help="Generation cap per prompt."
-)
-@click.option(
-    "--draft-tokens",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Draft tokens per round as a speculative draft.",
-)
+@count_option("--lm-eval-limit", minimum=1, help="At most this many documents per lm-eval task.")
+@max_tokens_option()
+@count_option("--max-new-tokens", minimum=1, default=64, help="Generation cap per prompt.")
+@count_option("--draft-tokens", minimum=1, default=4, help="Draft tokens per round as a speculative draft.")
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 @_load_option_flags
@@ -973,20 +962,8 @@ def evaluate_command(
 @domains_option("Domains to select for.", required=True)
 @sizes_option(required=True)
 @names_option("--criteria", default="frequency", help="Ranking criteria, comma-separated or repeated.")
-@click.option(
-    "--random-seeds",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Random selections per size (the floor).",
-)
-@click.option(
-    "--max-tokens",
-    default=256,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Perplexity window length in tokens.",
-)
+@count_option("--random-seeds", minimum=0, default=5, help="Random selections per size (the floor).")
+@max_tokens_option()
 @click.option(
     "--unverified-calibration",
     is_flag=True,
@@ -1126,20 +1103,8 @@ def heal_command(
 @click.option(
     "--from", "start", default="reap-sum", show_default=True, help="Criterion whose ranking starts the search."
 )
-@click.option(
-    "--tokens",
-    default=1024,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Calibration tokens per masked forward pass.",
-)
-@click.option(
-    "--candidates",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Lowest-ranked remaining experts tried per layer and round.",
-)
+@count_option("--tokens", minimum=2, default=1024, help="Calibration tokens per masked forward pass.")
+@count_option("--candidates", minimum=1, default=3, help="Lowest-ranked remaining experts tried per layer and round.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prune plan JSON to write.")
 @_load_option_flags
 def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, candidates, out, load):

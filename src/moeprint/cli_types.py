@@ -51,8 +51,8 @@ def _joined(ctx, param, value):
 def names_option(*decls: str, **kwargs):
     """A comma-list option that may also be repeated (`--domains law,math` = `--domains law --domains math`)."""
     default = kwargs.pop("default", None)
-    if default is not None:
-        kwargs.update(default=(default,), show_default=default)
+    if default is not None:  # click would show a tuple default as "(frequency)"
+        kwargs.update(default=(default,), help=f"{kwargs.get('help', '')}  [default: {default}]".strip())
     return click.option(*decls, multiple=True, type=NAMES, callback=_joined, **kwargs)
 
 
@@ -63,3 +63,15 @@ def domains_option(help: str, **kwargs):
 
 def sizes_option(**kwargs):
     return click.option("--sizes", type=SIZES, help=f"Experts kept per layer: {GRAMMAR}.", **kwargs)
+
+
+def count_option(*decls: str, minimum: int, default: int | None = None, help: str):
+    """An integer option with its lower bound: a value below it fails in click, naming the option."""
+    return click.option(
+        *decls, type=click.IntRange(min=minimum), default=default, show_default=default is not None, help=help
+    )
+
+
+def max_tokens_option():
+    """`--max-tokens`: the perplexity window of evaluate and sweep."""
+    return count_option("--max-tokens", minimum=2, default=256, help="Perplexity window length in tokens.")
