@@ -184,3 +184,17 @@ def test_base_num_experts_has_one_home():
     with_field = PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),), extra={"seed": 3}, base_num_experts=8)
     assert with_field.to_json()["extra"] == {"base_num_experts": 8, "seed": 3}
     assert "extra" not in PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),)).to_json()
+
+
+def test_the_dispatch_draws_the_sweeps_random_floor(tiny_model_dir):
+    from moeprint.select.rankings import random_kept
+    from moeprint.select.sources import PlanSource, build_plan
+
+    plans = [build_plan(PlanSource(random_seed=seed, model=tiny_model_dir), 3) for seed in (0, 0, 1)]
+    assert plans[0] == plans[1] and plans[0].kept != plans[2].kept
+    assert plans[0].kept == random_kept(2, 8, 3, 0)  # the sweep's random cut of seed 0
+    for plan in plans:
+        assert plan.criterion == "random" and plan.domain == "" and plan.base_num_experts == 8
+        assert all(len(set(k)) == 3 and list(k) == sorted(k) and set(k) <= set(range(8)) for k in plan.kept)
+    with pytest.raises(MoeprintError, match="random plan needs a model folder"):
+        build_plan(PlanSource(random_seed=0), 3)

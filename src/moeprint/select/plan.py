@@ -1,4 +1,5 @@
-"""Prune plans: which experts every layer keeps, built from a ranking and validated before any weight is read.
+"""Prune plans: which experts every layer keeps, built from a ranking and validated before any weight is read
+(which builder a request needs: `moeprint.select.sources.build_plan`).
 
 A ranking is the published `{"layer_0": [expert ids best first], ...}` format, either from a run's
 fingerprints (`RUN/fingerprints/rankings/<criterion>/<domain>.json`) or a published
