@@ -138,7 +138,7 @@ def factory_plans(
     else:
         sources = _run_sources(run_dir, domains, criterion, sizes[0])
     plans = [build_plan(source, n) for source in sources for n in sizes]
-    for plan in plans:
+    for plan in plans:  # a ranking file's plans were validated against the model; a run's against the run
         if plan.num_layers != signature.num_layers or plan.architecture != signature.architecture:
             raise MoeprintError(f"run {run_dir} was recorded on another model than {model_dir}.")
     return plans
