@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from moeprint.adapters import load_config_dict
-from moeprint.prune import model_signature, plan_from_ranking
+from moeprint.select.plan import model_signature, plan_from_ranking
 
 
 def random_ranking(num_layers: int, num_experts: int, seed: int = 0) -> dict[str, list[int]]:

@@ -29,8 +29,9 @@ from moeprint.adapters.olmoe import OLMOE
 from moeprint.adapters.qwen3_moe import QWEN3_MOE
 from moeprint.errors import MoeprintError
 from moeprint.io.shards import list_tensors
-from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking
+from moeprint.prune import build_checkpoint
 from moeprint.record.hooks import RouterCapture
+from moeprint.select.plan import model_signature, plan_from_ranking
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
 ADAPTER = {"mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "olmoe": OLMOE}
@@ -172,7 +173,7 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     adapter = adapter_for(base.config)
     signature = model_signature(load_config_dict(base_dir))
-    assert signature["num_layers"] == 2  # MoE layers only
+    assert signature.num_layers == 2  # MoE layers only
     with torch.no_grad():
         base_logits = base(token_ids).logits
     base_tensors = read_tensors(base_dir)
@@ -226,7 +227,7 @@ def test_checkpoint_with_missing_experts_is_refused(tmp_path):
 def make_plan_for(model_dir, n):
     signature = model_signature(load_config_dict(model_dir))
     return plan_from_ranking(
-        random_ranking(signature["num_layers"], E),
+        random_ranking(signature.num_layers, E),
         n,
         signature,
         base_model=str(model_dir),

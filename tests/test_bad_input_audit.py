@@ -35,7 +35,7 @@ def _truncate(path: Path) -> None:
 def bad(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """Valid inputs and damaged copies of them, keyed by what they are."""
     from moeprint.analyze import analyze_run
-    from moeprint.prune import save_plan
+    from moeprint.select.plan import save_plan
 
     root = tmp_path_factory.mktemp("audit")
     p: dict[str, Path] = {"root": root, "model": tiny_model_dir}

@@ -45,7 +45,8 @@ from moeprint.adapters.minimax_m2 import MINIMAX_M2 as MINIMAX_M2_ADAPTER
 from moeprint.adapters.qwen3_5_moe import QWEN3_5_MOE
 from moeprint.adapters.size import cut_parameter_count, parameter_count, stored_numel
 from moeprint.errors import MoeprintError
-from moeprint.prune import build_checkpoint, model_signature, plan_from_ranking, validate_plan
+from moeprint.prune import build_checkpoint
+from moeprint.select.plan import model_signature, plan_from_ranking, validate_plan
 from moeprint.select.rankings import random_kept
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
@@ -180,7 +181,7 @@ def test_published_config_of_deepseek_v3():
         4,
     )
     signature = model_signature(DEEPSEEK_V3)
-    assert signature["expert_groups"] == [8, 4] and signature["num_layers"] == 58
+    assert signature.expert_groups == (8, 4) and signature.num_layers == 58
     # 8 experts leave 1 per group (a group is scored by its best two); 16 leave 2 and 4 groups hold 8 = top-k
     assert "keep at least 16" in groups.budget_error(8, 8)
     assert "split equally" in groups.budget_error(20, 8)
@@ -311,7 +312,7 @@ def test_recorded_routing_equals_the_family_formula(family, token_ids):
 def test_plans_keep_an_equal_budget_per_group(tmp_path, capsys):
     base_dir = build_tiny(tmp_path / "base", "deepseek_v3")
     signature = model_signature(load_config_dict(base_dir))
-    assert signature["expert_groups"] == [2, 1]
+    assert signature.expert_groups == (2, 1)
     ranking = {"layer_0": [0, 1, 2, 3, 4, 5, 6, 7], "layer_1": [7, 3, 6, 2, 5, 1, 4, 0]}
     plan = plan_from_ranking(ranking, 4, signature, base_model=str(base_dir), domain="law", criterion="test")
     # groups {0..3} and {4..7}: the best two of each group, in ranking order (not the best four overall)
@@ -355,8 +356,8 @@ def test_pruned_checkpoint_equals_masked_base(family, fused, tmp_path, token_ids
     signature = model_signature(load_config_dict(base_dir))
     n_layers = len(MOE_LAYERS[family])
     in_memory = model_signature(base.config.to_dict())  # Qwen3.5 / Llama-4: a text config naming no architecture
-    assert {k: in_memory[k] for k in ("num_layers", "num_experts", "top_k")} == {
-        k: signature[k] for k in ("num_layers", "num_experts", "top_k")
+    assert {k: getattr(in_memory, k) for k in ("num_layers", "num_experts", "top_k")} == {
+        k: getattr(signature, k) for k in ("num_layers", "num_experts", "top_k")
     }
     with torch.no_grad():
         base_logits = base(token_ids).logits

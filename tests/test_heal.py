@@ -20,8 +20,9 @@ from moeprint.errors import MoeprintError
 from moeprint.evaluate.cut import load_model
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration
 from moeprint.io.loader import LoadSettings
-from moeprint.prune import build_checkpoint, save_plan
+from moeprint.prune import build_checkpoint
 from moeprint.prune.rows import HealedRows, load_router_rows, rows_for_plan, save_router_rows
+from moeprint.select.plan import save_plan
 from prune_helpers import main_in_process, make_plan, read_tensors
 
 E, TOP_K = 8, 2  # the tiny model's experts and top-k
@@ -112,7 +113,7 @@ def test_rows_file_round_trip_and_bad_files(tiny_model_dir, tmp_path):
     plan_path = save_plan(
         plan.__class__(**{**plan.__dict__, "extra": {**plan.extra, "router_rows": path.name}}), tmp_path / "p.json"
     )
-    from moeprint.prune import load_plan
+    from moeprint.select.plan import load_plan
 
     found = rows_for_plan(load_plan(plan_path), plan_path, None)
     assert torch.equal(found.rows[0].weight, rows[0].weight)

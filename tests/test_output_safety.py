@@ -83,7 +83,7 @@ def _ok(capsys, *args) -> None:
 def inp(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     from arch_helpers import build_tiny
     from moeprint.analyze import analyze_run
-    from moeprint.prune import save_plan
+    from moeprint.select.plan import save_plan
 
     root = tmp_path_factory.mktemp("safety")
     p: dict[str, Path] = {"root": root, "model": tiny_model_dir}

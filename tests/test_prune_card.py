@@ -136,7 +136,7 @@ def test_kept_experts_use_decoder_layer_numbers():
         n_experts=2,
         top_k=2,
         kept=((0, 3), (1, 2)),
-        extra={"base_num_experts": 4},
+        base_num_experts=4,
     )
     card = build_card(
         name="c",

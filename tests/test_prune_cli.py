@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
-from moeprint.prune import build_checkpoint, save_plan
+from moeprint.prune import build_checkpoint
 from moeprint.prune.mask import generate_text
+from moeprint.select.plan import save_plan
 from prune_helpers import assert_error_line, main_in_process, make_plan
 
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from conftest import assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
-from moeprint.prune import load_plan, model_signature, plan_from_ranking, plan_from_run, validate_plan
-from moeprint.types import PrunePlan
+from moeprint.select.plan import (
+    load_plan,
+    model_signature,
+    plan_from_ranking,
+    plan_from_run,
+    save_plan,
+    validate_plan,
+)
+from moeprint.types import ModelSignature, PrunePlan
 from prune_helpers import assert_error_line, main_in_process, random_ranking, write_run
 
-SIG = {"architecture": "GptOssForCausalLM", "num_layers": 3, "num_experts": 8, "top_k": 2}
+SIG = ModelSignature("GptOssForCausalLM", num_layers=3, num_experts=8, top_k=2)
+SIG_TINY = ModelSignature("GptOssForCausalLM", num_layers=2, num_experts=8, top_k=2)  # conftest's tiny model
 
 
 def test_plan_keeps_the_first_n_of_each_layer_sorted():
@@ -49,14 +58,14 @@ def test_expert_count_out_of_range(n):
 def test_validate_against_another_model():
     plan = plan_from_ranking(random_ranking(3, 8), 4, SIG, base_model="m", domain="d", criterion="c")
     with pytest.raises(MoeprintError, match="covers 3 layers"):
-        validate_plan(plan, {**SIG, "num_layers": 24})
+        validate_plan(plan, replace(SIG, num_layers=24))
     with pytest.raises(MoeprintError, match="8 experts per layer"):
-        validate_plan(plan, {**SIG, "num_experts": 32})
+        validate_plan(plan, replace(SIG, num_experts=32))
     with pytest.raises(MoeprintError, match="top-4"):
-        validate_plan(plan, {**SIG, "top_k": 4})
+        validate_plan(plan, replace(SIG, top_k=4))
     with pytest.raises(MoeprintError, match="MixtralForCausalLM"):
-        validate_plan(plan, {**SIG, "architecture": "MixtralForCausalLM"})
-    unsorted = PrunePlan("m", SIG["architecture"], "d", "c", 2, 2, ((1, 0), (0, 1), (0, 1)))
+        validate_plan(plan, replace(SIG, architecture="MixtralForCausalLM"))
+    unsorted = PrunePlan("m", SIG.architecture, "d", "c", 2, 2, ((1, 0), (0, 1), (0, 1)))
     with pytest.raises(MoeprintError, match="not ascending"):
         validate_plan(unsorted, SIG)
 
@@ -71,7 +80,7 @@ def test_plan_from_run_and_cli(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "plan.json"
     run_cli("plan", run, "--domain", "math", "--experts", "3", "--criterion", "reap", "--out", out, check=True)
     assert load_plan(out) == plan
-    assert model_signature(json.loads((tiny_model_dir / "config.json").read_text()))["num_experts"] == 8
+    assert model_signature(json.loads((tiny_model_dir / "config.json").read_text())).num_experts == 8
 
     bad = [
         (["--domain", "poetry", "--experts", "3", "--criterion", "reap"], "unknown domain"),
@@ -113,3 +122,79 @@ def test_plan_from_published_ranking(tmp_path, shared_data, tiny_model_dir, caps
     published = json.loads(law.read_text())
     assert plan.domain == "law" and plan.n_experts == 8 and plan.top_k == 4
     assert [list(k) for k in plan.kept] == [sorted(published[f"layer_{i}"][:8]) for i in range(24)]
+
+
+# Written by moeprint before base_num_experts became a PrunePlan field (commit 1a23cd2):
+# `moeprint plan --ranking law.json --model tiny --experts 3 --out old_plan.json` with LAW_RANKING as law.json.
+LAW_RANKING = '{"layer_0": [0, 5, 2, 7, 4, 1, 6, 3], "layer_1": [3, 0, 5, 2, 7, 4, 1, 6]}'
+OLD_PLAN = """{
+ "base_model": "tiny",
+ "architecture": "GptOssForCausalLM",
+ "domain": "law",
+ "criterion": "published",
+ "n_experts": 3,
+ "top_k": 2,
+ "kept": [[0, 2, 5], [0, 3, 5]],
+ "extra": {
+  "base_num_experts": 8,
+  "ranking_source": "law.json",
+  "calibration": {
+   "source": "ranking file law.json",
+   "sha256": "1ed27fa00233072a86fad60a9cabfe51fdd1c9abadfed6426c3414985292b5d1"
+  }
+ }
+}"""
+
+
+def test_a_plan_written_before_the_typed_field_round_trips(tmp_path, tiny_model_dir):
+    old = tmp_path / "old.json"
+    old.write_text(OLD_PLAN)
+    plan = load_plan(old)
+    assert plan.base_num_experts == 8 and "base_num_experts" not in plan.extra
+    assert list(plan.extra) == ["ranking_source", "calibration"]
+    assert validate_plan(plan, SIG_TINY) is plan
+    with pytest.raises(MoeprintError, match="made for a model with 8 experts per layer; this model has 16"):
+        validate_plan(plan, replace(SIG_TINY, num_experts=16))
+    save_plan(plan, tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again == json.loads(OLD_PLAN) and list(again["extra"]) == list(json.loads(OLD_PLAN)["extra"])
+
+    # today's `moeprint plan` writes the same file from the same inputs
+    (tmp_path / "tiny").symlink_to(tiny_model_dir)
+    (tmp_path / "law.json").write_text(LAW_RANKING)
+    run_cli(
+        "plan",
+        "--ranking",
+        "law.json",
+        "--model",
+        "tiny",
+        "--experts",
+        "3",
+        "--out",
+        "new.json",
+        cwd=tmp_path,
+        check=True,
+    )
+    assert json.loads((tmp_path / "new.json").read_text()) == json.loads(OLD_PLAN)
+
+
+def test_base_num_experts_has_one_home():
+    with pytest.raises(ValueError, match="PrunePlan field"):
+        PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),), extra={"base_num_experts": 8})
+    with_field = PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),), extra={"seed": 3}, base_num_experts=8)
+    assert with_field.to_json()["extra"] == {"base_num_experts": 8, "seed": 3}
+    assert "extra" not in PrunePlan("m", "GptOssForCausalLM", "d", "c", 1, 1, ((0,),)).to_json()
+
+
+def test_the_dispatch_draws_the_sweeps_random_floor(tiny_model_dir):
+    from moeprint.select.rankings import random_kept
+    from moeprint.select.sources import PlanSource, build_plan
+
+    plans = [build_plan(PlanSource(random_seed=seed, model=tiny_model_dir), 3) for seed in (0, 0, 1)]
+    assert plans[0] == plans[1] and plans[0].kept != plans[2].kept
+    assert plans[0].kept == random_kept(2, 8, 3, 0)  # the sweep's random cut of seed 0
+    for plan in plans:
+        assert plan.criterion == "random" and plan.domain == "" and plan.base_num_experts == 8
+        assert all(len(set(k)) == 3 and list(k) == sorted(k) and set(k) <= set(range(8)) for k in plan.kept)
+    with pytest.raises(MoeprintError, match="random plan needs a model folder"):
+        build_plan(PlanSource(random_seed=0), 3)

@@ -21,7 +21,8 @@ CPU_BF16 = ("--device", "cpu", "--dtype", "bfloat16")
 def test_real_use_steps_on_the_standin(standin_1layer, tmp_path):
     from moeprint.io.loader import LoadSettings, load_causal_lm, load_tokenizer
     from moeprint.io.shards import list_tensors
-    from moeprint.prune import load_masked, load_plan
+    from moeprint.prune import load_masked
+    from moeprint.select.plan import load_plan
 
     model = standin_1layer
     prompts = write_jsonl(

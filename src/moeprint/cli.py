@@ -13,8 +13,17 @@ from pathlib import Path
 import click
 
 from moeprint import __version__
+from moeprint.cli_types import (
+    SEGMENT,
+    count_option,
+    domains_option,
+    max_tokens_option,
+    names_option,
+    sizes_option,
+)
 from moeprint.errors import MoeprintError
 from moeprint.io.loader import DTYPES, LoadSettings, check_device
+from moeprint.types import ALL
 
 # Parameters that name what a command writes; every other path parameter is an input.
 OUTPUT_PARAMS = ("out", "out_dir", "out_path")
@@ -162,7 +171,7 @@ def _cluster(ray_address, workers, gpus_per_worker):
 @click.option("--logits", is_flag=True, help="Also store full router logits (L*E floats per token).")
 @click.option("--expert-norms", is_flag=True, help="Also store ||f_j(x)|| of each selected expert (REAP).")
 @click.option("--shard", default=None, help="Record only shard I of N (I/N); merge shards with `moeprint merge-runs`.")
-@click.option("--domains", default=None, help="Comma-separated domains to keep (must be known or declared).")
+@domains_option("Domains to keep (must be known or declared).")
 @click.option("--limit", default=None, type=int, help="Record only the first N prompts (after --domains).")
 @click.option(
     "--reasoning-effort",
@@ -212,12 +221,11 @@ def record_cmd(
     from moeprint.io.run import open_run
     from moeprint.record import record_run
 
-    domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     path = record_run(
         model,
         list(sources),
         out_dir,
-        domains=domain_list,
+        domains=domains,
         limit=limit,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -377,12 +385,6 @@ def demo_cmd(out_dir: str, quiet: bool) -> None:
 # ---- import and analyze ---------------------------------------------------------------------
 
 
-def _split_list(values: tuple[str, ...]) -> list[str] | None:
-    """Repeated or comma-separated options -> list (None when absent)."""
-    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return items or None
-
-
 @cli.command("import-fingerprinting")
 @click.argument("src", type=click.Path(path_type=str))
 @click.option(
@@ -418,33 +420,32 @@ def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overw
 
 @cli.command("analyze")
 @click.argument("run_dir", type=click.Path(path_type=str))
-@click.option("--domains", multiple=True, help="Domains to rank and test (comma-separated or repeated; default all).")
+@domains_option("Domains to rank and test (default all).")
 @click.option(
     "--segment",
-    default="all",
+    default=ALL,
     show_default=True,
-    type=click.Choice(["prompt", "think", "answer", "generated", "all"]),
+    type=SEGMENT,
     help="Tokens the rankings and statistics use (generated = think + answer + other generated).",
 )
-@click.option(
+@names_option(
     "--criteria",
     "--criterion",
     "criteria",
-    multiple=True,
-    help="Criteria to rank by (default: all that the run supports).",
+    help="Criteria to rank by, comma-separated or repeated (default: all that the run supports).",
 )
 @click.option("--top-n", type=int, default=None, help="Kept-set size for overlap and stability (default E/2).")
-@click.option("--permutations", type=int, default=999, show_default=True, help="Prompt-label permutations.")
-@click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap resamples of prompts.")
+@count_option("--permutations", minimum=1, default=999, help="Prompt-label permutations.")
+@count_option("--bootstrap", minimum=2, default=200, help="Bootstrap resamples of prompts.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-stats", is_flag=True, help="Only fingerprints and rankings.")
 @click.option("--plots", is_flag=True, help="Also draw fingerprints/plots/specialisation.{png,svg}.")
 @click.option("--no-coactivation", is_flag=True, help="Skip pair counts (3x faster; coactivation.parquet stays empty).")
 def analyze_cmd(
     run_dir: str,
-    domains: tuple[str, ...],
+    domains: list[str] | None,
     segment: str,
-    criteria: tuple[str, ...],
+    criteria: list[str] | None,
     top_n: int | None,
     permutations: int,
     bootstrap: int,
@@ -459,13 +460,11 @@ def analyze_cmd(
     """
     from moeprint.analyze import analyze_run
 
-    if permutations < 1 or bootstrap < 2:
-        raise MoeprintError("--permutations must be >= 1 and --bootstrap >= 2.")
     out = analyze_run(
         run_dir,
-        _split_list(domains),
+        domains or None,
         segment,
-        _split_list(criteria),
+        criteria or None,
         top_n,
         permutations,
         bootstrap,
@@ -483,7 +482,7 @@ def analyze_cmd(
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False, path_type=str), help="Directory for <domain>.json."
 )
-@click.option("--domains", multiple=True, help="Domains to export (default: those analyzed).")
+@domains_option("Domains to export (default: those analyzed).")
 @click.option(
     "--format",
     "fmt",
@@ -493,7 +492,7 @@ def analyze_cmd(
     help='published: {"layer_0": [ids best first]}; llmcompressor: the saliency '
     'report its ExpertPruner reads ({"saliency": [[per expert] per layer], "count": ...}).',
 )
-def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[str, ...], fmt: str) -> None:
+def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: list[str] | None, fmt: str) -> None:
     """Write OUT/<domain>.json for any criterion: published rankings or an llm-compressor saliency report.
 
     Example: moeprint export-rankings runs/published --criterion reference --out topical_analytics
@@ -502,7 +501,7 @@ def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[s
     """
     from moeprint.analyze import export_rankings
 
-    written = export_rankings(run_dir, criterion, out, _split_list(domains), fmt=fmt)
+    written = export_rankings(run_dir, criterion, out, domains or None, fmt=fmt)
     click.echo(f"{len(written)} ranking files -> {out}")
 
 
@@ -519,7 +518,7 @@ def export_rankings_cmd(run_dir: str, criterion: str, out: str, domains: tuple[s
     "--segment",
     default="generated",
     show_default=True,
-    type=click.Choice(["prompt", "think", "answer", "generated", "all"]),
+    type=SEGMENT,
 )
 @click.option("--window", type=int, default=None, help="Classify windows of N token positions instead of prompts.")
 @click.option("--folds", type=int, default=5, show_default=True)
@@ -687,24 +686,13 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
 
     Example: moeprint plan --from-llmcompressor reap_report.json --model models/base --out reap.json
     """
-    from moeprint.prune import plan_from_ranking_file, plan_from_run, save_plan
+    from moeprint.select.plan import save_plan
+    from moeprint.select.sources import PlanSource, build_plan
 
-    if llmc_report is not None:
-        from moeprint.select.plan import plan_from_llmcompressor
-
-        if model is None or run_dir is not None or ranking is not None:
-            raise MoeprintError("--from-llmcompressor needs --model MODEL and neither RUN_DIR nor --ranking.")
-        result = plan_from_llmcompressor(llmc_report, model, n_experts, domain=domain)
-    elif n_experts is None:
-        raise MoeprintError("say how many experts to keep with --experts N.")
-    elif ranking is not None:
-        if model is None or run_dir is not None:
-            raise MoeprintError("--ranking needs --model MODEL (the model the plan is for) and no RUN_DIR.")
-        result = plan_from_ranking_file(ranking, model, n_experts, domain=domain, criterion=criterion or "published")
-    else:
-        if run_dir is None or domain is None:
-            raise MoeprintError("give RUN_DIR and --domain (or --ranking FILE --model MODEL).")
-        result = plan_from_run(run_dir, domain, n_experts, criterion)
+    source = PlanSource(
+        run_dir=run_dir, ranking=ranking, llmcompressor=llmc_report, model=model, domain=domain, criterion=criterion
+    )
+    result = build_plan(source, n_experts)
     save_plan(result, out_path)
     click.echo(
         f"plan: {result.domain}, {result.n_experts} experts x {result.num_layers} layers "
@@ -757,8 +745,8 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
 @cli.command()
 @click.argument("model", type=click.Path(file_okay=False))
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--domains", default=None, help="Comma-separated domains (default: every ranked domain).")
-@click.option("--sizes", default="4-32", show_default=True, help="Experts kept: a range 4-32, a list 4,8,16 or 8-32:8.")
+@domains_option("Domains to cut (default: every ranked domain).")
+@sizes_option(default="4-32", show_default=True)
 @click.option("--criterion", default=None, help="Ranking criterion of the run's fingerprints.")
 @click.option(
     "--rankings-dir",
@@ -782,15 +770,15 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
     from rich.table import Table
 
     from moeprint.io.shards import parse_size
-    from moeprint.prune import DEFAULT_NAME_PATTERN, parse_sizes, run_factory
+    from moeprint.prune import DEFAULT_NAME_PATTERN, FactoryStatus, run_factory
 
     rows = run_factory(
         model,
         out_dir,
-        sizes=parse_sizes(sizes),
+        sizes=sizes,
         run_dir=run_dir,
         rankings_dir=rankings_dir,
-        domains=[d for d in domains.split(",") if d] if domains else None,
+        domains=domains or None,
         criterion=criterion,
         dtype=dtype,
         shard_size=parse_size(shard_size),
@@ -801,9 +789,9 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
     for column in ("name", "domain", "experts", "parameters", "GB", "status"):
         table.add_column(column, justify="right" if column in ("experts", "parameters", "GB") else "left")
     for r in rows:
-        table.add_row(r.name, r.domain, str(r.n_experts), f"{r.n_parameters:,}", f"{r.size_gb:.3f}", r.status)
+        table.add_row(r.name, r.domain, str(r.n_experts), f"{r.n_parameters:,}", f"{r.size_gb:.3f}", r.status.value)
     Console().print(table)
-    written = sum(r.status == "written" for r in rows)
+    written = sum(r.status is FactoryStatus.WRITTEN for r in rows)
     click.echo(
         f"factory: {written} written, {len(rows) - written} already complete -> {out_dir} (summary.csv, summary.json)"
     )
@@ -903,10 +891,10 @@ def _plan_and_rows(model, plan_path, rows_path):
     help="Generation prompts: a .jsonl/.csv file ({text|messages, domain[, id]}), `builtin` or a benchmark.",
 )
 @click.option("--lm-eval", "lm_eval_tasks", help="lm-eval tasks: names or task YAML paths, comma-separated.")
-@click.option("--lm-eval-limit", type=int, help="At most this many documents per lm-eval task.")
-@click.option("--max-tokens", default=256, show_default=True, help="Perplexity window length in tokens.")
-@click.option("--max-new-tokens", default=64, show_default=True, help="Generation cap per prompt.")
-@click.option("--draft-tokens", default=4, show_default=True, help="Draft tokens per round as a speculative draft.")
+@count_option("--lm-eval-limit", minimum=1, help="At most this many documents per lm-eval task.")
+@max_tokens_option()
+@count_option("--max-new-tokens", minimum=1, default=64, help="Generation cap per prompt.")
+@count_option("--draft-tokens", minimum=1, default=4, help="Draft tokens per round as a speculative draft.")
 @click.option("--no-speculative", is_flag=True, help="Skip the speculative-decoding measurement.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON to write.")
 @_load_option_flags
@@ -937,10 +925,6 @@ def evaluate_command(
     """
     from moeprint.evaluate import EvalSettings, evaluate
 
-    if max_tokens < 2 or max_new_tokens < 1 or draft_tokens < 1:
-        raise MoeprintError("--max-tokens must be >= 2, --max-new-tokens and --draft-tokens >= 1.")
-    if lm_eval_limit is not None and lm_eval_limit < 1:
-        raise MoeprintError("--lm-eval-limit must be >= 1.")
     settings = EvalSettings(
         max_tokens=max_tokens,
         max_new_tokens=max_new_tokens,
@@ -964,10 +948,6 @@ def evaluate_command(
     click.echo(f"wrote {path}")
 
 
-def _names(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 @cli.command("sweep")
 @click.argument("run_dir", type=click.Path())
 @click.option("--model", "model_path", type=click.Path(), help="Base model folder (default: the run's model).")
@@ -979,11 +959,11 @@ def _names(value: str) -> list[str]:
     help="Held-out texts, JSONL rows {text, domain[, id]}, disjoint from the run's prompts.",
 )
 @click.option("--mc", "mc_path", type=click.Path(), help="Multiple-choice JSONL (MMLU or GPQA shape).")
-@click.option("--domains", required=True, help="Domains to select for, comma-separated.")
-@click.option("--sizes", required=True, help="Experts kept per layer: counts or percentages, e.g. 8,16 or 25%,50%.")
-@click.option("--criteria", default="frequency", show_default=True, help="Ranking criteria, comma-separated.")
-@click.option("--random-seeds", default=5, show_default=True, help="Random selections per size (the floor).")
-@click.option("--max-tokens", default=256, show_default=True, help="Perplexity window length in tokens.")
+@domains_option("Domains to select for.", required=True)
+@sizes_option(required=True)
+@names_option("--criteria", default="frequency", help="Ranking criteria, comma-separated or repeated.")
+@count_option("--random-seeds", minimum=0, default=5, help="Random selections per size (the floor).")
+@max_tokens_option()
 @click.option(
     "--unverified-calibration",
     is_flag=True,
@@ -1032,12 +1012,10 @@ def sweep_command(
     """
     from moeprint.evaluate.sweep import SweepSpec, sweep
 
-    if random_seeds < 0 or max_tokens < 2:
-        raise MoeprintError("--random-seeds must be >= 0 and --max-tokens >= 2.")
     spec = SweepSpec(
-        domains=_names(domains),
+        domains=domains or [],
         sizes=sizes,
-        criteria=_names(criteria),
+        criteria=criteria or [],
         random_seeds=random_seeds,
         max_tokens=max_tokens,
         allow_unverified=unverified_calibration,
@@ -1125,20 +1103,8 @@ def heal_command(
 @click.option(
     "--from", "start", default="reap-sum", show_default=True, help="Criterion whose ranking starts the search."
 )
-@click.option(
-    "--tokens",
-    default=1024,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Calibration tokens per masked forward pass.",
-)
-@click.option(
-    "--candidates",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Lowest-ranked remaining experts tried per layer and round.",
-)
+@count_option("--tokens", minimum=2, default=1024, help="Calibration tokens per masked forward pass.")
+@count_option("--candidates", minimum=1, default=3, help="Lowest-ranked remaining experts tried per layer and round.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prune plan JSON to write.")
 @_load_option_flags
 def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, candidates, out, load):
@@ -1149,8 +1115,8 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
 
     Example: moeprint greedy-plan runs/tb --domain law --experts 16 --from reap-sum --out runs/tb/plans/law-greedy-16.json
     """
+    from moeprint.evaluate.greedy_plan import greedy_plan
     from moeprint.progress import Progress
-    from moeprint.select.greedy import greedy_plan
     from moeprint.select.plan import save_plan
 
     with Progress() as progress:

@@ -68,9 +68,10 @@ def run_demo(
     from moeprint.analyze.pipeline import analyze_run
     from moeprint.evaluate.compare import EvalSettings, evaluate
     from moeprint.evaluate.sweep import SweepSpec, sweep
-    from moeprint.prune import CardOptions, build_checkpoint, plan_from_run, save_plan
+    from moeprint.prune import CardOptions, build_checkpoint
     from moeprint.record import record_run
     from moeprint.report.build import build_site
+    from moeprint.select.plan import plan_from_run, save_plan
     from moeprint.testbed import testbed_path
 
     settings = settings or DemoSettings()

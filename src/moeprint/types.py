@@ -12,6 +12,9 @@ if TYPE_CHECKING:  # annotations only: prompt loading and CLI validation stay fr
 # "think"/"answer" are the analysis and final channels of a chat format with channels (`adapters.ChatFormat`);
 # "generated" is a generated token of no known channel (models without channels, message terminators).
 SEGMENTS = ("prompt", "think", "answer", "generated")
+# Every domain (or every segment) pooled: the label of pooled fingerprints, rankings and results, and the
+# domain of general prompts that belong to no single domain. Defined here only; everything else names it.
+ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,26 @@ class RouterBatch:
     expert_norms: torch.Tensor | None = None  # (T, k) float32, ||f_j(x)|| of each selected expert
 
 
+BASE_NUM_EXPERTS = "base_num_experts"  # its key inside the plan JSON's `extra`
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a plan must agree with: the architecture and routing geometry of its base model."""
+
+    architecture: str
+    num_layers: int
+    num_experts: int
+    top_k: int
+    expert_groups: tuple[int, int] | None = None  # (n_group, topk_group) with group-limited routing
+
+
 @dataclass(frozen=True)
 class PrunePlan:
-    """Which experts to keep in every MoE layer. `kept[layer]` lists old expert ids, ascending."""
+    """Which experts to keep in every MoE layer. `kept[layer]` lists old expert ids, ascending.
+
+    `base_num_experts` (the base model's experts per layer, when known) is stored in the plan JSON as
+    `extra.base_num_experts`, where plans have always kept it; `extra` holds everything else."""
 
     base_model: str
     architecture: str
@@ -57,6 +77,11 @@ class PrunePlan:
     top_k: int
     kept: tuple[tuple[int, ...], ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    base_num_experts: int | None = None
+
+    def __post_init__(self) -> None:
+        if BASE_NUM_EXPERTS in self.extra:  # one home: the field (the JSON key is written by to_json)
+            raise ValueError("pass base_num_experts as the PrunePlan field, not inside `extra`")
 
     @property
     def num_layers(self) -> int:
@@ -75,5 +100,10 @@ class PrunePlan:
             "n_experts": self.n_experts,
             "top_k": self.top_k,
             "kept": [list(k) for k in self.kept],
-            **({"extra": self.extra} if self.extra else {}),
+            **({"extra": extra} if (extra := self.json_extra()) else {}),
         }
+
+    def json_extra(self) -> dict[str, Any]:
+        """`extra` as the plan JSON stores it: with `base_num_experts` first, as plans always wrote it."""
+        base = {} if self.base_num_experts is None else {BASE_NUM_EXPERTS: self.base_num_experts}
+        return {**base, **self.extra}

@@ -13,10 +13,11 @@ import numpy as np
 
 from moeprint.analyze.aggregate import LayerUsage
 from moeprint.errors import MoeprintError
+from moeprint.types import ALL
 
 CRITERIA = ("frequency", "gate-mass", "reap", "reap-sum", "ean", "lift", "reference")
 NORM_CRITERIA = ("reap", "reap-sum", "ean")
-ALL_DOMAIN = "all"
+ALL_DOMAIN = ALL
 # The reference project's "harmful" models kept the least used safety experts: its unsafety.json
 # is the safety ranking reversed. Exported next to the domains under the reference criterion.
 REVERSED_DOMAINS = {"unsafety": "safety"}

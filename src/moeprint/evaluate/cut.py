@@ -147,10 +147,10 @@ def check_checkpoint_of(checkpoint_dir: str | Path, model_path: str | Path, conf
     adapter_for(ck_config)
     mine, theirs = model_signature(config), model_signature(ck_config)
     for key in ("architecture", "num_layers"):
-        if mine[key] != theirs[key]:
+        if getattr(mine, key) != getattr(theirs, key):
             raise MoeprintError(
-                f"{checkpoint_dir} is not a cut of {model_path}: its {key} is {theirs[key]!r}, "
-                f"the base model's {mine[key]!r}."
+                f"{checkpoint_dir} is not a cut of {model_path}: its {key} is {getattr(theirs, key)!r}, "
+                f"the base model's {getattr(mine, key)!r}."
             )
     if ck_config.get("hidden_size") != config.get("hidden_size"):
         raise MoeprintError(

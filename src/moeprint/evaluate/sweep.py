@@ -30,8 +30,10 @@ from moeprint.io.run import open_run, software_versions
 from moeprint.progress import Progress
 from moeprint.prune.rows import load_router_rows, plan_of_rows, rows_as_list
 from moeprint.select.plan import model_signature, plan_from_ranking, validate_plan
-from moeprint.select.rankings import load_ranking, parse_sizes, random_kept
-from moeprint.types import PrunePlan
+from moeprint.select.rankings import load_ranking
+from moeprint.select.sizes import Sizes, resolve_sizes
+from moeprint.select.sources import random_plan
+from moeprint.types import ALL, PrunePlan
 
 if TYPE_CHECKING:
     from moeprint.cluster import ClusterSettings
@@ -57,7 +59,7 @@ CSV_COLUMNS = (
 @dataclass
 class SweepSpec:
     domains: list[str]
-    sizes: str  # "8,16" or "50%,25%"
+    sizes: str | Sizes  # the one sizes grammar (moeprint.select.sizes): "8,16", "4-32" or "50%,25%"
     criteria: list[str]
     random_seeds: int = 5
     max_tokens: int = 256
@@ -147,7 +149,7 @@ def prepare_sweep(
     if not spec.domains or not spec.criteria and spec.random_seeds < 1:
         raise MoeprintError("give at least one domain and at least one criterion or random seed.")
     text_domains = {t.domain for t in texts}
-    missing = [d for d in spec.domains if d != "all" and d not in text_domains]
+    missing = [d for d in spec.domains if d != ALL and d not in text_domains]
     if missing:
         raise MoeprintError(
             f"no evaluation texts of domain {missing[0]!r} in {texts_path} (it has: {', '.join(sorted(text_domains))})."
@@ -168,7 +170,7 @@ def prepare_sweep(
             f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
             f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}."
         )
-    sizes = parse_sizes(spec.sizes, E)
+    sizes = resolve_sizes(spec.sizes, E)
     check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
     check_context(spec.max_tokens, context_length(config), "--max-tokens")
 
@@ -196,18 +198,7 @@ def prepare_sweep(
                     )
                 )
     for seed in range(spec.random_seeds):
-        for n in sizes:
-            plan = PrunePlan(
-                str(model_path),
-                signature["architecture"],
-                "",
-                "random",
-                n,
-                k,
-                random_kept(L, E, n, seed, adapter.expert_groups(config)),
-                extra={"seed": seed, "base_num_experts": E},
-            )
-            plans.append((validate_plan(plan, signature), seed))
+        plans += [(random_plan(model_path, n, seed, config), seed) for n in sizes]
     healed = {}
     for rows_path in spec.router_rows:
         rows = load_router_rows(rows_path).check_hidden(config, str(rows_path))

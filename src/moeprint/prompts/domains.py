@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from moeprint.errors import MoeprintError
 from moeprint.io.names import check_domain
+from moeprint.types import ALL
 
 KNOWN_DOMAINS = (
-    "all",
+    ALL,
     "science",
     "math",
     "health_or_medicine",
@@ -21,7 +22,7 @@ KNOWN_DOMAINS = (
     "instruction_following",
     "harmful",
 )
-GENERAL = "all"
+GENERAL = ALL
 
 MMLU_SUBJECT_DOMAIN: dict[str, str] = {
     **dict.fromkeys(

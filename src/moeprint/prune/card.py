@@ -63,7 +63,7 @@ def build_card(
     # a relative local folder ("models/base-20b") has the shape of a hub id: only a name that is not a folder here is one
     looks_hub = HUB_ID.match(plan.base_model) and not Path(plan.base_model).exists()
     base_id = options.base_model_id or (plan.base_model if looks_hub else None)
-    base_experts = plan.extra.get("base_num_experts", "?")
+    base_experts = plan.base_num_experts if plan.base_num_experts is not None else "?"
     # Plans count MoE layers; readers count decoder layers (they differ when a family has dense layers).
     decoder_layers = adapter_for(config).moe_layers(config)
     calibration = plan.extra.get("calibration") or {}

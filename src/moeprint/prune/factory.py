@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from moeprint.adapters import adapter_for, load_config_dict
@@ -24,8 +24,17 @@ from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, gen
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
 from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint
 from moeprint.record.store import model_fingerprint
-from moeprint.select.plan import file_calibration, model_signature, plan_from_ranking, plan_from_run
-from moeprint.types import PrunePlan
+from moeprint.select.plan import model_signature
+from moeprint.select.sizes import Sizes, resolve_sizes
+from moeprint.select.sources import PlanSource, build_plan
+from moeprint.types import ALL, PrunePlan
+
+
+class FactoryStatus(StrEnum):
+    """What the factory did with one output (written as its value in summary.csv / summary.json)."""
+
+    WRITTEN = "written"
+    SKIPPED = "skipped (complete)"
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,7 @@ class FactoryRow:
     n_experts: int
     n_parameters: int
     size_gb: float
-    status: str  # "written" or "skipped (complete)"
+    status: FactoryStatus
     path: str
 
 
@@ -109,20 +118,6 @@ def planned_parameters(model_dir: str | Path, plan: PrunePlan, dtype: str = "kee
     return count_parameters((s.name, s.dtype, s.shape) for s in specs)
 
 
-def parse_sizes(text: str) -> list[int]:
-    """'4-32' -> [4..32]; '4,8,16' -> [4, 8, 16]; '8-32:8' -> [8, 16, 24, 32]."""
-    sizes: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
-        if not m:
-            raise MoeprintError(f"cannot read sizes {text!r}; use e.g. 4-32, 4,8,16 or 8-32:8.")
-        lo, hi, step = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
-        if hi < lo or step < 1:
-            raise MoeprintError(f"sizes {part!r}: empty range.")
-        sizes.extend(range(lo, hi + 1, step))
-    return sorted(set(sizes))
-
-
 def factory_plans(
     model_dir: Path,
     sizes: list[int],
@@ -134,50 +129,48 @@ def factory_plans(
 ) -> list[PrunePlan]:
     """Every (domain, size) plan, all validated before anything is written."""
     signature = model_signature(load_config_dict(model_dir))
-    plans: list[PrunePlan] = []
     if rankings_dir is not None and run_dir is not None:
         raise MoeprintError("give a run directory or --rankings-dir, not both.")
     if rankings_dir is not None:
-        if not rankings_dir.is_dir():
-            raise MoeprintError(f"rankings folder {rankings_dir} does not exist.")
-        available = sorted(
-            check_domain(p.name.split(".json")[0], str(rankings_dir)) for p in rankings_dir.glob("*.json*")
-        )
-        if not available:
-            raise MoeprintError(f"rankings folder {rankings_dir} has no <domain>.json ranking files.")
-        for domain in domains or available:
-            if domain not in available:
-                raise MoeprintError(
-                    f"unknown domain {domain!r}; {rankings_dir} has rankings for: {', '.join(available)}."
-                )
-            path = next(p for p in (rankings_dir / f"{domain}.json", rankings_dir / f"{domain}.json.gz") if p.exists())
-            ranking, calibration = read_json(path), file_calibration(path)
-            for n in sizes:
-                plan = plan_from_ranking(
-                    ranking,
-                    n,
-                    signature,
-                    base_model=str(model_dir),
-                    domain=domain,
-                    criterion=criterion or "published",
-                    source=str(path),
-                )
-                plan.extra["calibration"] = calibration
-                plans.append(plan)
-        return plans
-    if run_dir is None:
+        sources = _folder_sources(model_dir, rankings_dir, domains, criterion)
+    elif run_dir is None:
         raise MoeprintError("give a run directory (with fingerprints) or --rankings-dir.")
+    else:
+        sources = _run_sources(run_dir, domains, criterion, sizes[0])
+    plans = [build_plan(source, n) for source in sources for n in sizes]
+    for plan in plans:  # a ranking file's plans were validated against the model; a run's against the run
+        if plan.num_layers != signature.num_layers or plan.architecture != signature.architecture:
+            raise MoeprintError(f"run {run_dir} was recorded on another model than {model_dir}.")
+    return plans
+
+
+def _folder_sources(
+    model_dir: Path, rankings_dir: Path, domains: list[str] | None, criterion: str | None
+) -> list[PlanSource]:
+    """One published-format ranking file per domain of a folder (`<domain>.json` or `.json.gz`)."""
+    if not rankings_dir.is_dir():
+        raise MoeprintError(f"rankings folder {rankings_dir} does not exist.")
+    available = sorted(check_domain(p.name.split(".json")[0], str(rankings_dir)) for p in rankings_dir.glob("*.json*"))
+    if not available:
+        raise MoeprintError(f"rankings folder {rankings_dir} has no <domain>.json ranking files.")
+    sources = []
+    for domain in domains or available:
+        if domain not in available:
+            raise MoeprintError(f"unknown domain {domain!r}; {rankings_dir} has rankings for: {', '.join(available)}.")
+        path = next(p for p in (rankings_dir / f"{domain}.json", rankings_dir / f"{domain}.json.gz") if p.exists())
+        sources.append(PlanSource(ranking=path, model=model_dir, domain=domain, criterion=criterion or "published"))
+    return sources
+
+
+def _run_sources(run_dir: Path, domains: list[str] | None, criterion: str | None, probe_size: int) -> list[PlanSource]:
+    """Every ranked domain of a run's criterion (default: every domain it ranks)."""
     if domains is None:
-        probe = plan_from_run(run_dir, _any_domain(run_dir, criterion), sizes[0], criterion)
+        probe = build_plan(
+            PlanSource(run_dir=run_dir, domain=_any_domain(run_dir, criterion), criterion=criterion), probe_size
+        )
         crit_dir = Path(run_dir) / "fingerprints" / "rankings" / probe.criterion
         domains = sorted(p.name.split(".json")[0] for p in crit_dir.glob("*.json*"))
-    for domain in domains:
-        for n in sizes:
-            plan = plan_from_run(run_dir, domain, n, criterion)
-            if plan.num_layers != signature["num_layers"] or plan.architecture != signature["architecture"]:
-                raise MoeprintError(f"run {run_dir} was recorded on another model than {model_dir}.")
-            plans.append(plan)
-    return plans
+    return [PlanSource(run_dir=run_dir, domain=domain, criterion=criterion) for domain in domains]
 
 
 def _any_domain(run_dir: Path, criterion: str | None) -> str:
@@ -186,7 +179,7 @@ def _any_domain(run_dir: Path, criterion: str | None) -> str:
     for d in crit_dirs:
         for p in sorted(d.glob("*.json*")):
             return p.name.split(".json")[0]
-    return "all"  # plan_from_run then reports what is missing
+    return ALL  # plan_from_run then reports what is missing
 
 
 def is_complete(path: Path) -> bool:
@@ -197,7 +190,7 @@ def run_factory(
     model_dir: str | Path,
     out_dir: str | Path,
     *,
-    sizes: list[int],
+    sizes: Sizes | str | list[int],
     run_dir: str | Path | None = None,
     rankings_dir: str | Path | None = None,
     domains: list[str] | None = None,
@@ -214,7 +207,7 @@ def run_factory(
     family = family_name(adapter_for(config).model_type)
     plans = factory_plans(
         model_dir,
-        sizes,
+        resolve_sizes(sizes, adapter_for(config).num_experts(config)),
         run_dir=Path(run_dir) if run_dir else None,
         rankings_dir=Path(rankings_dir) if rankings_dir else None,
         domains=domains,
@@ -249,7 +242,7 @@ def run_factory(
                         f"{target} exists but was not pruned from these weights of {model_dir} "
                         "(source_model_sha256 differs); remove it or use another --out."
                     )
-                status, n_bytes = "skipped (complete)", sum(t.nbytes for t in list_tensors(target))
+                status, n_bytes = FactoryStatus.SKIPPED, sum(t.nbytes for t in list_tensors(target))
             else:
                 result = build_checkpoint(
                     model_dir,
@@ -263,7 +256,7 @@ def run_factory(
                 )
                 if result.n_parameters != n_params:  # the name was computed before writing
                     raise RuntimeError(f"{name}: planned {n_params} parameters, wrote {result.n_parameters}")
-                status, n_bytes = "written", result.n_bytes
+                status, n_bytes = FactoryStatus.WRITTEN, result.n_bytes
             rows.append(
                 FactoryRow(name, plan.domain, plan.n_experts, n_params, round(n_bytes / 1e9, 4), status, str(target))
             )

@@ -111,10 +111,10 @@ def output_specs(
         if t.name in expert_axes:
             layer, axis = expert_axes[t.name]
             rows = plan.kept[layer]
-            if t.shape[axis] != plan.extra.get("base_num_experts", t.shape[axis]):
+            if t.shape[axis] != (plan.base_num_experts or t.shape[axis]):
                 raise MoeprintError(
                     f"{t.name} has {t.shape[axis]} experts on axis {axis}; the plan expects "
-                    f"{plan.extra['base_num_experts']}. Is the plan for another model?"
+                    f"{plan.base_num_experts}. Is the plan for another model?"
                 )
             if max(rows) >= t.shape[axis]:
                 raise MoeprintError(f"the plan keeps expert {max(rows)} but {t.name} has only {t.shape[axis]}.")

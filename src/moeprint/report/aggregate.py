@@ -16,9 +16,7 @@ import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
 from moeprint.io.run import RunDir
-from moeprint.types import SEGMENTS
-
-ALL = "all"  # the pooled domain / segment, as in fingerprints/usage.parquet
+from moeprint.types import ALL, SEGMENTS  # ALL: the pooled domain / segment, as in fingerprints/usage.parquet
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Prune plans: which experts every layer keeps, built from a ranking and validated before any weight is read.
+"""Prune plans: which experts every layer keeps, built from a ranking and validated before any weight is read
+(which builder a request needs: `moeprint.select.sources.build_plan`).
 
 A ranking is the published `{"layer_0": [expert ids best first], ...}` format, either from a run's
 fingerprints (`RUN/fingerprints/rankings/<criterion>/<domain>.json`) or a published
@@ -18,49 +19,48 @@ from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_write_json, json_exists, read_json
 from moeprint.io.names import check_domain, check_label
 from moeprint.io.run import open_run
-from moeprint.types import PrunePlan
+from moeprint.types import BASE_NUM_EXPERTS, ModelSignature, PrunePlan
 
 PLAN_KEYS = ("base_model", "architecture", "domain", "criterion", "n_experts", "top_k", "kept")
 
 
-def model_signature(config: dict[str, Any]) -> dict[str, Any]:
+def model_signature(config: dict[str, Any]) -> ModelSignature:
     """What a plan must agree with: architecture and the routing geometry of the base model."""
     adapter = adapter_for(config)
     archs = config.get("architectures")
-    signature = {
-        # a text config loaded from a multimodal folder names no architecture: the family's (hub) class
-        "architecture": archs[0] if archs else adapter.architectures[0],
-        "num_layers": adapter.num_layers(config),
-        "num_experts": adapter.num_experts(config),
-        "top_k": adapter.top_k(config),
-    }
     groups = adapter.expert_groups(config)
-    if groups is not None:  # group-limited routing: plans keep the same number of experts in every group
-        signature["expert_groups"] = [groups.n_group, groups.topk_group]
-    return signature
+    return ModelSignature(
+        # a text config loaded from a multimodal folder names no architecture: the family's (hub) class
+        architecture=archs[0] if archs else adapter.architectures[0],
+        num_layers=adapter.num_layers(config),
+        num_experts=adapter.num_experts(config),
+        top_k=adapter.top_k(config),
+        # group-limited routing: plans keep the same number of experts in every group
+        expert_groups=(groups.n_group, groups.topk_group) if groups is not None else None,
+    )
 
 
-def _groups(signature: dict[str, Any]) -> ExpertGroups | None:
-    if not signature.get("expert_groups"):
+def _groups(signature: ModelSignature) -> ExpertGroups | None:
+    if not signature.expert_groups:
         return None
-    n_group, topk_group = signature["expert_groups"]
-    return ExpertGroups(int(n_group), int(topk_group), int(signature["num_experts"]))
+    n_group, topk_group = signature.expert_groups
+    return ExpertGroups(int(n_group), int(topk_group), int(signature.num_experts))
 
 
-def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
+def validate_plan(plan: PrunePlan, signature: ModelSignature) -> PrunePlan:
     """Check a plan against a model's signature (architecture, layers, experts, top-k); return it unchanged."""
     where = f"plan for {plan.domain!r} ({plan.n_experts} experts)"
-    same_family = ADAPTERS.get(plan.architecture, plan) is ADAPTERS.get(signature["architecture"])  # e.g. the
-    if plan.architecture != signature["architecture"] and not same_family:  # multimodal and text-only classes
-        raise MoeprintError(f"{where} is for {plan.architecture}, but the model is {signature['architecture']}.")
-    n_layers, n_total = signature["num_layers"], signature["num_experts"]
-    recorded = plan.extra.get("base_num_experts")
+    same_family = ADAPTERS.get(plan.architecture, plan) is ADAPTERS.get(signature.architecture)  # e.g. the
+    if plan.architecture != signature.architecture and not same_family:  # multimodal and text-only classes
+        raise MoeprintError(f"{where} is for {plan.architecture}, but the model is {signature.architecture}.")
+    n_layers, n_total = signature.num_layers, signature.num_experts
+    recorded = plan.base_num_experts
     if recorded is not None and recorded != n_total:
         raise MoeprintError(
             f"{where} was made for a model with {recorded} experts per layer; this model has {n_total}."
         )
-    if plan.top_k != signature["top_k"]:
-        raise MoeprintError(f"{where} says top_k={plan.top_k}, but the model routes to top-{signature['top_k']}.")
+    if plan.top_k != signature.top_k:
+        raise MoeprintError(f"{where} says top_k={plan.top_k}, but the model routes to top-{signature.top_k}.")
     if not 1 <= plan.n_experts <= n_total:
         raise MoeprintError(f"{where}: the number of experts must be between 1 and {n_total}, got {plan.n_experts}.")
     if plan.num_layers != n_layers:
@@ -85,7 +85,7 @@ def validate_plan(plan: PrunePlan, signature: dict[str, Any]) -> PrunePlan:
 def plan_from_ranking(
     ranking: dict[str, Any],
     n_experts: int,
-    signature: dict[str, Any],
+    signature: ModelSignature,
     *,
     base_model: str,
     domain: str,
@@ -93,11 +93,11 @@ def plan_from_ranking(
     source: str = "",
 ) -> PrunePlan:
     """Keep the first `n_experts` ids of every layer of a published-format ranking."""
-    n_layers, n_total = signature["num_layers"], signature["num_experts"]
+    n_layers, n_total = signature.num_layers, signature.num_experts
     if not 1 <= n_experts <= n_total:
         raise MoeprintError(f"the number of experts must be between 1 and {n_total}, got {n_experts}.")
     groups = _groups(signature)
-    if groups is not None and (error := groups.budget_error(n_experts, signature["top_k"])):
+    if groups is not None and (error := groups.budget_error(n_experts, signature.top_k)):
         raise MoeprintError(f"cannot keep {n_experts} experts: {error}")
     if not isinstance(ranking, dict):
         raise MoeprintError(f"ranking {source} is not a JSON object of layer_<i> lists.")
@@ -124,13 +124,14 @@ def plan_from_ranking(
         kept.append(tuple(sorted(chosen)))
     plan = PrunePlan(
         base_model=str(base_model),
-        architecture=signature["architecture"],
+        architecture=signature.architecture,
         domain=domain,
         criterion=criterion,
         n_experts=n_experts,
-        top_k=signature["top_k"],
+        top_k=signature.top_k,
         kept=tuple(kept),
-        extra={"base_num_experts": n_total, "ranking_source": source},
+        extra={"ranking_source": source},
+        base_num_experts=n_total,
     )
     return validate_plan(plan, signature)
 
@@ -139,16 +140,11 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     """A plan from the rankings the analyze stage wrote into `RUN/fingerprints/rankings/<criterion>/<domain>.json`."""
     run = open_run(run_dir)
     manifest = run.manifest()
-    signature = {
-        "architecture": manifest.get("architecture"),
-        "num_layers": manifest.get("num_layers"),
-        "num_experts": manifest.get("num_experts"),
-        "top_k": manifest.get("top_k"),
-    }
-    if None in signature.values():
+    geometry = [manifest.get(key) for key in ("architecture", "num_layers", "num_experts", "top_k")]
+    if None in geometry:
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
-    if manifest.get("expert_groups"):
-        signature["expert_groups"] = manifest["expert_groups"]
+    groups = manifest.get("expert_groups")
+    signature = ModelSignature(*geometry, expert_groups=tuple(groups) if groups else None)
     rankings_dir = run.fingerprints_dir / "rankings"
     if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
@@ -241,6 +237,10 @@ def plan_from_json(obj: Any, source: str = "plan") -> PrunePlan:
     if obj["domain"] != "":  # random selections have no domain
         check_domain(obj["domain"], source)
     check_label(obj["criterion"], "criterion", source)
+    extra = dict(obj.get("extra") or {})
+    base_num_experts = extra.pop(BASE_NUM_EXPERTS, None)
+    if base_num_experts is not None and type(base_num_experts) is not int:
+        raise MoeprintError(f"{source}: extra.{BASE_NUM_EXPERTS} must be an integer.")
     return PrunePlan(
         base_model=str(obj["base_model"]),
         architecture=str(obj["architecture"]),
@@ -249,7 +249,8 @@ def plan_from_json(obj: Any, source: str = "plan") -> PrunePlan:
         n_experts=obj["n_experts"],
         top_k=obj["top_k"],
         kept=tuple(tuple(k) for k in kept),
-        extra=dict(obj.get("extra") or {}),
+        extra=extra,
+        base_num_experts=base_num_experts,
     )
 
 
@@ -260,64 +261,3 @@ def load_plan(path: str | Path) -> PrunePlan:
 def old_to_new(plan: PrunePlan) -> list[dict[str, int]]:
     """Per layer, old expert id -> new expert id (the kept ids, renumbered in ascending order)."""
     return [{str(old): new for new, old in enumerate(kept)} for kept in plan.kept]
-
-
-def plan_from_llmcompressor(
-    path: str | Path, model_dir: str | Path, n_experts: int | None = None, domain: str | None = None
-) -> PrunePlan:
-    """A validated plan from an llm-compressor REAP report: its kept experts (REAPPruningModifier
-    report_path) or, with `n_experts`, the N most salient experts per layer of a saliency report."""
-    from moeprint.importers.llmcompressor import KeptReport, read_report
-
-    path = Path(path)
-    config = load_config_dict(model_dir)
-    signature = model_signature(config)
-    report = read_report(path)
-    domain = domain or path.name.split(".json")[0]
-    if isinstance(report, KeptReport):
-        moe_layers = adapter_for(config).moe_layers(config)
-        if list(report.kept) != moe_layers:
-            raise MoeprintError(
-                f"{path} lists decoder layers {list(report.kept)[:8]}, but the model's MoE layers "
-                f"are {moe_layers[:8]}; was it written for another model?"
-            )
-        sizes = {len(k) for k in report.kept.values()}
-        if len(sizes) != 1:
-            raise MoeprintError(
-                f"{path} keeps {sorted(sizes)} experts in different layers; moeprint plans keep "
-                "the same number in every layer."
-            )
-        kept_n = sizes.pop()
-        if n_experts is not None and n_experts != kept_n:
-            raise MoeprintError(f"{path} keeps {kept_n} experts per layer; --experts {n_experts} disagrees.")
-        plan = PrunePlan(
-            base_model=str(model_dir),
-            architecture=signature["architecture"],
-            domain=domain,
-            criterion="llmcompressor-reap",
-            n_experts=kept_n,
-            top_k=signature["top_k"],
-            kept=tuple(report.kept[layer] for layer in moe_layers),
-            extra={"base_num_experts": signature["num_experts"], "ranking_source": str(path)},
-        )
-        plan = validate_plan(plan, signature)
-    else:
-        if n_experts is None:
-            raise MoeprintError(f"{path} is a saliency report; say how many experts to keep with --experts N.")
-        if report.num_layers != signature["num_layers"] or len(report.saliency[0]) != signature["num_experts"]:
-            raise MoeprintError(
-                f"{path} scores {report.num_layers} layers x {len(report.saliency[0])} experts; the "
-                f"model has {signature['num_layers']} x {signature['num_experts']}."
-            )
-        ranking = {f"layer_{i}": ids for i, ids in enumerate(report.ranking())}
-        plan = plan_from_ranking(
-            ranking,
-            n_experts,
-            signature,
-            base_model=str(model_dir),
-            domain=domain,
-            criterion="llmcompressor-saliency",
-            source=str(path),
-        )
-    plan.extra["calibration"] = file_calibration(path)
-    return plan

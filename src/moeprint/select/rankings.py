@@ -11,6 +11,7 @@ import numpy as np
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import json_exists, read_json
 from moeprint.io.run import RunDir
+from moeprint.types import ALL
 
 
 def rankings_path(run: RunDir, criterion: str, domain: str) -> Path:
@@ -31,11 +32,11 @@ def load_ranking(run: RunDir, criterion: str, domain: str) -> tuple[dict[str, li
     if criterion not in CRITERIA:
         raise MoeprintError(f"unknown criterion {criterion!r} (known: {', '.join(CRITERIA)}).")
     manifest, usage_of = load_fingerprints(run.root)
-    if domain not in manifest.get("domains", []) and domain != "all":
+    if domain not in manifest.get("domains", []) and domain != ALL:
         raise MoeprintError(
             f"{run.root} has no fingerprints of domain {domain!r} (it has: {', '.join(manifest.get('domains', []))})."
         )
-    ranking = rank_experts(usage_of(None if domain == "all" else domain), criterion, usage_of(None))
+    ranking = rank_experts(usage_of(None if domain == ALL else domain), criterion, usage_of(None))
     return {f"layer_{layer}": [int(e) for e in ids] for layer, ids in enumerate(ranking)}, "fingerprints"
 
 
@@ -48,19 +49,3 @@ def random_kept(num_layers: int, num_experts: int, n: int, seed: int, groups=Non
             tuple(sorted(groups.select([int(e) for e in rng.permutation(num_experts)], n))) for _ in range(num_layers)
         )
     return tuple(tuple(sorted(int(e) for e in rng.choice(num_experts, n, replace=False))) for _ in range(num_layers))
-
-
-def parse_sizes(spec: str, num_experts: int) -> list[int]:
-    """'8,16' or '50%,25%' (of the model's experts, rounded, at least 1) -> sorted unique counts."""
-    sizes = set()
-    for item in [s.strip() for s in spec.split(",") if s.strip()]:
-        try:
-            n = round(num_experts * float(item[:-1]) / 100) if item.endswith("%") else int(item)
-        except ValueError:
-            raise MoeprintError(f"--sizes item {item!r} is not a count or a percentage.") from None
-        if not 1 <= n <= num_experts:
-            raise MoeprintError(f"--sizes item {item!r} is outside 1..{num_experts} experts.")
-        sizes.add(max(n, 1))
-    if not sizes:
-        raise MoeprintError("--sizes names no size.")
-    return sorted(sizes)
