@@ -66,7 +66,7 @@ def take_chars(docs: list[str], start: int, n: int | None) -> list[str]:
 
 def record_calibration(model: Path, tokenizer, docs: dict[str, list[str]], workdir: Path) -> Path:
     from moeprint.analyze import analyze_run
-    from moeprint.record import record
+    from moeprint.record import RecordSettings, record
     from moeprint.types import PromptRecord
 
     window, prompts = 192, []  # prompts cut to fit the testbed's context
@@ -78,7 +78,7 @@ def record_calibration(model: Path, tokenizer, docs: dict[str, list[str]], workd
                 if chunk:
                     prompts.append(PromptRecord(f"cal:{domain}:{j}#{start}", domain, "testbed-calibration", text=chunk))
     run = workdir / "run"
-    record(model, prompts, run, max_new_tokens=1, batch_size=16, expert_norms=True, progress=True)
+    record(model, prompts, run, RecordSettings(max_new_tokens=1, batch_size=16, expert_norms=True), progress=True)
     analyze_run(run, criteria=list(FINGERPRINT_CRITERIA), with_stats=False, coactivation=False, progress=False)
     return run
 

@@ -53,7 +53,7 @@ def prepare(
     test split as held-out texts. The corpus keeps its splits disjoint by document; the sweep re-checks."""
     from transformers import AutoTokenizer
 
-    from moeprint.record import record
+    from moeprint.record import RecordSettings, record
     from moeprint.types import PromptRecord
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -66,7 +66,7 @@ def prepare(
             if chunk:
                 prompts.append(PromptRecord(f"{row['id']}#{start}", row["domain"], "testbed-calibration", text=chunk))
     run = workdir / "run"
-    record(model, prompts, run, max_new_tokens=1, batch_size=16, expert_norms=True, progress=True)
+    record(model, prompts, run, RecordSettings(max_new_tokens=1, batch_size=16, expert_norms=True), progress=True)
     from moeprint.analyze import analyze_run
 
     analyze_run(run, criteria=criteria, with_stats=False, coactivation=False)

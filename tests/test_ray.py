@@ -17,7 +17,7 @@ from moeprint.cluster import DELAY_ENV, ClusterSettings, WorkerHello
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory
 from moeprint.prompts import load_prompts
-from moeprint.record import record
+from moeprint.record import RecordSettings, record
 from moeprint.record.distributed import _check_worker, record_on_ray, shard_dir, staging_dir
 from moeprint.record.options import RecordSettings, Shard
 
@@ -50,9 +50,7 @@ def unsharded(tmp_path_factory, tiny_model_dir):
         tiny_model_dir,
         load_prompts("builtin", limit=N_PROMPTS),
         out,
-        max_new_tokens=4,
-        batch_size=2,
-        expert_norms=True,
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
         progress=False,
     )
 
@@ -127,9 +125,7 @@ def test_a_killed_worker_still_ends_with_the_same_run_and_a_rerun_resumes(
         tiny_model_dir,
         prompts,
         shard_dir(staging_dir(again), Shard(0, 2)),
-        max_new_tokens=4,
-        batch_size=2,
-        expert_norms=True,
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
         shard="0/2",
         progress=False,
     )

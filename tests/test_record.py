@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from moeprint.adapters.gpt_oss import GPT_OSS
 from moeprint.io.run import open_run
 from moeprint.prompts import render_prompt
-from moeprint.record import record
+from moeprint.record import RecordSettings, record
 from moeprint.record.hooks import RouterCapture
 from moeprint.types import PromptRecord
 
@@ -75,9 +75,7 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
         tiny_model_dir,
         PROMPTS,
         tmp_path / "run",
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        logits=True,
+        RecordSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, logits=True),
         progress=False,
     )
     manifest, traces, prompts = read_run(path)
@@ -111,7 +109,11 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
 def test_expert_norms_equal_the_models_own_expert_outputs(tiny_model_dir, model_and_tok, tmp_path):
     model, _ = model_and_tok
     path = record(
-        tiny_model_dir, PROMPTS[:2], tmp_path / "run", max_new_tokens=4, batch_size=2, expert_norms=True, progress=False
+        tiny_model_dir,
+        PROMPTS[:2],
+        tmp_path / "run",
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
+        progress=False,
     )
     manifest, traces, _ = read_run(path)
     assert manifest["has_norms"]
@@ -171,7 +173,9 @@ def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_an
     import shutil
 
     model, _ = model_and_tok
-    first = record(tiny_model_dir, PROMPTS, tmp_path / "a", max_new_tokens=6, batch_size=4, progress=False)
+    first = record(
+        tiny_model_dir, PROMPTS, tmp_path / "a", RecordSettings(max_new_tokens=6, batch_size=4), progress=False
+    )
     _, traces, _ = read_run(first)
     gen = sorted((r for r in traces if r["prompt_id"] == "p-long" and r["is_generated"]), key=lambda r: r["position"])
     stop = gen[1]["token_id"]  # p-long's second generated token becomes an EOS
@@ -182,7 +186,7 @@ def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_an
     (model_dir / "generation_config.json").write_text(json.dumps(cfg))
 
     _, traces, prompts = read_run(
-        record(model_dir, PROMPTS, tmp_path / "b", max_new_tokens=6, batch_size=4, progress=False)
+        record(model_dir, PROMPTS, tmp_path / "b", RecordSettings(max_new_tokens=6, batch_size=4), progress=False)
     )
     meta = prompts["p-long"]
     assert meta["finished"] and meta["n_generated_tokens"] <= 2

@@ -210,30 +210,35 @@ def record_cmd(
     --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
     from moeprint.io.run import open_run
-    from moeprint.record import record_run
+    from moeprint.prompts import TemplateInputs
+    from moeprint.record import RecordSettings, record_run
 
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
+    settings = RecordSettings(
+        max_new_tokens,
+        batch_size,
+        do_sample,
+        seed,
+        logits,
+        expert_norms,
+        reasoning_effort,
+        dtype=load.dtype,
+        template=TemplateInputs(date) if date is not None else TemplateInputs(),
+    )
     path = record_run(
         model,
         list(sources),
         out_dir,
+        settings,
         domains=domain_list,
         limit=limit,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        do_sample=do_sample,
-        seed=seed,
-        logits=logits,
-        expert_norms=expert_norms,
         shard=shard,
-        reasoning_effort=reasoning_effort,
+        device=load.device,
         progress=not quiet,
-        load=load,
-        date=date,
         cluster=_cluster(ray_address, workers, gpus_per_worker),
     )
     m = open_run(path).manifest()
-    click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
+    click.echo(f"recorded {m.n_prompts} prompts, {m.n_tokens} tokens -> {path}")
 
 
 @cli.command("merge-runs")
@@ -251,7 +256,7 @@ def merge_runs_cmd(shard_runs, out_dir):
 
     path = merge_runs(list(shard_runs), out_dir)
     m = open_run(path).manifest()
-    click.echo(f"merged {len(shard_runs)} shards: {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
+    click.echo(f"merged {len(shard_runs)} shards: {m.n_prompts} prompts, {m.n_tokens} tokens -> {path}")
 
 
 # ---- testbed and demo -----------------------------------------------------------------------
@@ -403,16 +408,16 @@ def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overw
     from moeprint.importers import import_fingerprinting
 
     manifest = import_fingerprinting(src, out, domains_map, overwrite=overwrite)
-    source = manifest["source"]
-    if source["missing_examples"] or source["missing_summaries"]:
+    source = manifest.source
+    if source.missing_examples or source.missing_summaries:
         click.echo(
-            f"warning: {source['missing_examples']} example file(s) and {source['missing_summaries']} "
+            f"warning: {source.missing_examples} example file(s) and {source.missing_summaries} "
             f"summary file(s) named in map.json are absent; skipped.",
             err=True,
         )
     click.echo(
-        f"imported {manifest['n_prompts']} prompts, {manifest['n_tokens']} routed tokens "
-        f"({len(manifest['domains'])} domains) -> {out}"
+        f"imported {manifest.n_prompts} prompts, {manifest.n_tokens} routed tokens "
+        f"({len(manifest.domains)} domains) -> {out}"
     )
 
 

@@ -69,7 +69,7 @@ def run_demo(
     from moeprint.evaluate.compare import EvalSettings, evaluate
     from moeprint.evaluate.sweep import SweepSpec, sweep
     from moeprint.prune import CardOptions, build_checkpoint, plan_from_run, save_plan
-    from moeprint.record import record_run
+    from moeprint.record import RecordSettings, record_run
     from moeprint.report.build import build_site
     from moeprint.testbed import testbed_path
 
@@ -100,9 +100,7 @@ def run_demo(
         model,
         [str(calibration)],
         out / "runs" / "testbed",
-        max_new_tokens=4,
-        batch_size=8,
-        expert_norms=True,
+        RecordSettings(max_new_tokens=4, batch_size=8, expert_norms=True),
         progress=progress,
     )
     where["run (traces, prompts, manifest)"] = run

@@ -31,18 +31,27 @@ class PromptRecord:
 
 
 @dataclass(frozen=True)
-class RouterBatch:
-    """The standard router form, produced by every adapter for one MoE layer and one forward call.
+class RouterCapture:
+    """One MoE layer's routing in one forward call, in the standard router form, as the record hooks capture
+    it (on the model's device, in the model's dtypes) and the runner turns it into trace columns.
 
-    Rows are real tokens only (padding dropped). Weights are exactly what the model multiplies
-    the expert outputs by.
+    Rows are every token of the call (N = B*S at prefill, B per decode step); the runner drops padding.
+    Weights are exactly what the model multiplies the expert outputs by. Field names are the trace columns.
     """
 
-    layer: int
-    topk_ids: torch.Tensor  # (T, k) int
-    topk_weights: torch.Tensor  # (T, k) float32
-    logits: torch.Tensor | None = None  # (T, E) float32
-    expert_norms: torch.Tensor | None = None  # (T, k) float32, ||f_j(x)|| of each selected expert
+    ids: torch.Tensor  # (N, k) int
+    weights: torch.Tensor  # (N, k) float
+    logits: torch.Tensor | None = None  # (N, E), only when recording logits
+    expert_norms: torch.Tensor | None = None  # (N, k) float32, ||f_j(x)|| of each selected expert
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """The captured tensors by trace column name, absent ones left out."""
+        out = {"ids": self.ids, "weights": self.weights}
+        if self.logits is not None:
+            out["logits"] = self.logits
+        if self.expert_norms is not None:
+            out["expert_norms"] = self.expert_norms
+        return out
 
 
 @dataclass(frozen=True)

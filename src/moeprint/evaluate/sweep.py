@@ -157,19 +157,19 @@ def prepare_sweep(
     ]
     disjoint = check_disjoint(run, items, spec.allow_unverified)
 
-    model_path = model_path or manifest.get("model")
+    model_path = model_path or manifest.model.name
     if not model_path:
         raise MoeprintError(f"{run.root}/manifest.json names no model; pass --model.")
     config = load_config_dict(model_path)
     adapter = adapter_for(config)
     L, E, k = adapter.num_layers(config), adapter.num_experts(config), adapter.top_k(config)
-    if (manifest.get("num_layers"), manifest.get("num_experts")) not in ((L, E), (None, None)):
+    if (manifest.num_layers, manifest.num_experts) != (L, E):
         raise MoeprintError(
-            f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
-            f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}."
+            f"{run.root} was recorded on a model with {manifest.num_layers} layers x "
+            f"{manifest.num_experts} experts, but {model_path} has {L} x {E}."
         )
     sizes = parse_sizes(spec.sizes, E)
-    check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
+    check_same_model(manifest.model.sha256, model_path, f"run {run.root}")
     check_context(spec.max_tokens, context_length(config), "--max-tokens")
 
     # Every plan before any weight is read (bad criteria or domains fail fast).

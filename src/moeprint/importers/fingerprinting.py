@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists, read_json
+from moeprint.io.manifest import GenerationSettings, ImportSource, ModelIdentity, RunManifest
 from moeprint.io.names import check_domain, check_label, confined
 from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
 
@@ -205,7 +206,7 @@ def import_fingerprinting(
     folders: set[str] | None = None,
     progress: bool = True,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> RunManifest:
     """Import the published layout at `src` into the run directory `out`; returns the manifest.
 
     `folders` (optional, "dataset/category") restricts which example files are read (e.g. for tests);
@@ -343,31 +344,33 @@ def import_fingerprinting(
         if summaries["expert"]:
             max_expert = max(max_expert, max(summaries["expert"]))
         domains = sorted(set(prompts["domain"]) | set(summaries["domain"]))
-        manifest = {
-            "kind": "imported",
-            "model": "openai/gpt-oss-20b" if num_layers == 24 else "unknown",
-            "model_sha256": None,
-            "architecture": "GptOssForCausalLM",
-            "num_layers": num_layers,
-            "num_experts": max_expert + 1,
-            "top_k": top_k,
-            "domains": domains,
-            "n_prompts": len(prompts["prompt_id"]),
-            "n_tokens": n_tokens,
-            "has_logits": False,
-            "has_norms": False,
-            "has_token_ids": False,
-            "prompt_suite_sha256": hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest(),
-            "generation": {"max_new_tokens": 512, "do_sample": False, "seed": None, "batch_size": None},
-            "versions": software_versions(),
-            "source": {
-                "path": str(src.resolve()),
-                "domains_map": str(domains_path.resolve()),
-                "combos": len(combos),
-                "missing_examples": len(missing_examples),
-                "missing_summaries": len(missing_summaries),
-                "dropped_rows": dropped_rows,
-            },
-        }
+        manifest = RunManifest(
+            kind="imported",
+            model=ModelIdentity(
+                name="openai/gpt-oss-20b" if num_layers == 24 else "unknown",
+                sha256=None,
+                architecture="GptOssForCausalLM",
+            ),
+            num_layers=num_layers,
+            num_experts=max_expert + 1,
+            top_k=top_k,
+            domains=tuple(domains),
+            n_prompts=len(prompts["prompt_id"]),
+            n_tokens=n_tokens,
+            has_logits=False,
+            has_norms=False,
+            has_token_ids=False,
+            prompt_suite_sha256=hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest(),
+            generation=GenerationSettings(max_new_tokens=512, do_sample=False),
+            versions=software_versions(),
+            source=ImportSource(
+                path=str(src.resolve()),
+                domains_map=str(domains_path.resolve()),
+                combos=len(combos),
+                missing_examples=len(missing_examples),
+                missing_summaries=len(missing_summaries),
+                dropped_rows=dropped_rows,
+            ),
+        )
         run.write_manifest(manifest)
     return manifest

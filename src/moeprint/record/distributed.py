@@ -162,12 +162,16 @@ def _existing_shard_count(staging: Path) -> int | None:
 
 
 def _check_finished_shard(run: RunDir, state: dict) -> None:
-    manifest = run.manifest()
-    differs = [
-        k
-        for k in ("model_sha256", "prompt_suite_sha256", "generation", "has_logits", "has_norms", "shard")
-        if manifest.get(k) != state[k]
-    ]
+    m = run.manifest()
+    recorded = {
+        "model_sha256": m.model.sha256,
+        "prompt_suite_sha256": m.prompt_suite_sha256,
+        "generation": m.generation.to_json(),
+        "has_logits": m.has_logits,
+        "has_norms": m.has_norms,
+        "shard": m.recording.shard if m.recording else None,
+    }
+    differs = [k for k, value in recorded.items() if value != state[k]]
     if differs:
         raise MoeprintError(
             f"{run.root} was recorded with different settings ({', '.join(differs)}); "
@@ -209,7 +213,7 @@ class RecordWorker:
         shard_dirs: Sequence[str],
     ):
         self.recorder = Recorder(model_dir, prompts, settings, device)  # the one place a worker loads a model
-        self.recorder.capture.attach()
+        self.recorder.hooks.attach()
         self.runs = [RunDir(Path(d)) for d in shard_dirs]
         self.model_sha256 = store.model_fingerprint(Path(model_dir))
 
@@ -217,7 +221,7 @@ class RecordWorker:
         plan = hashlib.sha256(json.dumps(self.recorder.batches).encode()).hexdigest()
         sees = all((r.root / store.STATE_DIR / "state.json").exists() or r.is_complete() for r in self.runs)
         info = {
-            "layers": self.recorder.capture.layers,
+            "layers": self.recorder.hooks.layers,
             "n_batches": len(self.recorder.batches),
             "plan_sha256": plan,
             "sees_shards": sees,

@@ -15,6 +15,7 @@ local files opened from file://, while <script src> works everywhere.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,7 @@ class _RunData:
     def __init__(self, run: RunDir, tag: int):
         self.run, self.tag = run, tag
         self.manifest = run.manifest()
-        m = self.manifest
-        try:
-            self.L, self.E, self.k = int(m["num_layers"]), int(m["num_experts"]), int(m["top_k"])
-        except (KeyError, TypeError, ValueError):
-            raise MoeprintError(f"{run.manifest_path} lacks num_layers / num_experts / top_k.") from None
+        self.L, self.E, self.k = self.manifest.num_layers, self.manifest.num_experts, self.manifest.top_k
         self.traces = aggregate.read_traces(run, self.L, self.k)
         self.counts, self.mass, self.routed_tokens = aggregate.per_prompt_counts(self.traces, self.E)
         self.prompts = inputs.read_prompts(run, self.traces)
@@ -120,7 +117,7 @@ class _RunData:
             raise MoeprintError(f"{fp} has no pooled domain '{ALL}'; see docs/formats.md.")
         self.domains = [ALL] + sorted(d for d in self.usage if d != ALL)
         self.categories = sorted(set(self.prompt_category.tolist()))
-        self.name = str(self.manifest.get("name") or run.root.resolve().name)
+        self.name = run.root.resolve().name
         self.analyze_stats = inputs.analyze_stats(run, self.L) if self.usage_source.startswith("fingerprints") else {}
         self.prompt_finished = np.array([self.prompts[p].get("finished") for p in self.traces.prompt_ids], dtype=object)
         self.retention = inputs.sweep_retention(run)
@@ -201,7 +198,7 @@ class _PublishedData:
     """The published summaries of an imported run (RUN/published/summaries.parquet) as a second source."""
 
     def __init__(self, main: _RunData, path: Path):
-        self.run, self.tag, self.manifest = main.run, "pub", {"kind": "published", "model": main.manifest.get("model")}
+        self.run, self.tag, self.manifest = main.run, "pub", replace(main.manifest, kind="published")
         self.usage, self.category_usage = published.read_published(path, main.L, main.E)
         self.domains = [ALL] + sorted(d for d in self.usage if d != ALL)
         self.categories = sorted(self.category_usage)
@@ -267,8 +264,8 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
             for rd in sources:
                 entry = {
                     "name": rd.name,
-                    "kind": rd.manifest.get("kind"),
-                    "model": inputs.model_label(rd.manifest.get("model")),
+                    "kind": rd.manifest.kind,
+                    "model": inputs.model_label(rd.manifest.model.name),
                     "usageSource": rd.usage_source,
                     "domains": [],
                     "categories": [],
@@ -299,9 +296,9 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
             "version": __version__,
             "run": {
                 "name": main.name,
-                "kind": m.get("kind"),
-                "model": inputs.model_label(m.get("model")),
-                "architecture": m.get("architecture"),
+                "kind": m.kind,
+                "model": inputs.model_label(m.model.name),
+                "architecture": m.model.architecture,
                 "numLayers": main.L,
                 "numExperts": main.E,
                 "topK": main.k,

@@ -16,6 +16,7 @@ from moeprint.adapters import ADAPTERS, adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_write_json, json_exists, read_json
+from moeprint.io.manifest import RunManifest
 from moeprint.io.names import check_domain, check_label
 from moeprint.io.run import open_run
 from moeprint.types import PrunePlan
@@ -140,15 +141,15 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     run = open_run(run_dir)
     manifest = run.manifest()
     signature = {
-        "architecture": manifest.get("architecture"),
-        "num_layers": manifest.get("num_layers"),
-        "num_experts": manifest.get("num_experts"),
-        "top_k": manifest.get("top_k"),
+        "architecture": manifest.model.architecture,
+        "num_layers": manifest.num_layers,
+        "num_experts": manifest.num_experts,
+        "top_k": manifest.top_k,
     }
     if None in signature.values():
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
-    if manifest.get("expert_groups"):
-        signature["expert_groups"] = manifest["expert_groups"]
+    if manifest.expert_groups:
+        signature["expert_groups"] = list(manifest.expert_groups)
     rankings_dir = run.fingerprints_dir / "rankings"
     if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
@@ -166,7 +167,7 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
         read_json(path),
         n_experts,
         signature,
-        base_model=str(manifest.get("model")),
+        base_model=str(manifest.model.name),
         domain=domain,
         criterion=criterion,
         source=str(path),
@@ -175,15 +176,15 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     return plan
 
 
-def run_calibration(run_root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def run_calibration(run_root: Path, manifest: RunManifest) -> dict[str, Any]:
     """What a card says about the data behind a run's rankings: the run's name (not its local path),
     kind and domains, its token and prompt counts, and the prompt suite's sha256."""
-    domains = ",".join(manifest.get("domains") or [])
+    domains = ",".join(manifest.domains)
     return {
-        "source": f"moeprint run {Path(run_root).name} ({manifest.get('kind', '?')}; domains {domains or '?'})",
-        "n_tokens": manifest.get("n_tokens"),
-        "n_prompts": manifest.get("n_prompts"),
-        "sha256": manifest.get("prompt_suite_sha256"),
+        "source": f"moeprint run {Path(run_root).name} ({manifest.kind}; domains {domains or '?'})",
+        "n_tokens": manifest.n_tokens,
+        "n_prompts": manifest.n_prompts,
+        "sha256": manifest.prompt_suite_sha256,
     }
 
 
