@@ -11,7 +11,7 @@ from moeprint.adapters.gpt_oss import GPT_OSS
 from moeprint.io.run import open_run
 from moeprint.prompts import render_prompt
 from moeprint.record import RecordSettings, record
-from moeprint.record.hooks import RouterCapture
+from moeprint.record.hooks import RouterHooks
 from moeprint.types import PromptRecord
 
 PROMPTS = [
@@ -79,7 +79,7 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
         progress=False,
     )
     manifest, traces, prompts = read_run(path)
-    assert manifest["n_prompts"] == 4 and manifest["n_tokens"] == len(traces) and manifest["has_logits"]
+    assert manifest.n_prompts == 4 and manifest.n_tokens == len(traces) and manifest.has_logits
     pad = tok.pad_token_id
     eos = model.generation_config.eos_token_id
     for p in PROMPTS:
@@ -116,7 +116,7 @@ def test_expert_norms_equal_the_models_own_expert_outputs(tiny_model_dir, model_
         progress=False,
     )
     manifest, traces, _ = read_run(path)
-    assert manifest["has_norms"]
+    assert manifest.has_norms
     for pid in ("p-short", "p-long"):
         rows = sorted((r for r in traces if r["prompt_id"] == pid), key=lambda r: r["position"])
         ids, _, _, inputs, _ = plain_routing(model, [r["token_id"] for r in rows])
@@ -156,15 +156,15 @@ def test_fused_block_is_captured_from_its_router_logits(tiny_model_dir):
     router_calls = []
     for layer in model.model.layers:
         layer.mlp.router.register_forward_hook(lambda *a: router_calls.append(1))
-    with RouterCapture(model, GPT_OSS, logits=True) as cap, torch.no_grad():
+    with RouterHooks(model, GPT_OSS, logits=True) as cap, torch.no_grad():
         out = model(torch.tensor([tokens]))
     assert router_calls == []  # the fused path never calls the router module
     assert torch.allclose(out.logits[0], expected_logits, atol=1e-5)  # the stand-in computes the same model
     calls = cap.take()
     assert [len(c) for c in calls] == [1, 1]
     for layer, (call,) in enumerate(calls):
-        assert torch.equal(call["ids"].long(), ids[:, layer])
-        assert torch.allclose(call["weights"].float(), weights[:, layer], atol=1e-6)
+        assert torch.equal(call.ids.long(), ids[:, layer])
+        assert torch.allclose(call.weights.float(), weights[:, layer], atol=1e-6)
 
 
 def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_and_tok, tmp_path):
@@ -220,9 +220,9 @@ def test_prefill_only_recording_through_the_cli(tiny_model_dir, tmp_path):
         check=True,
     )
     manifest, traces, prompts = read_run(out)
-    assert manifest["generation"]["max_new_tokens"] == 0
+    assert manifest.generation.max_new_tokens == 0
     assert not any(r["is_generated"] for r in traces) and {r["segment"] for r in traces} == {"prompt"}
-    assert manifest["n_tokens"] == len(traces) == sum(p["n_prompt_tokens"] for p in prompts.values())
+    assert manifest.n_tokens == len(traces) == sum(p["n_prompt_tokens"] for p in prompts.values())
     assert all(p["n_generated_tokens"] == 0 and p["completion"] == "" and not p["finished"] for p in prompts.values())
     proc = run_cli("record", tiny_model_dir, "--prompts", "builtin", "--max-new-tokens", "-1", "--out", tmp_path / "x")
     assert_clean_error(proc)
