@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from moeprint.evaluate import text  # noqa: E402
-from moeprint.evaluate.cut import Cut, base_cut, load_model  # noqa: E402
+from moeprint.evaluate.cut import Cut, CutKind, base_cut, load_model  # noqa: E402
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration  # noqa: E402
 from moeprint.evaluate.inputs import EvalText  # noqa: E402
 from moeprint.io.run import open_run  # noqa: E402
@@ -123,7 +123,7 @@ class Row:
 
 def score(ref, base, kept, rows, domain: str) -> tuple[float, float, float]:
     """(in-domain, pooled off-domain, unseen-text) perplexity increase of the cut routed from `rows`."""
-    cut = Cut("cut", "plan", base.model, _activate=lambda: base.adapter.router_mask(base.model, kept, rows))
+    cut = Cut("cut", CutKind.PLAN, base.model, _activate=lambda: base.adapter.router_mask(base.model, kept, rows))
     totals = text.compare_texts(ref, cut, base_model=base.model)
     off = text.DomainTotals()
     for d, t in totals.items():

@@ -157,13 +157,12 @@ def sweep_inputs(tmp_path_factory, tiny_model_dir):
 @pytest.mark.slow
 def test_sweep_on_ray_equals_the_single_process_sweep(local_ray, sweep_inputs, tmp_path):
     from moeprint.evaluate.distributed import sweep_on_ray
-    from moeprint.evaluate.sweep import SweepSpec, prepare_sweep, sweep, write_sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, prepare_sweep, sweep, write_sweep
 
     spec = SweepSpec(domains=["law", "math"], sizes="2,4", criteria=["frequency"], random_seeds=2, plots=False)
-    single = sweep(
-        sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec, out=tmp_path / "single"
-    )
-    job = prepare_sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec)
+    inputs = SweepInputs(sweep_inputs["run"], sweep_inputs["texts"])
+    single = sweep(inputs, spec, tmp_path / "single")
+    job = prepare_sweep(inputs, spec)
     seen, observe = killer(after=1)
     cuts, n_windows = sweep_on_ray(job, ClusterSettings(workers=2), progress=False, observer=observe)
     assert seen["killed"] and seen["lost"] >= 1 and seen["done"] == len(job.plans) == 8

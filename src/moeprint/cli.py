@@ -1035,7 +1035,7 @@ def sweep_command(
 
     With --ray the cuts are spread over Ray workers (docs/ray.md); the results are the same.
     """
-    from moeprint.evaluate.sweep import SweepSpec, sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep
 
     if random_seeds < 0 or max_tokens < 2:
         raise MoeprintError("--random-seeds must be >= 0 and --max-tokens >= 2.")
@@ -1049,12 +1049,9 @@ def sweep_command(
         router_rows=list(router_rows),
     )
     path = sweep(
-        run_dir,
-        model_path=model_path,
-        texts_path=texts_path,
-        spec=spec,
-        out=out,
-        mc_path=mc_path,
+        SweepInputs(run_dir, texts_path, model_path, mc_path),
+        spec,
+        out,
         overwrite=overwrite,
         load=load,
         cluster=_cluster(ray_address, workers, gpus_per_worker),

@@ -67,7 +67,7 @@ def run_demo(
     """Run every stage on the testbed; return {what: where} for everything written."""
     from moeprint.analyze.pipeline import analyze_run
     from moeprint.evaluate.compare import EvalSettings, evaluate
-    from moeprint.evaluate.sweep import SweepSpec, sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep
     from moeprint.prune import CardOptions, build_checkpoint, plan_from_run, save_plan
     from moeprint.record import RecordSettings, record_run
     from moeprint.report.build import build_site
@@ -139,9 +139,7 @@ def run_demo(
     spec = SweepSpec(
         domains=testbed_domains(), sizes=SWEEP_SIZES, criteria=SWEEP_CRITERIA, random_seeds=settings.random_seeds
     )
-    where["sweep (CSV, JSON, plots)"] = sweep(
-        run, model_path=model, texts_path=test_texts, spec=spec, out=run / "evals" / "sweep"
-    )
+    where["sweep (CSV, JSON, plots)"] = sweep(SweepInputs(run, test_texts, model), spec, run / "evals" / "sweep")
 
     step("site")
     where["site"] = build_site(run) / "index.html"

@@ -21,6 +21,7 @@ from moeprint.errors import MoeprintError
 from moeprint.io.atomic import read_parquet
 from moeprint.io.manifest import RunManifest
 from moeprint.io.run import RunDir
+from moeprint.progress import bar
 from moeprint.types import SEGMENTS  # torch-free: types.py imports torch for annotations only
 
 BATCH_ROWS = 16384
@@ -128,10 +129,8 @@ def scan_run(
     token_counts = np.zeros((0, len(domains)), np.int64)
     n_rows = 0
 
-    from tqdm import tqdm
-
     # `with`: the bar closes before an error propagates, so the error stays the last line on screen
-    with tqdm(total=manifest.n_tokens, desc="analyze", unit="tok", unit_scale=True, disable=not progress) as bar:
+    with bar("analyze (tokens)", manifest.n_tokens, progress) as advance:
         for batch in iter_batches(run, columns):
             t = batch.num_rows
             n_rows += t
@@ -174,7 +173,7 @@ def scan_run(
                         [token_counts, np.zeros((n_tok - token_counts.shape[0], len(domains)), np.int64)]
                     )
                 np.add.at(token_counts, (tok, d[keep]), 1)
-            bar.update(t)
+            advance(t)
 
     prompts.finish()
     if token_column == "token":

@@ -33,6 +33,7 @@ from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists,
 from moeprint.io.manifest import GenerationSettings, ImportSource, ModelIdentity, RunManifest
 from moeprint.io.names import check_domain, check_label, confined
 from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
+from moeprint.progress import track
 
 OTHER_DOMAIN = "other"  # folders that no domain of domains.json names
 ROWS_PER_PART = 32768
@@ -244,8 +245,6 @@ def import_fingerprinting(
     n_tokens = 0
     schema = trace_schema(with_token_text=True)
 
-    from tqdm import tqdm
-
     with atomic_directory(out, overwrite=overwrite, kind="imported") as tmp:
         run = RunDir(tmp)
         run.traces_dir.mkdir()
@@ -260,7 +259,7 @@ def import_fingerprinting(
                 part += 1
                 pending, pending_rows = [], 0
 
-        for dataset, category, combo, info in tqdm(combos, desc="import", unit="file", disable=not progress):
+        for dataset, category, combo, info in track(combos, "import (files)", progress):
             folder = f"{dataset}/{category}"
             domain = folder_domain.get(folder, OTHER_DOMAIN)
             summary_file = confined(data_dir, info.get("summary_file_path", f"{folder}/{combo}.json"), "map.json")

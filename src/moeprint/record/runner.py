@@ -32,6 +32,7 @@ from moeprint.io.loader import LoadSettings, check_context, context_length, inpu
 from moeprint.io.manifest import GenerationSettings, ModelIdentity, RecordingInputs, RunManifest
 from moeprint.io.outputs import OutputLock
 from moeprint.io.run import RunDir, software_versions
+from moeprint.progress import bar
 from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
 from moeprint.record.hooks import RouterHooks
@@ -78,7 +79,7 @@ def record(
         store.check_or_write_state(run, state)
 
         delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-        with recorder.hooks, _progress(progress, len(mine)) as advance:
+        with recorder.hooks, bar("recording batches", len(mine), progress) as advance:
             for b in mine:
                 if store.read_batch_done(run, b) is None:
                     recorder.record_batch(run, b)
@@ -413,34 +414,6 @@ def _check_writable(path: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise MoeprintError(f"cannot write the run to {path}: {probe} is not a writable directory.")
-
-
-class _progress:
-    """A rich progress bar over batches (quiet when `enabled` is False)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("recording batches"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self._bar.__enter__()
-        task = self._bar.add_task("batches", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._bar.__exit__(*exc)
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 
 from moeprint import __version__
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, read_json
 from moeprint.io.run import RunDir, open_run
+from moeprint.progress import Progress
 from moeprint.report import aggregate, inputs, published, stats, tradeoff
 from moeprint.report.aggregate import ALL, Usage
 from moeprint.report.tokens import prompt_payload, token_strings
@@ -271,17 +271,17 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
                     "categories": [],
                 }
                 cats = rd.categories
-                task = progress.add_task(f"site: aggregates of {rd.name}", total=len(rd.domains) + len(cats))
+                advance = progress.task(f"site: aggregates of {rd.name}", len(rd.domains) + len(cats))
                 for i, d in enumerate(rd.domains):
                     fname = f"usage-{rd.tag}-d{i}.js"
                     write_data(data / fname, fname, rd.domain_file(i, d))
                     entry["domains"].append({"name": d, "file": fname, "segments": sorted(rd.usage[d])})
-                    progress.advance(task)
+                    advance()
                 for i, c in enumerate(cats):
                     fname = f"usage-{rd.tag}-c{i}.js"
                     write_data(data / fname, fname, rd.category_file(c))
                     entry["categories"].append({"name": c, "file": fname})
-                    progress.advance(task)
+                    advance()
                 run_index.append(entry)
 
             prompt_rows = _write_prompts(main, data, progress)
@@ -327,7 +327,7 @@ def _write_prompts(rd: _RunData, data: Path, progress: Progress) -> list[dict]:
     strings = token_strings(tr, rd.manifest)
     starts = np.searchsorted(tr.row_prompt, np.arange(len(tr.prompt_ids) + 1))
     rows = []
-    task = progress.add_task("site: token files", total=len(tr.prompt_ids))
+    advance = progress.task("site: token files", len(tr.prompt_ids))
     for i, pid in enumerate(tr.prompt_ids):
         info = rd.prompts[pid]
         sl = slice(int(starts[i]), int(starts[i + 1]))
@@ -349,5 +349,5 @@ def _write_prompts(rd: _RunData, data: Path, progress: Progress) -> list[dict]:
                 "nRouted": int(tr.routed[sl].sum()),
             }
         )
-        progress.advance(task)
+        advance()
     return rows
