@@ -228,3 +228,45 @@ def test_progress_bars_count_what_they_are_given():
         assert (task.completed, task.total, task.fields["status"]) == (4, 10, "x")
         a.update(completed=9, status="y")
         assert (task.completed, task.fields["status"]) == (9, "y")
+
+
+def test_recording_state_is_written_as_its_json_and_a_resume_names_what_changed(tmp_path):
+    from dataclasses import replace
+
+    from moeprint.record.store import RecordingState, check_or_write_state
+
+    state = RecordingState(
+        model="/m",
+        model_sha256="aa",
+        prompt_suite_sha256="bb",
+        generation=GenerationSettings(4, False, 0, 2, None, "auto"),
+        has_logits=False,
+        has_norms=True,
+        shard="0/2",
+        template_inputs=TemplateInputs("2025-08-05"),
+        rendered_sha256="cc",
+    )
+    by_hand = {
+        "model": "/m",
+        "model_sha256": "aa",
+        "prompt_suite_sha256": "bb",
+        "generation": {
+            "max_new_tokens": 4,
+            "do_sample": False,
+            "seed": 0,
+            "batch_size": 2,
+            "reasoning_effort": None,
+            "dtype": "auto",
+        },
+        "has_logits": False,
+        "has_norms": True,
+        "shard": "0/2",
+        "template_inputs": {"date": "2025-08-05"},
+        "rendered_sha256": "cc",
+    }
+    run = RunDir(tmp_path / "run")
+    assert check_or_write_state(run, state) is False  # a new recording: written
+    assert json.loads((run.root / ".record" / "state.json").read_text()) == by_hand
+    assert check_or_write_state(run, state) is True  # the same settings: a resume
+    with pytest.raises(MoeprintError, match=r"different settings \(has_norms, shard\)"):
+        check_or_write_state(run, replace(state, has_norms=False, shard="1/2"))

@@ -26,10 +26,10 @@ import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import make_output_dir, read_json
+from moeprint.io.atomic import make_output_dir
 from moeprint.io.identity import shard_digests
 from moeprint.io.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
-from moeprint.io.manifest import GenerationSettings, ModelIdentity, RecordingInputs, RunManifest
+from moeprint.io.manifest import ModelIdentity, RecordingInputs, RunManifest
 from moeprint.io.outputs import OutputLock
 from moeprint.io.run import RunDir, software_versions
 from moeprint.progress import bar
@@ -115,7 +115,7 @@ def check_run_dir(out_dir: str | Path) -> RunDir:
     run = RunDir(Path(out_dir))
     if run.is_complete():
         raise MoeprintError(f"{run.root} is already a complete run; choose another --out.")
-    state_file = run.root / store.STATE_DIR / "state.json"
+    state_file = store.state_path(run)
     if run.root.exists() and not run.root.is_dir():
         raise MoeprintError(f"{run.root} is a file; --out must be a run directory.")
     if run.root.exists() and any(run.root.iterdir()) and not state_file.exists():
@@ -147,20 +147,20 @@ def recording_state(
     settings: RecordSettings,
     shard: Shard | None,
     prepared: Sequence[_Prepared],
-) -> dict[str, Any]:
+) -> store.RecordingState:
     """The settings a resume must match (RUN/.record/state.json)."""
     model_dir = Path(model_dir)
-    return {
-        "model": str(model_dir.resolve()),
-        "model_sha256": store.model_fingerprint(model_dir),
-        "prompt_suite_sha256": store.suite_sha256(prompts),
-        "generation": settings.generation().to_json(),
-        "has_logits": settings.logits,
-        "has_norms": settings.expert_norms,
-        "shard": str(shard) if shard else None,
-        "template_inputs": settings.template.to_json(),
-        "rendered_sha256": rendered_sha256(p.rendered for p in prepared),
-    }
+    return store.RecordingState(
+        model=str(model_dir.resolve()),
+        model_sha256=store.model_fingerprint(model_dir),
+        prompt_suite_sha256=store.suite_sha256(prompts),
+        generation=settings.generation(),
+        has_logits=settings.logits,
+        has_norms=settings.expert_norms,
+        shard=str(shard) if shard else None,
+        template_inputs=settings.template,
+        rendered_sha256=rendered_sha256(p.rendered for p in prepared),
+    )
 
 
 def n_batches(n_prompts: int, batch_size: int) -> int:
@@ -209,7 +209,12 @@ class Recorder:
 
 
 def finish_run(
-    run: RunDir, model_dir: str | Path, state: dict[str, Any], config: dict, layers: list[int], batches: Sequence[int]
+    run: RunDir,
+    model_dir: str | Path,
+    state: store.RecordingState,
+    config: dict,
+    layers: list[int],
+    batches: Sequence[int],
 ) -> Path:
     """prompts.parquet, then manifest.json (last), of a run whose `batches` are all done."""
     adapter = adapter_for(config)
@@ -225,7 +230,7 @@ def finish_run(
         kind="recorded",
         model=ModelIdentity(
             name=str(model_dir),
-            sha256=state["model_sha256"],
+            sha256=state.model_sha256,
             architecture=config["architectures"][0],
             weights=shard_digests(model_dir),
         ),
@@ -237,12 +242,12 @@ def finish_run(
         domains=tuple(sorted({r["domain"] for r in prompt_rows})),
         n_prompts=len(prompt_rows),
         n_tokens=sum(r["n_prompt_tokens"] + r["n_generated_tokens"] for r in prompt_rows),
-        has_logits=state["has_logits"],
-        has_norms=state["has_norms"],
+        has_logits=state.has_logits,
+        has_norms=state.has_norms,
         has_token_ids=True,
-        prompt_suite_sha256=state["prompt_suite_sha256"],
-        recording=RecordingInputs(TemplateInputs(**state["template_inputs"]), state["rendered_sha256"], state["shard"]),
-        generation=GenerationSettings.from_json(state["generation"]),
+        prompt_suite_sha256=state.prompt_suite_sha256,
+        recording=RecordingInputs(state.template_inputs, state.rendered_sha256, state.shard),
+        generation=state.generation,
         versions=software_versions(),
     )
     run.write_manifest(manifest)
@@ -369,15 +374,14 @@ def _grids(calls: list[list[RouterCapture]], B: int, S: int, G: int) -> dict[str
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def check_rendering(run: RunDir, state: dict[str, Any]) -> None:
+def check_rendering(run: RunDir, state: store.RecordingState) -> None:
     """An unfinished run resumes only if its prompts render to the same text as when it started."""
-    state_file = run.root / store.STATE_DIR / "state.json"
-    if not state_file.exists():
+    previous = store.read_started_state(run)
+    if previous is None:
         return
-    previous = read_json(state_file)
-    rendered = state["rendered_sha256"]
+    rendered = state.rendered_sha256
     if previous.get("rendered_sha256", rendered) != rendered:  # a state without it fails the settings check
-        before, now = previous.get("template_inputs") or {}, state["template_inputs"]
+        before, now = previous.get("template_inputs") or {}, state.template_inputs.to_json()
         hint = (
             f"it was started with --date {before['date']}, now {now['date']}"
             if before.get("date") != now["date"]
