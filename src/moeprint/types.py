@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # annotations only: prompt loading and CLI validation stay free of the torch import
     import torch
@@ -30,10 +30,11 @@ class PromptRecord:
             raise ValueError("a PromptRecord has exactly one of `messages` and `text`")
 
 
-@dataclass(frozen=True)
-class RouterCapture:
+class RouterCapture(NamedTuple):
     """One MoE layer's routing in one forward call, in the standard router form, as the record hooks capture
     it (on the model's device, in the model's dtypes) and the runner turns it into trace columns.
+    A NamedTuple, not a frozen dataclass: the hooks build one per layer and call, and a frozen dataclass costs
+    about 1 us more to build (a few % of a small router call, see bench/record.py).
 
     Rows are every token of the call (N = B*S at prefill, B per decode step); the runner drops padding.
     Weights are exactly what the model multiplies the expert outputs by. Field names are the trace columns.
