@@ -215,13 +215,13 @@ def record_cmd(
 
     domain_list = [d.strip() for d in domains.split(",") if d.strip()] if domains is not None else None
     settings = RecordSettings(
-        max_new_tokens,
-        batch_size,
-        do_sample,
-        seed,
-        logits,
-        expert_norms,
-        reasoning_effort,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        seed=seed,
+        logits=logits,
+        expert_norms=expert_norms,
+        reasoning_effort=reasoning_effort,
         dtype=load.dtype,
         template=TemplateInputs(date) if date is not None else TemplateInputs(),
     )
