@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from moeprint.evaluate import text  # noqa: E402
-from moeprint.evaluate.cut import Cut, base_cut, load_model  # noqa: E402
+from moeprint.evaluate.cut import Cut, CutKind, base_cut, load_model  # noqa: E402
 from moeprint.evaluate.heal import HealSettings, heal_rows, split_calibration  # noqa: E402
 from moeprint.evaluate.inputs import EvalText  # noqa: E402
 from moeprint.io.run import open_run  # noqa: E402
@@ -66,7 +66,7 @@ def take_chars(docs: list[str], start: int, n: int | None) -> list[str]:
 
 def record_calibration(model: Path, tokenizer, docs: dict[str, list[str]], workdir: Path) -> Path:
     from moeprint.analyze import analyze_run
-    from moeprint.record import record
+    from moeprint.record import RecordSettings, record
     from moeprint.types import PromptRecord
 
     window, prompts = 192, []  # prompts cut to fit the testbed's context
@@ -78,7 +78,7 @@ def record_calibration(model: Path, tokenizer, docs: dict[str, list[str]], workd
                 if chunk:
                     prompts.append(PromptRecord(f"cal:{domain}:{j}#{start}", domain, "testbed-calibration", text=chunk))
     run = workdir / "run"
-    record(model, prompts, run, max_new_tokens=1, batch_size=16, expert_norms=True, progress=True)
+    record(model, prompts, run, RecordSettings(max_new_tokens=1, batch_size=16, expert_norms=True), progress=True)
     analyze_run(run, criteria=list(FINGERPRINT_CRITERIA), with_stats=False, coactivation=False, progress=False)
     return run
 
@@ -123,7 +123,7 @@ class Row:
 
 def score(ref, base, kept, rows, domain: str) -> tuple[float, float, float]:
     """(in-domain, pooled off-domain, unseen-text) perplexity increase of the cut routed from `rows`."""
-    cut = Cut("cut", "plan", base.model, _activate=lambda: base.adapter.router_mask(base.model, kept, rows))
+    cut = Cut("cut", CutKind.PLAN, base.model, _activate=lambda: base.adapter.router_mask(base.model, kept, rows))
     totals = text.compare_texts(ref, cut, base_model=base.model)
     off = text.DomainTotals()
     for d, t in totals.items():

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from moeprint.evaluate.sweep import SweepSpec, sweep  # noqa: E402
+from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep  # noqa: E402
 from moeprint.testbed.quality import check_targets, criterion_summary, markdown_table, quality_rows  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def prepare(
     test split as held-out texts. The corpus keeps its splits disjoint by document; the sweep re-checks."""
     from transformers import AutoTokenizer
 
-    from moeprint.record import record
+    from moeprint.record import RecordSettings, record
     from moeprint.types import PromptRecord
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -66,7 +66,7 @@ def prepare(
             if chunk:
                 prompts.append(PromptRecord(f"{row['id']}#{start}", row["domain"], "testbed-calibration", text=chunk))
     run = workdir / "run"
-    record(model, prompts, run, max_new_tokens=1, batch_size=16, expert_norms=True, progress=True)
+    record(model, prompts, run, RecordSettings(max_new_tokens=1, batch_size=16, expert_norms=True), progress=True)
     from moeprint.analyze import analyze_run
 
     analyze_run(run, criteria=criteria, with_stats=False, coactivation=False)
@@ -84,7 +84,7 @@ def greedy_cuts(
     import time
 
     from moeprint.evaluate import text
-    from moeprint.evaluate.cut import Cut, base_cut, load_model
+    from moeprint.evaluate.cut import Cut, CutKind, base_cut, load_model
     from moeprint.evaluate.inputs import load_texts
     from moeprint.io.run import open_run
     from moeprint.progress import Progress
@@ -117,7 +117,7 @@ def greedy_cuts(
                 kept = sel.kept[n]
                 cut = Cut(
                     f"{domain}-greedy-loss-{n}",
-                    "plan",
+                    CutKind.PLAN,
                     base.model,
                     kept=kept,
                     adapter=base.adapter,
@@ -199,7 +199,7 @@ def main() -> None:
                     domains = args.domains.split(",")
             out = args.keep or tmp / "sweep"
             spec = SweepSpec(domains=domains, sizes=args.sizes, criteria=criteria, random_seeds=args.seeds)
-            sweep(run, model_path=model, texts_path=texts, spec=spec, out=out, overwrite=True)
+            sweep(SweepInputs(run, texts, model), spec, out, overwrite=True)
         doc = json.loads((out / "results.json").read_text())
         if args.greedy_from and not args.sweep:
             doc["cuts"] += greedy_cuts(

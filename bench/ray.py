@@ -111,10 +111,8 @@ def trace_sizes(model: Path, tmp: Path) -> None:
             model,
             prompts,
             tmp / f"size-{len(extra)}-{name[2:8]}",
-            max_new_tokens=32,
-            batch_size=8,
+            RecordSettings(max_new_tokens=32, batch_size=8, **extra),
             progress=False,
-            **extra,
         )
         m = json.loads((run / "manifest.json").read_text())
         size = sum(p.stat().st_size for p in (run / "traces").glob("*.parquet"))

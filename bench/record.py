@@ -18,13 +18,15 @@ import tempfile
 import time
 import timeit
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from moeprint.adapters.gpt_oss import GPT_OSS
-from moeprint.prompts import load_prompts
-from moeprint.record.hooks import RouterCapture
+from moeprint.prompts import TemplateInputs, load_prompts
+from moeprint.record.hooks import RouterHooks
+from moeprint.record.options import RecordSettings
 from moeprint.record.runner import _prepare, _record_batch, _special_ids
 from moeprint.record.segments import ChannelSegmenter
 from moeprint.testbed.tiny import build_tiny_model
@@ -46,9 +48,9 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         tok = AutoTokenizer.from_pretrained(model_dir)
     prompts = load_prompts("builtin")[: args.prompts]
-    prepared = sorted((_prepare(tok, p, None) for p in prompts), key=lambda p: len(p.token_ids))
+    prepared = sorted((_prepare(tok, p, None, TemplateInputs()) for p in prompts), key=lambda p: len(p.token_ids))
     pad_id, eos_ids = _special_ids(tok, model)
-    capture = RouterCapture(model, GPT_OSS)
+    capture = RouterHooks(model, GPT_OSS)
     segmenter = ChannelSegmenter(tok)
 
     def batches(size):
@@ -79,15 +81,24 @@ def main() -> None:
             for batch in batches(size):
                 generate_left_padded(batch)
                 for layer in capture.take():  # the per-batch host copy the runner does
-                    torch.cat([c["ids"] for c in layer]).cpu()
-                    torch.cat([c["weights"] for c in layer]).cpu()
+                    torch.cat([c.ids for c in layer]).cpu()
+                    torch.cat([c.weights for c in layer]).cpu()
+
+    # what `_record_batch` reads of a runner.Recorder, without loading the model a second time
+    recorder = SimpleNamespace(
+        model=model,
+        tokenizer=tok,
+        hooks=capture,
+        segmenter=segmenter,
+        settings=RecordSettings(max_new_tokens=args.max_new_tokens),
+        pad_id=pad_id,
+        eos_ids=eos_ids,
+    )
 
     def recorded(size):
         with capture:
             for batch in batches(size):
-                _record_batch(
-                    model, tok, capture, segmenter, batch, args.max_new_tokens, False, pad_id, eos_ids, False, False
-                )
+                _record_batch(recorder, batch)
 
     def timed(fn, size):
         t = time.process_time()  # CPU time of this process: robust to other jobs on a shared machine

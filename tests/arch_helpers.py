@@ -81,15 +81,15 @@ def build_tiny(out_dir: Path, family: str, seed: int = 0, fused: bool = False, t
 
 
 def record_with_inputs(model, adapter, token_ids):
-    """One forward under RouterCapture (logits and expert norms): (the per-layer captured calls, each MoE block's
+    """One forward under RouterHooks (logits and expert norms): (the per-layer captured calls, each MoE block's
     input (T, H)) -- the input is what an independent recomputation of the routing starts from."""
-    from moeprint.record.hooks import RouterCapture
+    from moeprint.record.hooks import RouterHooks
 
     blocks = adapter.moe_blocks(model)
     inputs = []
     pre = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, a[0].shape[-1]))) for _, b in blocks]
     try:
-        with RouterCapture(model, adapter, logits=True, expert_norms=True) as capture, torch.no_grad():
+        with RouterHooks(model, adapter, logits=True, expert_norms=True) as capture, torch.no_grad():
             model(token_ids)
     finally:
         for h in pre:

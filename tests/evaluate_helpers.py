@@ -86,18 +86,20 @@ def make_run(root: Path, model_dir: Path, rows: list[dict]) -> RunDir:
         )
     pq.write_table(pa.Table.from_pylist(prompt_rows, schema=PROMPTS_SCHEMA), run.prompts_path)
     pq.write_table(pa.Table.from_pylist(trace_rows, schema=trace_schema()), run.traces_dir / "part-00000.parquet")
-    run.write_manifest(
-        {
-            "kind": "recorded",
-            "model": str(model_dir),
-            "architecture": "GptOssForCausalLM",
-            "num_layers": len(layers),
-            "num_experts": model.config.num_local_experts,
-            "top_k": k,
-            "domains": sorted({r["domain"] for r in rows}),
-            "n_prompts": len(rows),
-            "n_tokens": len(trace_rows),
-        }
+    run.manifest_path.write_text(
+        json.dumps(
+            {
+                "kind": "recorded",
+                "model": str(model_dir),
+                "architecture": "GptOssForCausalLM",
+                "num_layers": len(layers),
+                "num_experts": model.config.num_local_experts,
+                "top_k": k,
+                "domains": sorted({r["domain"] for r in rows}),
+                "n_prompts": len(rows),
+                "n_tokens": len(trace_rows),
+            }
+        )
     )
     from moeprint.analyze import analyze_run
 

@@ -30,7 +30,7 @@ from moeprint.adapters.qwen3_moe import QWEN3_MOE
 from moeprint.errors import MoeprintError
 from moeprint.io.shards import list_tensors
 from moeprint.prune import build_checkpoint
-from moeprint.record.hooks import RouterCapture
+from moeprint.record.hooks import RouterHooks
 from moeprint.select.plan import model_signature, plan_from_ranking
 from prune_helpers import assert_error_line, main_in_process, random_ranking, read_tensors
 
@@ -117,16 +117,16 @@ def test_recorded_routing_equals_router_math(family_model, token_ids):
     for (_, block), x, layer_calls in zip(blocks, inputs, calls):
         (got,) = layer_calls  # one forward call
         ids, weights, logits = _plain_routing(model, adapter, x, block, RENORMALISED[family])
-        assert torch.equal(got["ids"].long(), ids)
-        assert torch.allclose(got["weights"], weights, atol=1e-6)
-        assert torch.allclose(got["logits"], logits, atol=1e-5)
+        assert torch.equal(got.ids.long(), ids)
+        assert torch.allclose(got.weights, weights, atol=1e-6)
+        assert torch.allclose(got.logits, logits, atol=1e-5)
         experts = adapter.experts(block)
         for t in range(0, x.shape[0], 5):
             for slot in range(TOP_K):
                 j = int(ids[t, slot])
                 # the model's own experts module, weight 1 on expert j and 0 on another one
                 out = experts(x[t : t + 1], torch.tensor([[j, (j + 1) % E]]), torch.tensor([[1.0, 0.0]]))
-                assert torch.allclose(got["norms"][t, slot], out.norm(), rtol=1e-4, atol=1e-6)
+                assert torch.allclose(got.expert_norms[t, slot], out.norm(), rtol=1e-4, atol=1e-6)
 
 
 def test_router_mask_equals_minus_inf_logits_and_is_removed(family_model, token_ids):
@@ -137,7 +137,7 @@ def test_router_mask_equals_minus_inf_logits_and_is_removed(family_model, token_
     with torch.no_grad():
         before = model(token_ids).logits
     seen = []
-    capture = RouterCapture(model, adapter).attach()  # attached before the mask: must still see masked routing
+    capture = RouterHooks(model, adapter).attach()  # attached before the mask: must still see masked routing
     with adapter.router_mask(model, kept), torch.no_grad():
         # registered after the mask's hooks, so these see what the experts get: the masked routing
         spies = [adapter.router(b).register_forward_hook(lambda m, a, o: seen.append((a[0], o))) for _, b in blocks]
@@ -146,7 +146,7 @@ def test_router_mask_equals_minus_inf_logits_and_is_removed(family_model, token_
         h.remove()
     capture.remove()
     for (_, (_, _, ids)), (recorded,) in zip(seen, capture.take()):
-        assert torch.equal(recorded["ids"].long(), ids)
+        assert torch.equal(recorded.ids.long(), ids)
     for keep, (_, block), (x, (logits_m, weights, ids)) in zip(kept, blocks, seen):
         plain = x.reshape(-1, x.shape[-1]) @ adapter.router(block).weight.T  # (T, E), independent of the router
         dropped = [e for e in range(E) if e not in keep]

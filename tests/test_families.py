@@ -290,22 +290,22 @@ def test_recorded_routing_equals_the_family_formula(family, token_ids):
     calls, inputs = record_with_inputs(model, adapter, token_ids)
     for (layer, block), x, (got,) in zip(blocks, inputs, calls):
         ids, weights, logits = expected_routing(family, config, block, x)
-        got_ids, got_w = by_id(got["ids"].long(), got["weights"])
+        got_ids, got_w = by_id(got.ids.long(), got.weights)
         want_ids, want_w = by_id(ids, weights)
         assert torch.equal(got_ids, want_ids), f"{family} layer {layer}"
         assert torch.allclose(got_w, want_w, atol=1e-6)
-        assert torch.allclose(got["logits"], logits, atol=1e-5)
+        assert torch.allclose(got.logits, logits, atol=1e-5)
         experts = adapter.experts(block)
         for t in range(0, x.shape[0], 4):
             for slot in range(TOP_K):
-                j = int(got["ids"][t, slot])
+                j = int(got.ids[t, slot])
                 if family == "llama4":  # the model's experts module takes every expert's (scaled) input
                     routed_in = torch.zeros(E, x.shape[-1])
                     routed_in[j] = x[t]
                     out = experts(routed_in).view(E, -1)[j]
                 else:  # weight 1 on expert j and 0 on another one
                     out = experts(x[t : t + 1], torch.tensor([[j, (j + 1) % E]]), torch.tensor([[1.0, 0.0]]))
-                assert torch.allclose(got["norms"][t, slot], out.norm(), rtol=1e-4, atol=1e-6)
+                assert torch.allclose(got.expert_norms[t, slot], out.norm(), rtol=1e-4, atol=1e-6)
 
 
 # ---- group-limited plans ----------------------------------------------------------------------------------

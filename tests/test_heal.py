@@ -274,7 +274,7 @@ def test_sweep_scores_healed_rows_as_their_own_cut(tiny_model_dir, tmp_path):
     when `evaluate` applies the same rows to the same plan."""
     from evaluate_helpers import make_run
     from moeprint.evaluate import EvalSettings, evaluate
-    from moeprint.evaluate.sweep import SweepSpec, sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep
 
     run = make_run(tmp_path / "run", tiny_model_dir, domain_texts(seed=1, per_domain=3)).root
     texts = write_jsonl(tmp_path / "held.jsonl", domain_texts(seed=2, per_domain=2))
@@ -285,9 +285,7 @@ def test_sweep_scores_healed_rows_as_their_own_cut(tiny_model_dir, tmp_path):
         HealedRows(plan.kept, tuple(_perturbed_rows(model, plan.kept)), {"objective": "e2e"}, plan.to_json()),
     )
     out = sweep(
-        run,
-        model_path=tiny_model_dir,
-        texts_path=texts,
+        SweepInputs(run, texts, tiny_model_dir),
         out=tmp_path / "sweep",
         spec=SweepSpec(
             domains=["law"],

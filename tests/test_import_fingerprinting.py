@@ -39,10 +39,10 @@ def trace_rows(run):
 
 def test_import_alignment_by_hand(imported, shared_data):
     run, manifest = imported
-    assert manifest["kind"] == "imported" and manifest["num_layers"] == 24 and manifest["top_k"] == 4
+    assert manifest.kind == "imported" and manifest.num_layers == 24 and manifest.top_k == 4
     # the data's model, as the adapter that declares this published routing names it
-    assert (manifest["model"], manifest["architecture"]) == ("openai/gpt-oss-20b", "GptOssForCausalLM")
-    assert manifest["source"]["missing_examples"] >= 1  # mmlu_validation examples are absent on purpose
+    assert (manifest.model.name, manifest.model.architecture) == ("openai/gpt-oss-20b", "GptOssForCausalLM")
+    assert manifest.source.missing_examples >= 1  # mmlu_validation examples are absent on purpose
     rows = [r for r in trace_rows(run) if r["prompt_id"] == "gpqa_diamond/Organic Chemistry/True_False"]
     ex = load_example(shared_data, "gpqa_diamond/Organic Chemistry", "True_False")
     prompt_len = len(ex["full_text"]) - len(ex["generated_only"])

@@ -17,7 +17,7 @@ from moeprint.cluster import DELAY_ENV, ClusterSettings, WorkerHello
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory
 from moeprint.prompts import load_prompts
-from moeprint.record import record
+from moeprint.record import RecordSettings, record
 from moeprint.record.distributed import _check_worker, record_on_ray, shard_dir, staging_dir
 from moeprint.record.options import RecordSettings, Shard
 
@@ -50,9 +50,7 @@ def unsharded(tmp_path_factory, tiny_model_dir):
         tiny_model_dir,
         load_prompts("builtin", limit=N_PROMPTS),
         out,
-        max_new_tokens=4,
-        batch_size=2,
-        expert_norms=True,
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
         progress=False,
     )
 
@@ -127,9 +125,7 @@ def test_a_killed_worker_still_ends_with_the_same_run_and_a_rerun_resumes(
         tiny_model_dir,
         prompts,
         shard_dir(staging_dir(again), Shard(0, 2)),
-        max_new_tokens=4,
-        batch_size=2,
-        expert_norms=True,
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
         shard="0/2",
         progress=False,
     )
@@ -161,13 +157,12 @@ def sweep_inputs(tmp_path_factory, tiny_model_dir):
 @pytest.mark.slow
 def test_sweep_on_ray_equals_the_single_process_sweep(local_ray, sweep_inputs, tmp_path):
     from moeprint.evaluate.distributed import sweep_on_ray
-    from moeprint.evaluate.sweep import SweepSpec, prepare_sweep, sweep, write_sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, prepare_sweep, sweep, write_sweep
 
     spec = SweepSpec(domains=["law", "math"], sizes="2,4", criteria=["frequency"], random_seeds=2, plots=False)
-    single = sweep(
-        sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec, out=tmp_path / "single"
-    )
-    job = prepare_sweep(sweep_inputs["run"], model_path=None, texts_path=sweep_inputs["texts"], spec=spec)
+    inputs = SweepInputs(sweep_inputs["run"], sweep_inputs["texts"])
+    single = sweep(inputs, spec, tmp_path / "single")
+    job = prepare_sweep(inputs, spec)
     seen, observe = killer(after=1)
     cuts, n_windows = sweep_on_ray(job, ClusterSettings(workers=2), progress=False, observer=observe)
     assert seen["killed"] and seen["lost"] >= 1 and seen["done"] == len(job.plans) == 8

@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from moeprint.adapters.gpt_oss import GPT_OSS
 from moeprint.io.run import open_run
 from moeprint.prompts import render_prompt
-from moeprint.record import record
-from moeprint.record.hooks import RouterCapture
+from moeprint.record import RecordSettings, record
+from moeprint.record.hooks import RouterHooks
 from moeprint.types import PromptRecord
 
 PROMPTS = [
@@ -75,13 +75,11 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
         tiny_model_dir,
         PROMPTS,
         tmp_path / "run",
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        logits=True,
+        RecordSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, logits=True),
         progress=False,
     )
     manifest, traces, prompts = read_run(path)
-    assert manifest["n_prompts"] == 4 and manifest["n_tokens"] == len(traces) and manifest["has_logits"]
+    assert manifest.n_prompts == 4 and manifest.n_tokens == len(traces) and manifest.has_logits
     pad = tok.pad_token_id
     eos = model.generation_config.eos_token_id
     for p in PROMPTS:
@@ -111,10 +109,14 @@ def test_recorded_routing_equals_plain_forward(tiny_model_dir, model_and_tok, tm
 def test_expert_norms_equal_the_models_own_expert_outputs(tiny_model_dir, model_and_tok, tmp_path):
     model, _ = model_and_tok
     path = record(
-        tiny_model_dir, PROMPTS[:2], tmp_path / "run", max_new_tokens=4, batch_size=2, expert_norms=True, progress=False
+        tiny_model_dir,
+        PROMPTS[:2],
+        tmp_path / "run",
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
+        progress=False,
     )
     manifest, traces, _ = read_run(path)
-    assert manifest["has_norms"]
+    assert manifest.has_norms
     for pid in ("p-short", "p-long"):
         rows = sorted((r for r in traces if r["prompt_id"] == pid), key=lambda r: r["position"])
         ids, _, _, inputs, _ = plain_routing(model, [r["token_id"] for r in rows])
@@ -154,15 +156,15 @@ def test_fused_block_is_captured_from_its_router_logits(tiny_model_dir):
     router_calls = []
     for layer in model.model.layers:
         layer.mlp.router.register_forward_hook(lambda *a: router_calls.append(1))
-    with RouterCapture(model, GPT_OSS, logits=True) as cap, torch.no_grad():
+    with RouterHooks(model, GPT_OSS, logits=True) as cap, torch.no_grad():
         out = model(torch.tensor([tokens]))
     assert router_calls == []  # the fused path never calls the router module
     assert torch.allclose(out.logits[0], expected_logits, atol=1e-5)  # the stand-in computes the same model
     calls = cap.take()
     assert [len(c) for c in calls] == [1, 1]
     for layer, (call,) in enumerate(calls):
-        assert torch.equal(call["ids"].long(), ids[:, layer])
-        assert torch.allclose(call["weights"].float(), weights[:, layer], atol=1e-6)
+        assert torch.equal(call.ids.long(), ids[:, layer])
+        assert torch.allclose(call.weights.float(), weights[:, layer], atol=1e-6)
 
 
 def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_and_tok, tmp_path):
@@ -171,7 +173,9 @@ def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_an
     import shutil
 
     model, _ = model_and_tok
-    first = record(tiny_model_dir, PROMPTS, tmp_path / "a", max_new_tokens=6, batch_size=4, progress=False)
+    first = record(
+        tiny_model_dir, PROMPTS, tmp_path / "a", RecordSettings(max_new_tokens=6, batch_size=4), progress=False
+    )
     _, traces, _ = read_run(first)
     gen = sorted((r for r in traces if r["prompt_id"] == "p-long" and r["is_generated"]), key=lambda r: r["position"])
     stop = gen[1]["token_id"]  # p-long's second generated token becomes an EOS
@@ -182,7 +186,7 @@ def test_eos_ends_a_prompt_and_later_padding_is_dropped(tiny_model_dir, model_an
     (model_dir / "generation_config.json").write_text(json.dumps(cfg))
 
     _, traces, prompts = read_run(
-        record(model_dir, PROMPTS, tmp_path / "b", max_new_tokens=6, batch_size=4, progress=False)
+        record(model_dir, PROMPTS, tmp_path / "b", RecordSettings(max_new_tokens=6, batch_size=4), progress=False)
     )
     meta = prompts["p-long"]
     assert meta["finished"] and meta["n_generated_tokens"] <= 2
@@ -216,9 +220,9 @@ def test_prefill_only_recording_through_the_cli(tiny_model_dir, tmp_path):
         check=True,
     )
     manifest, traces, prompts = read_run(out)
-    assert manifest["generation"]["max_new_tokens"] == 0
+    assert manifest.generation.max_new_tokens == 0
     assert not any(r["is_generated"] for r in traces) and {r["segment"] for r in traces} == {"prompt"}
-    assert manifest["n_tokens"] == len(traces) == sum(p["n_prompt_tokens"] for p in prompts.values())
+    assert manifest.n_tokens == len(traces) == sum(p["n_prompt_tokens"] for p in prompts.values())
     assert all(p["n_generated_tokens"] == 0 and p["completion"] == "" and not p["finished"] for p in prompts.values())
     proc = run_cli("record", tiny_model_dir, "--prompts", "builtin", "--max-new-tokens", "-1", "--out", tmp_path / "x")
     assert_clean_error(proc)

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, assert_clean_error, run_cli
 from moeprint.errors import MoeprintError
 from moeprint.prompts import load_prompts
-from moeprint.record import merge_runs, record
+from moeprint.record import RecordSettings, merge_runs, record
 
 
 def files_of(run):
@@ -79,7 +79,13 @@ def test_bad_input_gives_one_line_and_no_run(tmp_path, tiny_model_dir, dense_mod
 def test_killed_recording_resumes_to_the_same_files(tmp_path, tiny_model_dir):
     args = ["--prompts", "builtin", "--limit", "12", "--batch-size", "3", "--max-new-tokens", "5", "--quiet"]
     reference = tmp_path / "reference"
-    record(tiny_model_dir, load_prompts("builtin", limit=12), reference, max_new_tokens=5, batch_size=3, progress=False)
+    record(
+        tiny_model_dir,
+        load_prompts("builtin", limit=12),
+        reference,
+        RecordSettings(max_new_tokens=5, batch_size=3),
+        progress=False,
+    )
 
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", MOEPRINT_RECORD_BATCH_DELAY="30")
@@ -109,7 +115,9 @@ def test_killed_recording_resumes_to_the_same_files(tmp_path, tiny_model_dir):
     )
     # a complete run is never overwritten
     with pytest.raises(MoeprintError, match="already a complete run"):
-        record(tiny_model_dir, load_prompts("builtin", limit=12), killed, max_new_tokens=5, batch_size=3)
+        record(
+            tiny_model_dir, load_prompts("builtin", limit=12), killed, RecordSettings(max_new_tokens=5, batch_size=3)
+        )
 
 
 def test_unfinished_run_resumes_only_with_the_same_settings(tmp_path, tiny_model_dir):
@@ -118,27 +126,29 @@ def test_unfinished_run_resumes_only_with_the_same_settings(tmp_path, tiny_model
     (run / ".record").mkdir(parents=True)
     (run / ".record" / "state.json").write_text(json.dumps({"generation": {"max_new_tokens": 99}}))
     with pytest.raises(MoeprintError, match="different settings"):
-        record(tiny_model_dir, prompts, run, max_new_tokens=2, progress=False)
+        record(tiny_model_dir, prompts, run, RecordSettings(max_new_tokens=2), progress=False)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(MoeprintError, match="not an unfinished recording"):
-        record(tiny_model_dir, prompts, other, max_new_tokens=2, progress=False)
+        record(tiny_model_dir, prompts, other, RecordSettings(max_new_tokens=2), progress=False)
 
 
 def test_shards_merge_into_the_unsharded_run(tmp_path, tiny_model_dir):
     prompts = load_prompts("builtin", limit=10)
     whole = record(
-        tiny_model_dir, prompts, tmp_path / "whole", max_new_tokens=4, batch_size=2, expert_norms=True, progress=False
+        tiny_model_dir,
+        prompts,
+        tmp_path / "whole",
+        RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
+        progress=False,
     )
     shards = [
         record(
             tiny_model_dir,
             prompts,
             tmp_path / f"s{i}",
-            max_new_tokens=4,
-            batch_size=2,
-            expert_norms=True,
+            RecordSettings(max_new_tokens=4, batch_size=2, expert_norms=True),
             shard=f"{i}/3",
             progress=False,
         )

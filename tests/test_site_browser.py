@@ -295,10 +295,15 @@ def test_recorded_run_shows_decoded_tokens_and_their_routing(tab, tiny_model_dir
     tokens both carry routing, and a clicked token shows its own trace row."""
     from transformers import AutoTokenizer
 
-    from moeprint.record import record_run
+    from moeprint.record import RecordSettings, record_run
 
     run = record_run(
-        tiny_model_dir, "builtin", tmp_path / "run", limit=3, max_new_tokens=6, batch_size=3, progress=False
+        tiny_model_dir,
+        "builtin",
+        tmp_path / "run",
+        RecordSettings(max_new_tokens=6, batch_size=3),
+        limit=3,
+        progress=False,
     )
     site = build_site(run, tmp_path / "site")
     rows = sorted(trace_rows(run), key=lambda r: (r["prompt_id"], r["position"]))

@@ -204,16 +204,14 @@ def test_assets_never_touch_the_network_or_inner_html():
 
 def test_router_entropy_from_recorded_logits(tmp_path, tiny_model_dir):
     """A run recorded with --logits: per layer, the mean entropy of softmax(logits) over tokens, vs scipy."""
-    from moeprint.record import record_run
+    from moeprint.record import RecordSettings, record_run
 
     run = record_run(
         tiny_model_dir,
         "builtin",
         tmp_path / "run",
+        RecordSettings(max_new_tokens=4, batch_size=2, logits=True),
         limit=2,
-        max_new_tokens=4,
-        batch_size=2,
-        logits=True,
         progress=False,
     )
     out = build_site(run, tmp_path / "site")

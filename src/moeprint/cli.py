@@ -219,29 +219,34 @@ def record_cmd(
     --ray HEAD:6379 --workers 8 --gpus-per-worker 1
     """
     from moeprint.io.run import open_run
-    from moeprint.record import record_run
+    from moeprint.prompts import TemplateInputs
+    from moeprint.record import RecordSettings, record_run
 
-    path = record_run(
-        model,
-        list(sources),
-        out_dir,
-        domains=domains,
-        limit=limit,
+    settings = RecordSettings(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         do_sample=do_sample,
         seed=seed,
         logits=logits,
         expert_norms=expert_norms,
-        shard=shard,
         reasoning_effort=reasoning_effort,
+        dtype=load.dtype,
+        template=TemplateInputs(date) if date is not None else TemplateInputs(),
+    )
+    path = record_run(
+        model,
+        list(sources),
+        out_dir,
+        settings,
+        domains=domains,
+        limit=limit,
+        shard=shard,
+        device=load.device,
         progress=not quiet,
-        load=load,
-        date=date,
         cluster=_cluster(ray_address, workers, gpus_per_worker),
     )
     m = open_run(path).manifest()
-    click.echo(f"recorded {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
+    click.echo(f"recorded {m.n_prompts} prompts, {m.n_tokens} tokens -> {path}")
 
 
 @cli.command("merge-runs")
@@ -259,7 +264,7 @@ def merge_runs_cmd(shard_runs, out_dir):
 
     path = merge_runs(list(shard_runs), out_dir)
     m = open_run(path).manifest()
-    click.echo(f"merged {len(shard_runs)} shards: {m['n_prompts']} prompts, {m['n_tokens']} tokens -> {path}")
+    click.echo(f"merged {len(shard_runs)} shards: {m.n_prompts} prompts, {m.n_tokens} tokens -> {path}")
 
 
 # ---- testbed and demo -----------------------------------------------------------------------
@@ -405,16 +410,16 @@ def import_fingerprinting_cmd(src: str, out: str, domains_map: str | None, overw
     from moeprint.importers import import_fingerprinting
 
     manifest = import_fingerprinting(src, out, domains_map, overwrite=overwrite)
-    source = manifest["source"]
-    if source["missing_examples"] or source["missing_summaries"]:
+    source = manifest.source
+    if source.missing_examples or source.missing_summaries:
         click.echo(
-            f"warning: {source['missing_examples']} example file(s) and {source['missing_summaries']} "
+            f"warning: {source.missing_examples} example file(s) and {source.missing_summaries} "
             f"summary file(s) named in map.json are absent; skipped.",
             err=True,
         )
     click.echo(
-        f"imported {manifest['n_prompts']} prompts, {manifest['n_tokens']} routed tokens "
-        f"({len(manifest['domains'])} domains) -> {out}"
+        f"imported {manifest.n_prompts} prompts, {manifest.n_tokens} routed tokens "
+        f"({len(manifest.domains)} domains) -> {out}"
     )
 
 
@@ -1010,7 +1015,7 @@ def sweep_command(
 
     With --ray the cuts are spread over Ray workers (docs/ray.md); the results are the same.
     """
-    from moeprint.evaluate.sweep import SweepSpec, sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep
 
     spec = SweepSpec(
         domains=domains or [],
@@ -1022,12 +1027,9 @@ def sweep_command(
         router_rows=list(router_rows),
     )
     path = sweep(
-        run_dir,
-        model_path=model_path,
-        texts_path=texts_path,
-        spec=spec,
-        out=out,
-        mc_path=mc_path,
+        SweepInputs(run_dir, texts_path, model_path, mc_path),
+        spec,
+        out,
         overwrite=overwrite,
         load=load,
         cluster=_cluster(ray_address, workers, gpus_per_worker),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moeprint.errors import MoeprintError
+from moeprint.progress import Progress
 
 MAX_RESTARTS = 3  # per actor; a worker that dies more often is given up (its units go to the others)
 DELAY_ENV = "MOEPRINT_RAY_UNIT_DELAY"  # seconds a worker sleeps after each unit (tests kill a worker mid-unit)
@@ -327,26 +327,13 @@ class PoolProgress:
         self.n_tokens, self.start = 0, None  # the rate counts from the first ready worker (not start-up)
         self.states = ["starting"] * len(names)
         self.counts = [0] * len(names)
-        self._bar = None
+        self._bar: Progress | None = None
 
     def __enter__(self) -> PoolProgress:
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
-                TimeRemainingColumn(),
-                console=Console(file=sys.stderr),
-            )
-            self._bar.__enter__()
-            self._main = self._bar.add_task(f"{self.label} units", total=self.total, status="")
-            self._workers = [
-                self._bar.add_task(f"  worker {i}", total=None, status="starting") for i in range(len(self.names))
-            ]
+            self._bar = Progress().__enter__()
+            self._main = self._bar.task(f"{self.label} units", self.total)
+            self._workers = [self._bar.task(f"  worker {i}", None, "starting") for i in range(len(self.names))]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -357,12 +344,10 @@ class PoolProgress:
         if self._bar is None:
             return
         rate = self.n_tokens / max(time.monotonic() - self.start, 1e-9) if self.start else 0.0
-        self._bar.update(self._main, completed=sum(self.counts), status=f"{rate:,.0f} tokens/s")
+        self._main.update(completed=sum(self.counts), status=f"{rate:,.0f} tokens/s")
         if worker is not None:
-            self._bar.update(
-                self._workers[worker],
-                completed=self.counts[worker],
-                status=f"{self.states[worker]} ({self.counts[worker]} done)",
+            self._workers[worker].update(
+                completed=self.counts[worker], status=f"{self.states[worker]} ({self.counts[worker]} done)"
             )
 
     def tokens(self, n: int) -> None:

@@ -67,9 +67,9 @@ def run_demo(
     """Run every stage on the testbed; return {what: where} for everything written."""
     from moeprint.analyze.pipeline import analyze_run
     from moeprint.evaluate.compare import EvalSettings, evaluate
-    from moeprint.evaluate.sweep import SweepSpec, sweep
+    from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep
     from moeprint.prune import CardOptions, build_checkpoint
-    from moeprint.record import record_run
+    from moeprint.record import RecordSettings, record_run
     from moeprint.report.build import build_site
     from moeprint.select.plan import plan_from_run, save_plan
     from moeprint.testbed import testbed_path
@@ -101,9 +101,7 @@ def run_demo(
         model,
         [str(calibration)],
         out / "runs" / "testbed",
-        max_new_tokens=4,
-        batch_size=8,
-        expert_norms=True,
+        RecordSettings(max_new_tokens=4, batch_size=8, expert_norms=True),
         progress=progress,
     )
     where["run (traces, prompts, manifest)"] = run
@@ -142,9 +140,7 @@ def run_demo(
     spec = SweepSpec(
         domains=testbed_domains(), sizes=SWEEP_SIZES, criteria=SWEEP_CRITERIA, random_seeds=settings.random_seeds
     )
-    where["sweep (CSV, JSON, plots)"] = sweep(
-        run, model_path=model, texts_path=test_texts, spec=spec, out=run / "evals" / "sweep"
-    )
+    where["sweep (CSV, JSON, plots)"] = sweep(SweepInputs(run, test_texts, model), spec, run / "evals" / "sweep")
 
     step("site")
     where["site"] = build_site(run) / "index.html"

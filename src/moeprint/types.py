@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # annotations only: prompt loading and CLI validation stay free of the torch import
     import torch
@@ -33,19 +33,29 @@ class PromptRecord:
             raise ValueError("a PromptRecord has exactly one of `messages` and `text`")
 
 
-@dataclass(frozen=True)
-class RouterBatch:
-    """The standard router form, produced by every adapter for one MoE layer and one forward call.
+class RouterCapture(NamedTuple):
+    """One MoE layer's routing in one forward call, in the standard router form, as the record hooks capture
+    it (on the model's device, in the model's dtypes) and the runner turns it into trace columns.
+    A NamedTuple, not a frozen dataclass: the hooks build one per layer and call, and a frozen dataclass costs
+    about 1 us more to build (a few % of a small router call, see bench/record.py).
 
-    Rows are real tokens only (padding dropped). Weights are exactly what the model multiplies
-    the expert outputs by.
+    Rows are every token of the call (N = B*S at prefill, B per decode step); the runner drops padding.
+    Weights are exactly what the model multiplies the expert outputs by. Field names are the trace columns.
     """
 
-    layer: int
-    topk_ids: torch.Tensor  # (T, k) int
-    topk_weights: torch.Tensor  # (T, k) float32
-    logits: torch.Tensor | None = None  # (T, E) float32
-    expert_norms: torch.Tensor | None = None  # (T, k) float32, ||f_j(x)|| of each selected expert
+    ids: torch.Tensor  # (N, k) int
+    weights: torch.Tensor  # (N, k) float
+    logits: torch.Tensor | None = None  # (N, E), only when recording logits
+    expert_norms: torch.Tensor | None = None  # (N, k) float32, ||f_j(x)|| of each selected expert
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """The captured tensors by trace column name, absent ones left out."""
+        out = {"ids": self.ids, "weights": self.weights}
+        if self.logits is not None:
+            out["logits"] = self.logits
+        if self.expert_norms is not None:
+            out["expert_norms"] = self.expert_norms
+        return out
 
 
 BASE_NUM_EXPERTS = "base_num_experts"  # its key inside the plan JSON's `extra`

@@ -70,10 +70,10 @@ def classify_runs(
         raise MoeprintError(f"--token-baseline must be >= 0 (0 = skip); got {token_baseline}.")
     if apply_run is not None:  # before any work or write: the apply run must fit the classifier's shape
         trained, applied = open_run(train_run).manifest(), open_run(apply_run).manifest()
-        if (applied["num_layers"], applied["num_experts"]) != (trained["num_layers"], trained["num_experts"]):
+        if (applied.num_layers, applied.num_experts) != (trained.num_layers, trained.num_experts):
             raise MoeprintError(
-                f"{apply_run} has {applied['num_layers']} layers x {applied['num_experts']} experts; "
-                f"the classifier would be trained on {trained['num_layers']} x {trained['num_experts']}."
+                f"{apply_run} has {applied.num_layers} layers x {applied.num_experts} experts; "
+                f"the classifier would be trained on {trained.num_layers} x {trained.num_experts}."
             )
     manifest, x, labels, groups, sample_ids = _samples(train_run, segment, window, progress, group_by)
     if len(set(labels)) < 2:
@@ -102,8 +102,8 @@ def classify_runs(
     model = fit(x, labels, l2)
     out_dir = Path(out) if out else Path(train_run) / "classify"
     shape = {
-        "num_layers": manifest["num_layers"],
-        "num_experts": manifest["num_experts"],
+        "num_layers": manifest.num_layers,
+        "num_experts": manifest.num_experts,
         "segment": segment,
         "window": window,
     }

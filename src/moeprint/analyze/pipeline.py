@@ -35,6 +35,7 @@ from moeprint.analyze.runio import (
 )
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, read_parquet
+from moeprint.io.manifest import RunManifest
 from moeprint.io.run import RunDir, open_run
 
 CLAIMS = {
@@ -121,7 +122,7 @@ def _domain_stats(
     min_token_count: int,
     max_tokens: int,
     run: RunDir,
-    manifest: dict,
+    manifest: RunManifest,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     from moeprint.analyze import stats as st  # scipy.stats takes seconds to import; only analyze needs it
@@ -237,10 +238,10 @@ def analyze_run(
     """Fingerprint a run: write RUN/fingerprints/ (see docs/formats.md). Returns its path."""
     run = open_run(run_path)
     manifest = run.manifest()
-    known = list(manifest["domains"])
+    known = list(manifest.domains)
     chosen = check_domains(domains, known)
     selected = check_segment(segment)
-    has_norms = bool(manifest.get("has_norms"))
+    has_norms = manifest.has_norms
     crits = list(criteria) if criteria else default_criteria(has_norms)
     for c in crits:
         check_criterion(c)
@@ -249,7 +250,7 @@ def analyze_run(
                 f"criterion {c!r} needs expert output norms, but {run.root} recorded none "
                 "(record with expert norms, or choose frequency, gate-mass, lift or reference)."
             )
-    num_layers, num_experts = manifest["num_layers"], manifest["num_experts"]
+    num_layers, num_experts = manifest.num_layers, manifest.num_experts
     top_n = max(1, num_experts // 2) if top_n is None else top_n
     if not 1 <= top_n <= num_experts:
         raise MoeprintError(f"top-N must be between 1 and {num_experts}; got {top_n}.")
@@ -313,10 +314,8 @@ def analyze_run(
                 "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
                 "num_layers": num_layers,
                 "num_experts": num_experts,
-                "top_k": manifest["top_k"],
-                "moe_layers": manifest.get(
-                    "moe_layers", list(range(num_layers))
-                ),  # layer_i of a ranking = moe_layers[i]
+                "top_k": manifest.top_k,
+                "moe_layers": list(manifest.moe_layers or range(num_layers)),  # layer_i of a ranking = moe_layers[i]
                 "n_rows": scan.n_rows,
                 "coactivation": coactivation,
                 "source_manifest_sha256": hashlib.sha256(run.manifest_path.read_bytes()).hexdigest(),
@@ -381,8 +380,8 @@ def export_rankings(
     run = open_run(run_path)
     manifest = run.manifest()
     fmanifest, usage_of = load_fingerprints(run_path)
-    chosen = check_domains(domains or fmanifest["domains"], list(manifest["domains"]))
-    if criterion in NORM_CRITERIA and not manifest.get("has_norms"):
+    chosen = check_domains(domains or fmanifest["domains"], list(manifest.domains))
+    if criterion in NORM_CRITERIA and not manifest.has_norms:
         raise MoeprintError(f"criterion {criterion!r} needs expert output norms, but {run.root} recorded none.")
     out = Path(out_dir)
     if fmt == "llmcompressor":

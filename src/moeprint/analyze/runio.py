@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 from moeprint.analyze.aggregate import PromptCounts, UsageSums
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import read_parquet
+from moeprint.io.manifest import RunManifest
 from moeprint.io.run import RunDir
+from moeprint.progress import bar
 from moeprint.types import SEGMENTS  # torch-free: types.py imports torch for annotations only
 
 BATCH_ROWS = 16384
@@ -89,7 +91,7 @@ class ScanResult:
 
 def scan_run(
     run: RunDir,
-    manifest: dict[str, Any],
+    manifest: RunManifest,
     selected_segments: list[str],
     progress: bool = True,
     with_coactivation: bool = True,
@@ -100,12 +102,12 @@ def scan_run(
 
     With `window`, the per-prompt counts are per (prompt, window of `window` positions) instead.
     """
-    num_layers, top_k = manifest["num_layers"], manifest["top_k"]
-    domains = list(manifest["domains"])
+    num_layers, top_k = manifest.num_layers, manifest.top_k
+    domains = list(manifest.domains)
     domain_code = {d: i for i, d in enumerate(domains)}
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
-    has_norms = bool(manifest.get("has_norms"))
-    token_column = "token_id" if manifest.get("has_token_ids", True) else "token"
+    has_norms = manifest.has_norms
+    token_column = "token_id" if manifest.has_token_ids else "token"
     columns = ["prompt_id", "domain", "position", "segment", token_column, "ids", "weights"]
     if has_norms:
         columns.append("expert_norms")
@@ -113,7 +115,7 @@ def scan_run(
         tuple(domains),
         tuple(SEGMENTS),
         num_layers,
-        manifest["num_experts"],
+        manifest.num_experts,
         top_k,
         with_norms=has_norms,
         with_coactivation=with_coactivation,
@@ -121,16 +123,14 @@ def scan_run(
     selected = np.zeros(len(SEGMENTS), dtype=bool)
     selected[[segment_code[s] for s in selected_segments]] = True
 
-    prompts = PromptCounts(num_layers, manifest["num_experts"])
+    prompts = PromptCounts(num_layers, manifest.num_experts)
     prompt_code: dict[str, int] = {}
     token_code: dict[Any, int] = {}
     token_counts = np.zeros((0, len(domains)), np.int64)
     n_rows = 0
 
-    from tqdm import tqdm
-
     # `with`: the bar closes before an error propagates, so the error stays the last line on screen
-    with tqdm(total=manifest.get("n_tokens"), desc="analyze", unit="tok", unit_scale=True, disable=not progress) as bar:
+    with bar("analyze (tokens)", manifest.n_tokens, progress) as advance:
         for batch in iter_batches(run, columns):
             t = batch.num_rows
             n_rows += t
@@ -173,7 +173,7 @@ def scan_run(
                         [token_counts, np.zeros((n_tok - token_counts.shape[0], len(domains)), np.int64)]
                     )
                 np.add.at(token_counts, (tok, d[keep]), 1)
-            bar.update(t)
+            advance(t)
 
     prompts.finish()
     if token_column == "token":
@@ -185,14 +185,14 @@ def scan_run(
 
 
 def scan_token_strata(
-    run: RunDir, manifest: dict[str, Any], selected_segments: list[str], tokens: list[Any], prompt_ids: list[str]
+    run: RunDir, manifest: RunManifest, selected_segments: list[str], tokens: list[Any], prompt_ids: list[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Second pass for token-controlled statistics: counts (pairs, L, E) per (prompt, chosen token) pair.
 
     Returns (pair_prompt (N,), pair_token (N,), counts (N, L, E)), prompts indexed like `prompt_ids`.
     """
-    num_layers, top_k, n_experts = manifest["num_layers"], manifest["top_k"], manifest["num_experts"]
-    token_column = "token_id" if manifest.get("has_token_ids", True) else "token"
+    num_layers, top_k, n_experts = manifest.num_layers, manifest.top_k, manifest.num_experts
+    token_column = "token_id" if manifest.has_token_ids else "token"
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
     selected = np.zeros(len(SEGMENTS), dtype=bool)
     selected[[segment_code[s] for s in selected_segments]] = True
@@ -320,13 +320,13 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def scan_token_bags(
-    run: RunDir, manifest: dict[str, Any], selected_segments: list[str], window: int | None, vocab_size: int
+    run: RunDir, manifest: RunManifest, selected_segments: list[str], window: int | None, vocab_size: int
 ) -> tuple[list[str], np.ndarray]:
     """Token-mix control for the classifier: counts of the `vocab_size` most frequent tokens per unit
     (prompt, or prompt#w<i> window, named like scan_run's units). Returns (unit ids, counts (N, V))."""
     from scipy.sparse import coo_matrix
 
-    token_column = "token_id" if manifest.get("has_token_ids", True) else "token"
+    token_column = "token_id" if manifest.has_token_ids else "token"
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
     selected = np.zeros(len(SEGMENTS), dtype=bool)
     selected[[segment_code[s] for s in selected_segments]] = True

@@ -13,6 +13,7 @@ import copy
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,20 @@ def read_plan(path: str | Path, model_config: dict[str, Any]) -> PrunePlan:
     return validate_plan(load_plan(path), model_signature(model_config))
 
 
+class CutKind(StrEnum):
+    """What a cut is; the value is what result files record as the cut's `kind`."""
+
+    PLAN = "plan"  # a router mask on the loaded base
+    CHECKPOINT = "checkpoint"  # a pruned model folder, loaded on its own
+    BASE = "base"  # the base itself (the reference row)
+
+
 @dataclass
 class Cut:
     """The model under test. Use `with cut.active(): cut.model(...)`."""
 
     name: str
-    kind: str  # "plan" | "checkpoint" | "base"
+    kind: CutKind
     model: torch.nn.Module
     info: dict[str, Any] = field(default_factory=dict)  # domain, criterion, n_experts, top_k, path
     _activate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -96,7 +105,7 @@ class Cut:
         """A cut model that can run at the same time as its base (assisted generation needs both):
         for a mask, a masked twin of the base that shares every weight but the routers' (so no second
         copy of the model is held); for a checkpoint, the checkpoint itself."""
-        if self.kind != "plan":
+        if self.kind != CutKind.PLAN:
             yield self.model
             return
         shared = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
@@ -127,7 +136,7 @@ def plan_cut(base: LoadedModel, plan: PrunePlan, name: str = "", router_rows=Non
         info["healed"] = (plan.extra.get("heal") or {}).get("objective", "router rows")
     return Cut(
         name=name or f"{plan.domain}-{plan.criterion}-{plan.n_experts}",
-        kind="plan",
+        kind=CutKind.PLAN,
         model=base.model,
         info=info,
         _activate=lambda: base.adapter.router_mask(base.model, kept, router_rows),
@@ -199,7 +208,7 @@ def checkpoint_cut(
         "num_experts": facts.num_experts,
         "path": str(checkpoint_dir),
     }
-    return Cut(name=checkpoint_dir.name, kind="checkpoint", model=loaded.model, info=info)
+    return Cut(name=checkpoint_dir.name, kind=CutKind.CHECKPOINT, model=loaded.model, info=info)
 
 
 def base_cut(base: LoadedModel) -> Cut:
@@ -211,4 +220,4 @@ def base_cut(base: LoadedModel) -> Cut:
         "top_k": base.top_k,
         "num_experts": base.num_experts,
     }
-    return Cut(name="base", kind="base", model=base.model, info=info)
+    return Cut(name="base", kind=CutKind.BASE, model=base.model, info=info)

@@ -35,11 +35,11 @@ def greedy_plan(
     run's `start` ranking, scored on the domain's recorded prompts. Returns (plan, selection).
     progress: a moeprint.progress.Progress (one step per round), or None."""
     run = open_run(run_dir)
-    model_path = model_path or run.manifest().get("model")
+    model_path = model_path or run.manifest().model.name
     if not model_path:
         raise MoeprintError(f"{run.root}/manifest.json names no model; pass the model.")
     signature = model_signature(load_config_dict(model_path))
-    check_same_model(run.manifest().get("model_sha256"), model_path, f"run {run.root}")
+    check_same_model(run.manifest().model.sha256, model_path, f"run {run.root}")
     ranking, source = load_ranking(run, start, domain)  # bad criterion or domain fails before weights load
     config = load_config_dict(model_path)
     groups = adapter_for(config).expert_groups(config)

@@ -26,7 +26,7 @@ from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_te
 from moeprint.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from moeprint.io.identity import check_same_model
 from moeprint.io.loader import LoadSettings, check_context, context_length
-from moeprint.io.run import open_run, software_versions
+from moeprint.io.run import RunDir, open_run, software_versions
 from moeprint.progress import Progress
 from moeprint.prune.rows import load_router_rows, plan_of_rows, rows_as_list
 from moeprint.select.plan import model_signature, plan_from_ranking, validate_plan
@@ -92,14 +92,22 @@ class SweepJob:
     load: LoadSettings = LoadSettings()  # where and in which dtype the base runs
 
 
+@dataclass(frozen=True)
+class SweepInputs:
+    """What a sweep reads: the run (its rankings and recorded prompts), the evaluation texts, optional
+    multiple-choice questions, and the base model (None: the model the run was recorded on)."""
+
+    run_dir: str | Path
+    texts_path: str | Path
+    model_path: str | Path | None = None
+    mc_path: str | Path | None = None
+
+
 def sweep(
-    run_dir: str | Path,
-    *,
-    model_path: str | Path | None,
-    texts_path: str | Path,
+    inputs: SweepInputs,
     spec: SweepSpec,
     out: str | Path,
-    mc_path: str | Path | None = None,
+    *,
     overwrite: bool = False,
     load: LoadSettings = LoadSettings(),
     cluster: ClusterSettings | None = None,
@@ -110,7 +118,7 @@ def sweep(
             "--ray places the model on each worker: drop --device "
             "(workers use their GPUs with --gpus-per-worker, else the CPU)."
         )
-    job = prepare_sweep(run_dir, model_path=model_path, texts_path=texts_path, spec=spec, mc_path=mc_path, load=load)
+    job = prepare_sweep(inputs, spec, load)
     target = atomic_directory(out, overwrite=overwrite, kind="sweep")  # checked and locked before the work
     try:
         if cluster is not None:
@@ -119,96 +127,71 @@ def sweep(
             job = dataclasses.replace(job, load=LoadSettings(cluster.device, load.dtype))
             cuts, n_windows = sweep_on_ray(job, cluster)
         else:
-            with Progress() as progress:
-                evaluator = CutEvaluator(job, progress)
-                advance = progress.task("cuts", len(job.plans))
-                cuts = []
-                for i in range(len(job.plans)):
-                    cuts.append(evaluator.evaluate(i))
-                    advance()
-            n_windows = len(evaluator.windows)
+            cuts, n_windows = _evaluate_here(job)
     except BaseException:
         target.lock.release()  # the work failed before the output was opened: free the output for the next try
         raise
     return write_sweep(job, cuts, n_windows, target)
 
 
-def prepare_sweep(
-    run_dir: str | Path,
-    *,
-    model_path: str | Path | None,
-    texts_path: str | Path,
-    spec: SweepSpec,
-    mc_path: str | Path | None = None,
-    load: LoadSettings = LoadSettings(),
-) -> SweepJob:
-    run = open_run(run_dir)
+def _evaluate_here(job: SweepJob) -> tuple[list[dict[str, Any]], int]:
+    """Every cut of `job` in this process: (the cuts' entries in plan order, the number of text windows)."""
+    with Progress() as progress:
+        evaluator = CutEvaluator(job, progress)
+        advance = progress.task("cuts", len(job.plans))
+        cuts = []
+        for i in range(len(job.plans)):
+            cuts.append(evaluator.evaluate(i))
+            advance()
+    return cuts, len(evaluator.windows)
+
+
+def prepare_sweep(inputs: SweepInputs, spec: SweepSpec, load: LoadSettings = LoadSettings()) -> SweepJob:
+    """Every input read and checked and every plan built, before any weight is read."""
+    run = open_run(inputs.run_dir)
     manifest = run.manifest()
-    texts = load_texts(texts_path)
-    questions = load_choice_questions(mc_path) if mc_path else []
+    texts = load_texts(inputs.texts_path)
+    questions = load_choice_questions(inputs.mc_path) if inputs.mc_path else []
     if not spec.domains or not spec.criteria and spec.random_seeds < 1:
         raise MoeprintError("give at least one domain and at least one criterion or random seed.")
     text_domains = {t.domain for t in texts}
     missing = [d for d in spec.domains if d != ALL and d not in text_domains]
     if missing:
         raise MoeprintError(
-            f"no evaluation texts of domain {missing[0]!r} in {texts_path} (it has: {', '.join(sorted(text_domains))})."
+            f"no evaluation texts of domain {missing[0]!r} in {inputs.texts_path} "
+            f"(it has: {', '.join(sorted(text_domains))})."
         )
     items = [(f"text {t.text_id}", t.text) for t in texts] + [
         (f"question {q.question_id}", q.question) for q in questions
     ]
     disjoint = check_disjoint(run, items, spec.allow_unverified)
 
-    model_path = model_path or manifest.get("model")
+    model_path = inputs.model_path or manifest.model.name
     if not model_path:
         raise MoeprintError(f"{run.root}/manifest.json names no model; pass --model.")
     config = load_config_dict(model_path)
     adapter = adapter_for(config)
     L, E, k = adapter.num_layers(config), adapter.num_experts(config), adapter.top_k(config)
-    if (manifest.get("num_layers"), manifest.get("num_experts")) not in ((L, E), (None, None)):
+    if (manifest.num_layers, manifest.num_experts) != (L, E):
         raise MoeprintError(
-            f"{run.root} was recorded on a model with {manifest.get('num_layers')} layers x "
-            f"{manifest.get('num_experts')} experts, but {model_path} has {L} x {E}."
+            f"{run.root} was recorded on a model with {manifest.num_layers} layers x "
+            f"{manifest.num_experts} experts, but {model_path} has {L} x {E}."
         )
     sizes = resolve_sizes(spec.sizes, E)
-    check_same_model(manifest.get("model_sha256"), model_path, f"run {run.root}")
+    check_same_model(manifest.model.sha256, model_path, f"run {run.root}")
     check_context(spec.max_tokens, context_length(config), "--max-tokens")
-
-    # Every plan before any weight is read (bad criteria or domains fail fast).
-    signature = model_signature(config)
-    plans: list[tuple[PrunePlan, int | None]] = []
-    sources = {}
-    for domain in spec.domains:
-        for criterion in spec.criteria:
-            ranking, source = load_ranking(run, criterion, domain)
-            sources[criterion] = "computed from fingerprints" if source == "fingerprints" else "rankings file"
-            for n in sizes:
-                plans.append(
-                    (
-                        plan_from_ranking(
-                            ranking,
-                            n,
-                            signature,
-                            base_model=str(model_path),
-                            domain=domain,
-                            criterion=criterion,
-                            source=source,
-                        ),
-                        None,
-                    )
-                )
-    for seed in range(spec.random_seeds):
-        plans += [(random_plan(model_path, n, seed, config), seed) for n in sizes]
+    plans, sources = _ranked_plans(run, spec, sizes, config, str(model_path))
+    plans += _random_plans(spec, sizes, config, str(model_path))
     healed = {}
     for rows_path in spec.router_rows:
         rows = load_router_rows(rows_path).check_hidden(config, str(rows_path))
         healed[len(plans)] = (rows, str(rows_path))
-        plans.append((validate_plan(plan_of_rows(rows, str(rows_path)), signature), None))
+        plans.append((validate_plan(plan_of_rows(rows, str(rows_path)), model_signature(config)), None))
     return SweepJob(
         run,
         spec,
-        str(texts_path),
-        str(mc_path) if mc_path else None,
+        str(inputs.texts_path),
+        str(inputs.mc_path) if inputs.mc_path else None,
         texts,
         questions,
         disjoint,
@@ -222,6 +205,30 @@ def prepare_sweep(
         healed,
         load,
     )
+
+
+def _ranked_plans(
+    run: RunDir, spec: SweepSpec, sizes: list[int], config: dict, model_path: str
+) -> tuple[list[tuple[PrunePlan, None]], dict[str, str]]:
+    """One plan per (domain, criterion, size), from the run's rankings; and where each criterion's ranking came from."""
+    signature = model_signature(config)
+    plans: list[tuple[PrunePlan, None]] = []
+    sources = {}
+    for domain in spec.domains:
+        for criterion in spec.criteria:
+            ranking, source = load_ranking(run, criterion, domain)
+            sources[criterion] = "computed from fingerprints" if source == "fingerprints" else "rankings file"
+            for n in sizes:
+                plan = plan_from_ranking(
+                    ranking, n, signature, base_model=model_path, domain=domain, criterion=criterion, source=source
+                )
+                plans.append((plan, None))
+    return plans, sources
+
+
+def _random_plans(spec: SweepSpec, sizes: list[int], config: dict, model_path: str) -> list[tuple[PrunePlan, int]]:
+    """One random plan per (seed, size): the baseline every criterion is compared with."""
+    return [(random_plan(model_path, n, seed, config), seed) for seed in range(spec.random_seeds) for n in sizes]
 
 
 class CutEvaluator:

@@ -32,8 +32,10 @@ import pyarrow.parquet as pq
 from moeprint.adapters import KnownCheckpoint, MoEAdapter, published_routing_source
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists, read_json
+from moeprint.io.manifest import GenerationSettings, ImportSource, ModelIdentity, RunManifest
 from moeprint.io.names import check_domain, check_label, confined
 from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
+from moeprint.progress import track
 
 OTHER_DOMAIN = "other"  # folders that no domain of domains.json names
 ROWS_PER_PART = 32768
@@ -346,35 +348,37 @@ def _import_example(
     traces.add(prompt_id, domain, cols)
 
 
-def _manifest(source: _Source, tally: _Tally, prompts: dict[str, list], summaries: dict[str, list]) -> dict[str, Any]:
+def _manifest(source: _Source, tally: _Tally, prompts: dict[str, list], summaries: dict[str, list]) -> RunManifest:
     adapter, checkpoint = _source_model()
     max_expert = max([tally.max_expert, *summaries["expert"]])
-    return {
-        "kind": "imported",
-        "model": checkpoint.hub_id if tally.num_layers == checkpoint.num_layers else "unknown",
-        "model_sha256": None,
-        "architecture": adapter.architectures[0],
-        "num_layers": tally.num_layers,
-        "num_experts": max_expert + 1,
-        "top_k": tally.top_k,
-        "domains": sorted(set(prompts["domain"]) | set(summaries["domain"])),
-        "n_prompts": len(prompts["prompt_id"]),
-        "n_tokens": tally.n_tokens,
-        "has_logits": False,
-        "has_norms": False,
-        "has_token_ids": False,
-        "prompt_suite_sha256": hashlib.sha256(json.dumps(source.layout, sort_keys=True).encode()).hexdigest(),
-        "generation": {"max_new_tokens": 512, "do_sample": False, "seed": None, "batch_size": None},
-        "versions": software_versions(),
-        "source": {
-            "path": str(source.path.resolve()),
-            "domains_map": str(source.domains_path.resolve()),
-            "combos": len(source.combos),
-            "missing_examples": tally.missing_examples,
-            "missing_summaries": tally.missing_summaries,
-            "dropped_rows": tally.dropped_rows,
-        },
-    }
+    return RunManifest(
+        kind="imported",
+        model=ModelIdentity(
+            name=checkpoint.hub_id if tally.num_layers == checkpoint.num_layers else "unknown",
+            sha256=None,
+            architecture=adapter.architectures[0],
+        ),
+        num_layers=tally.num_layers,
+        num_experts=max_expert + 1,
+        top_k=tally.top_k,
+        domains=tuple(sorted(set(prompts["domain"]) | set(summaries["domain"]))),
+        n_prompts=len(prompts["prompt_id"]),
+        n_tokens=tally.n_tokens,
+        has_logits=False,
+        has_norms=False,
+        has_token_ids=False,
+        prompt_suite_sha256=hashlib.sha256(json.dumps(source.layout, sort_keys=True).encode()).hexdigest(),
+        generation=GenerationSettings(max_new_tokens=512, do_sample=False),
+        versions=software_versions(),
+        source=ImportSource(
+            path=str(source.path.resolve()),
+            domains_map=str(source.domains_path.resolve()),
+            combos=len(source.combos),
+            missing_examples=tally.missing_examples,
+            missing_summaries=tally.missing_summaries,
+            dropped_rows=tally.dropped_rows,
+        ),
+    )
 
 
 def import_fingerprinting(
@@ -384,15 +388,13 @@ def import_fingerprinting(
     folders: set[str] | None = None,
     progress: bool = True,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> RunManifest:
     """Import the published layout at `src` into the run directory `out`; returns the manifest.
 
     `folders` (optional, "dataset/category") restricts which example files are read (e.g. for tests);
     the summaries of every folder are always imported, so the reference rankings stay complete.
     Missing example or summary files are counted, reported in the manifest and skipped.
     """
-    from tqdm import tqdm
-
     source = _read_source(Path(src), domains_map_path)
     prompts: dict[str, list] = {f.name: [] for f in PROMPTS_SCHEMA}
     summaries: dict[str, list] = {f.name: [] for f in SUMMARY_SCHEMA}
@@ -401,7 +403,7 @@ def import_fingerprinting(
         run = RunDir(tmp)
         run.traces_dir.mkdir()
         traces = _TraceParts(run.traces_dir)
-        for entry in tqdm(source.combos, desc="import", unit="file", disable=not progress):
+        for entry in track(source.combos, "import (files)", progress):
             domain = source.folder_domain.get(entry.folder, OTHER_DOMAIN)
             _import_summary(source, entry, domain, summaries, tally)
             if folders is None or entry.folder in folders:

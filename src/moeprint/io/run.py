@@ -14,13 +14,12 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_write_json, read_json
-from moeprint.io.names import check_domain
+from moeprint.io.manifest import RunManifest
 
 PROMPTS_SCHEMA = pa.schema(
     [
@@ -98,40 +97,17 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.manifest_path.exists()
 
-    def manifest(self) -> dict[str, Any]:
-        """The run's manifest; a clear error if the run is missing or unfinished."""
+    def manifest(self) -> RunManifest:
+        """The run's manifest (the one reader); a clear error if the run is missing, unfinished or damaged."""
         if not self.root.is_dir():
             raise MoeprintError(f"run directory {self.root} does not exist.")
         if not self.manifest_path.exists():
             raise MoeprintError(f"{self.root} is not a complete run (no manifest.json); record or import it first.")
-        return check_manifest(read_json(self.manifest_path), self.manifest_path)
+        return RunManifest.from_json(read_json(self.manifest_path), self.manifest_path)
 
-    def write_manifest(self, manifest: dict[str, Any]) -> Path:
-        return atomic_write_json(self.manifest_path, manifest)
-
-
-def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
-    """The keys every stage reads, with the right types; one clear error for a damaged manifest."""
-    if not isinstance(manifest, dict):
-        raise MoeprintError(f"{path} must be a JSON object (a run manifest); it is damaged.")
-    for key in ("num_layers", "num_experts", "top_k"):
-        value = manifest.get(key)
-        if type(value) is not int or value < 1:
-            raise MoeprintError(f"{path}: `{key}` must be a positive integer, not {value!r}; the manifest is damaged.")
-    if manifest["top_k"] > manifest["num_experts"]:
-        raise MoeprintError(f"{path}: top_k {manifest['top_k']} exceeds num_experts {manifest['num_experts']}.")
-    for key in ("n_prompts", "n_tokens"):
-        value = manifest.get(key)
-        if key in manifest and (type(value) is not int or value < 0):
-            raise MoeprintError(
-                f"{path}: `{key}` must be a count (an integer >= 0), not {value!r}; the manifest is damaged."
-            )
-    domains = manifest.get("domains")
-    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-        raise MoeprintError(f"{path}: `domains` must be a list of names; the manifest is damaged.")
-    for d in domains:
-        check_domain(d, str(path))  # every stage turns domains into file names
-    return manifest
+    def write_manifest(self, manifest: RunManifest) -> Path:
+        """The one writer of manifest.json (written last: the run is complete once it exists)."""
+        return atomic_write_json(self.manifest_path, manifest.to_json())
 
 
 def open_run(path: str | Path) -> RunDir:

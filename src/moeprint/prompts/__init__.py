@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moeprint.errors import MoeprintError
+from moeprint.io.manifest import DEFAULT_DATE, TemplateInputs  # the manifest records them
 from moeprint.prompts.benchmarks import BENCHMARKS, load_benchmark
 from moeprint.prompts.domains import KNOWN_DOMAINS, check_known
 from moeprint.prompts.local import read_prompt_file
@@ -39,28 +38,6 @@ __all__ = [
     "rendered_sha256",
     "load_source",
 ]
-
-# the release day of the reference project's model: a fixed date, so that a run renders the same text on every day and machine.
-DEFAULT_DATE = "2025-08-05"
-
-
-@dataclass(frozen=True)
-class TemplateInputs:
-    """The volatile inputs of a chat template, fixed per run: the date that templates read from the
-    clock (a `Current date:` line, via `strftime_now`) or from `date_string` (Llama 3)."""
-
-    date: str = DEFAULT_DATE  # YYYY-MM-DD
-
-    def __post_init__(self) -> None:
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.date):
-                raise ValueError
-            dt.date.fromisoformat(self.date)
-        except (TypeError, ValueError):
-            raise MoeprintError(f"--date must be a calendar date YYYY-MM-DD, not {self.date!r}.") from None
-
-    def to_json(self) -> dict[str, str]:
-        return {"date": self.date}
 
 
 @contextlib.contextmanager

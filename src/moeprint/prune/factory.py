@@ -20,6 +20,7 @@ from moeprint.io.identity import model_sha256
 from moeprint.io.names import check_domain
 from moeprint.io.outputs import OutputLock
 from moeprint.io.shards import INDEX_NAME, list_tensors
+from moeprint.progress import bar
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
 from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint
@@ -230,7 +231,7 @@ def run_factory(
     identity = model_sha256(model_dir)
     lock = OutputLock(out_dir).acquire()  # one factory per --out; each checkpoint also locks its own folder
     rows: list[FactoryRow] = []
-    with CountBar(progress, len(named)) as advance:
+    with bar("factory", len(named), progress) as advance:
         for plan, name, n_params in named:
             target = out_dir / name
             if is_complete(target):
@@ -260,7 +261,7 @@ def run_factory(
             rows.append(
                 FactoryRow(name, plan.domain, plan.n_experts, n_params, round(n_bytes / 1e9, 4), status, str(target))
             )
-            advance(name)
+            advance(status=name)
     _write_summary(out_dir, rows)
     lock.release()
     return rows
@@ -273,27 +274,3 @@ def _write_summary(out_dir: Path, rows: list[FactoryRow]) -> None:
     writer.writerows(asdict(r) for r in rows)
     atomic_write_text(out_dir / "summary.csv", buf.getvalue())
     atomic_write_json(out_dir / "summary.json", [asdict(r) for r in rows])
-
-
-class CountBar:
-    """A rich bar over named steps (a no-op when disabled); `label` prefixes the step's name."""
-
-    def __init__(self, enabled: bool, total: int, label: str = "factory"):
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda name: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
-        )
-        self.progress.__enter__()
-        task = self.progress.add_task(self.label, total=self.total)
-        return lambda name: self.progress.update(task, advance=1, description=f"{self.label}: {name[:60]}")
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
-        return False

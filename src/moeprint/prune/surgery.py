@@ -42,6 +42,7 @@ from moeprint.io.shards import (
     plan_shards,
     tensor_nbytes,
 )
+from moeprint.progress import bar
 from moeprint.prune.naming import count_parameters
 from moeprint.select.plan import model_signature, old_to_new, validate_plan
 from moeprint.types import PrunePlan
@@ -200,7 +201,10 @@ def prune_checkpoint(
 
     with atomic_directory(out_dir, overwrite=overwrite, kind="checkpoint") as tmp:
         writer = ShardWriter(tmp, shard_of, n_shards)
-        with _progress(progress, n_bytes, out_dir.name) as advance, ShardReader(model_dir) as reader:
+        with (
+            bar(f"pruning -> {out_dir.name}", n_bytes, progress, bytes=True, transient=True) as advance,
+            ShardReader(model_dir) as reader,
+        ):
             for spec in specs:
                 tensor = replaced[spec.name] if spec.name in replaced else _make_tensor(reader, spec)
                 if tuple(tensor.shape) != spec.shape or DTYPE_CODES[tensor.dtype] != spec.dtype:
@@ -324,31 +328,3 @@ def _copy_side_files(model_dir: Path, out_dir: Path) -> None:
             continue
         if path.is_file() and path.name not in SKIP_NAMES and not path.name.endswith(SKIP_SUFFIXES):
             shutil.copy2(path, out_dir / path.name)
-
-
-class _progress:
-    """A rich progress bar over bytes written (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-        self.bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task(f"pruning -> {self.label}", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moeprint.errors import MoeprintError
-from moeprint.prune.factory import CountBar
+from moeprint.progress import bar
 from moeprint.publish.plan import PublishCollection, PublishPlan, PublishRepo
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -80,13 +80,13 @@ def publish(plan: PublishPlan, *, progress: bool = True, backoff: float | None =
     )
     try:
         _check_namespace(hub, plan.namespace)
-        with CountBar(progress, len(plan.repos) + len(plan.collections), "publish") as advance:
+        with bar("publish", len(plan.repos) + len(plan.collections), progress) as advance:
             for repo in plan.repos:
                 _publish_repo(hub, repo, plan.private)
-                advance(repo.repo_id)
+                advance(status=repo.repo_id)
             for collection in plan.collections:
                 _publish_collection(hub, collection, plan)
-                advance(collection.title)
+                advance(status=collection.title)
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "?"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

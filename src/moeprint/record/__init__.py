@@ -13,38 +13,31 @@ from moeprint.record.options import RecordSettings, Shard, check_settings, parse
 if TYPE_CHECKING:
     from moeprint.cluster import ClusterSettings
 
-__all__ = ["record", "record_run", "merge_runs", "parse_shard", "Shard"]
+__all__ = ["record", "record_run", "merge_runs", "parse_shard", "RecordSettings", "Shard"]
 
 
 def record_run(
     model_dir: str | Path,
     prompts: str | Sequence[str] = "builtin",
     out_dir: str | Path = "runs/recorded",
+    settings: RecordSettings = RecordSettings(),
     *,
     domains: Iterable[str] | None = None,
     limit: int | None = None,
-    max_new_tokens: int = 64,
-    batch_size: int = 8,
-    do_sample: bool = False,
-    seed: int = 0,
-    logits: bool = False,
-    expert_norms: bool = False,
     shard: str | None = None,
-    reasoning_effort: str | None = None,
+    device: str = "auto",
     progress: bool = True,
-    load: LoadSettings = LoadSettings(),
-    date: str | None = None,
     cluster: ClusterSettings | None = None,
 ) -> Path:
     """Load prompt source(s) (`builtin`, a .jsonl/.csv file, or BENCHMARK[:path]) and record them.
     With `cluster`, on Ray workers (moeprint.record.distributed). Returns the complete run directory
     (manifest.json written last)."""
-    from moeprint.prompts import TemplateInputs, load_prompts
+    from moeprint.prompts import load_prompts
 
-    check_settings(batch_size, max_new_tokens, shard)  # before loading prompts, models or torch
-    template = TemplateInputs(date) if date is not None else TemplateInputs()
+    check_settings(settings.batch_size, settings.max_new_tokens, shard)  # before loading prompts, models or torch
+    LoadSettings(device, settings.dtype)  # the same for --device and --dtype
     if cluster is not None:
-        if shard is not None or load.device != "auto":
+        if shard is not None or device != "auto":
             raise MoeprintError(
                 "--ray makes its own shards and devices: drop --shard and --device "
                 "(workers use their GPUs with --gpus-per-worker, else the CPU)."
@@ -54,36 +47,10 @@ def record_run(
     if cluster is not None:
         from moeprint.record.distributed import record_on_ray
 
-        settings = RecordSettings(
-            max_new_tokens,
-            batch_size,
-            do_sample,
-            seed,
-            logits,
-            expert_norms,
-            reasoning_effort,
-            dtype=load.dtype,
-            template=template,
-        )
         return record_on_ray(model_dir, records, out_dir, settings, cluster, progress=progress)
     from moeprint.record.runner import record
 
-    return record(
-        model_dir,
-        records,
-        out_dir,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        do_sample=do_sample,
-        seed=seed,
-        logits=logits,
-        expert_norms=expert_norms,
-        shard=shard,
-        reasoning_effort=reasoning_effort,
-        progress=progress,
-        load=load,
-        template=template,
-    )
+    return record(model_dir, records, out_dir, settings, shard=shard, device=device, progress=progress)
 
 
 def record(*args, **kwargs) -> Path:

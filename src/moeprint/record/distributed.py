@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from moeprint.cluster import ClusterSettings, PoolEvent, UnitResult, WorkerHello, connected, node_name, run_units
@@ -38,6 +39,7 @@ from moeprint.record.runner import (
     prepare_prompts,
     recording_state,
 )
+from moeprint.record.store import RecordingState
 from moeprint.types import PromptRecord
 
 STAGING_SUFFIX = ".ray-shards"
@@ -87,7 +89,7 @@ def _record_staged(model_dir, prompts, out, staging, settings, cluster, config, 
     runs = [RunDir(shard_dir(staging, Shard(i, count))) for i in range(count)]
     prepared = prepare_prompts(load_tokenizer(model_dir), prompts, settings, config)  # render + context check first
     base_state = recording_state(model_dir, prompts, settings, None, prepared)
-    states = [dict(base_state, shard=str(Shard(i, count))) for i in range(count)]
+    states = [replace(base_state, shard=str(Shard(i, count))) for i in range(count)]
     for run, state in zip(runs, states):
         if run.is_complete():
             _check_finished_shard(run, state)
@@ -139,7 +141,7 @@ def _run_workers(
         first: list[WorkerHello] = []
 
         def check_hello(worker: int, hello: WorkerHello) -> None:
-            _check_worker(worker, hello, base_state["model_sha256"], model_dir, total, staging, first)
+            _check_worker(worker, hello, base_state.model_sha256, model_dir, total, staging, first)
 
         args = (
             str(Path(model_dir).resolve()),
@@ -171,13 +173,17 @@ def _existing_shard_count(staging: Path) -> int | None:
     return counts.pop() if counts else None
 
 
-def _check_finished_shard(run: RunDir, state: dict) -> None:
-    manifest = run.manifest()
-    differs = [
-        k
-        for k in ("model_sha256", "prompt_suite_sha256", "generation", "has_logits", "has_norms", "shard")
-        if manifest.get(k) != state[k]
-    ]
+def _check_finished_shard(run: RunDir, state: RecordingState) -> None:
+    m = run.manifest()
+    recorded = {
+        "model_sha256": (m.model.sha256, state.model_sha256),
+        "prompt_suite_sha256": (m.prompt_suite_sha256, state.prompt_suite_sha256),
+        "generation": (m.generation, state.generation),
+        "has_logits": (m.has_logits, state.has_logits),
+        "has_norms": (m.has_norms, state.has_norms),
+        "shard": (m.recording.shard if m.recording else None, state.shard),
+    }
+    differs = [k for k, (finished, started) in recorded.items() if finished != started]
     if differs:
         raise MoeprintError(
             f"{run.root} was recorded with different settings ({', '.join(differs)}); "
@@ -219,15 +225,15 @@ class RecordWorker:
         shard_dirs: Sequence[str],
     ):
         self.recorder = Recorder(model_dir, prompts, settings, device)  # the one place a worker loads a model
-        self.recorder.capture.attach()
+        self.recorder.hooks.attach()
         self.runs = [RunDir(Path(d)) for d in shard_dirs]
         self.model_sha256 = store.model_fingerprint(Path(model_dir))
 
     def hello(self) -> WorkerHello:
         plan = hashlib.sha256(json.dumps(self.recorder.batches).encode()).hexdigest()
-        sees = all((r.root / store.STATE_DIR / "state.json").exists() or r.is_complete() for r in self.runs)
+        sees = all(store.state_path(r).exists() or r.is_complete() for r in self.runs)
         info = {
-            "layers": self.recorder.capture.layers,
+            "layers": self.recorder.hooks.layers,
             "n_batches": len(self.recorder.batches),
             "plan_sha256": plan,
             "sees_shards": sees,

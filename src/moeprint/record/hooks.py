@@ -1,11 +1,11 @@
 """Forward hooks that capture router decisions of every MoE layer (tensors only, no I/O).
 
-One `RouterCapture` hooks each MoE block the adapter finds:
+One `RouterHooks` hooks each MoE block the adapter finds:
   - normally the router module (it sees every forward call: prefill N = B*S rows, then N = B per step);
   - for fused blocks whose router is never called (fused kernels, `MoEAdapter.fused_moe_classes`) the block itself, whose
     output's second element is the router logits; top-k + weights are recomputed from them.
-Each call appends (N, k) ids and weights (+ optional (N, E) logits and (N, k) expert output norms)
-to a per-layer list, on the model's device: nothing is converted or copied to the host in the hook.
+Each call appends one `moeprint.types.RouterCapture` ((N, k) ids and weights, optional (N, E) logits and
+(N, k) expert output norms) to a per-layer list, on the model's device: nothing is converted or copied to the host in the hook.
 Hooks return None, so the model's computation is untouched.
 """
 
@@ -17,9 +17,10 @@ import torch
 
 from moeprint.adapters.base import MoEAdapter
 from moeprint.errors import MoeprintError
+from moeprint.types import RouterCapture
 
 
-class RouterCapture:
+class RouterHooks:
     def __init__(self, model: torch.nn.Module, adapter: MoEAdapter, logits: bool = False, expert_norms: bool = False):
         self.adapter = adapter
         self.blocks = adapter.moe_blocks(model)
@@ -34,12 +35,12 @@ class RouterCapture:
                 "expert norms need the experts' weights in plain form; this model runs fused quantized "
                 "kernels (load it dequantised, e.g. on CPU) or record without --expert-norms."
             )
-        self.calls: list[list[dict[str, torch.Tensor]]] = [[] for _ in self.blocks]
+        self.calls: list[list[RouterCapture]] = [[] for _ in self.blocks]
         self._handles: list[Any] = []
         self.enabled = True
 
     # ---- attach / detach ----------------------------------------------------------------
-    def attach(self) -> RouterCapture:
+    def attach(self) -> RouterHooks:
         for slot, (_, block) in enumerate(self.blocks):
             if self.adapter.is_fused(block):
                 self._handles.append(block.register_forward_hook(self._fused_hook(slot)))
@@ -53,7 +54,7 @@ class RouterCapture:
             h.remove()
         self._handles.clear()
 
-    def __enter__(self) -> RouterCapture:
+    def __enter__(self) -> RouterHooks:
         return self.attach()
 
     def __exit__(self, *exc: Any) -> None:
@@ -86,15 +87,14 @@ class RouterCapture:
 
     def _append(self, slot, block, hidden, ids, weights, logits) -> None:
         # Keep the model's own tensors as they are (generate runs under no_grad); dtype conversion and the
-        # host copy happen once per batch in the runner, so a call costs a dict and a list append.
-        record = {"ids": ids, "weights": weights}  # (N, k), (N, k)
-        if self.with_logits:
-            record["logits"] = logits.detach().reshape(ids.shape[0], -1)  # (N, E)
+        # host copy happen once per batch in the runner, so a call costs a record and a list append.
+        norms = None
         if self.with_norms:
             with torch.no_grad():
                 hidden = hidden.detach().reshape(ids.shape[0], -1)  # (N, H)
-                record["norms"] = self._expert_norms(self.adapter.experts(block), hidden, ids)
-        self.calls[slot].append(record)
+                norms = self._expert_norms(self.adapter.experts(block), hidden, ids)  # (N, k)
+        kept_logits = logits.detach().reshape(ids.shape[0], -1) if self.with_logits else None  # (N, E)
+        self.calls[slot].append(RouterCapture(ids, weights, kept_logits, norms))  # ids, weights: (N, k)
 
     def _expert_norms(self, experts: torch.nn.Module, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """||f_j(x)|| for each selected expert j of each row, routed rows only: (N, k)."""
@@ -110,7 +110,7 @@ class RouterCapture:
     def reset(self) -> None:
         self.calls = [[] for _ in self.blocks]
 
-    def take(self) -> list[list[dict[str, torch.Tensor]]]:
+    def take(self) -> list[list[RouterCapture]]:
         """Per layer, the list of captured calls (on device); clears the capture."""
         calls, self.calls = self.calls, [[] for _ in self.blocks]
         return calls

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +17,28 @@ import pyarrow as pa
 
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, read_parquet
+from moeprint.io.manifest import RecordingInputs, RunManifest
 from moeprint.io.run import PROMPTS_SCHEMA, RunDir, open_run
 from moeprint.record import store
 
-# manifest fields that must agree between shards of one recording
-SAME = (
-    "kind",
-    "model_sha256",
-    "architecture",
-    "num_layers",
-    "num_experts",
-    "top_k",
-    "has_logits",
-    "has_norms",
-    "prompt_suite_sha256",
-    "generation",
-    "template_inputs",
-    "rendered_sha256",
-)
+
+def _recording_identity(m: RunManifest) -> dict[str, Any]:
+    """The manifest fields that must agree between shards of one recording, by their manifest key."""
+    rec = m.recording or RecordingInputs()
+    return {
+        "kind": m.kind,
+        "model_sha256": m.model.sha256,
+        "architecture": m.model.architecture,
+        "num_layers": m.num_layers,
+        "num_experts": m.num_experts,
+        "top_k": m.top_k,
+        "has_logits": m.has_logits,
+        "has_norms": m.has_norms,
+        "prompt_suite_sha256": m.prompt_suite_sha256,
+        "generation": m.generation,
+        "template_inputs": rec.template,
+        "rendered_sha256": rec.rendered_sha256,
+    }
 
 
 def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sources: bool = True) -> Path:
@@ -44,13 +49,14 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sour
     runs = [open_run(p) for p in run_dirs]
     manifests = [r.manifest() for r in runs]
     first = manifests[0]
+    same = _recording_identity(first)
     for run, m in zip(runs, manifests):
-        differs = [k for k in SAME if m.get(k) != first.get(k)]
+        differs = [k for k, value in _recording_identity(m).items() if value != same[k]]
         if differs:
             raise MoeprintError(
                 f"{run.root} is not a shard of the same recording as {runs[0].root} (differs in {', '.join(differs)})."
             )
-    shards = [m.get("shard") for m in manifests]
+    shards = [m.recording.shard if m.recording else None for m in manifests]
     if any(s is None for s in shards):
         raise MoeprintError("only runs recorded with --shard I/N can be merged.")
     counts = {int(s.split("/")[1]) for s in shards}
@@ -66,14 +72,13 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sour
                 shutil.copyfile(part, merged.traces_dir / part.name)
         tables = [read_parquet(run.prompts_path, schema=PROMPTS_SCHEMA) for run in runs]
         store.write_prompts_table(merged, pa.concat_tables(tables).to_pylist())
-        manifest: dict[str, Any] = dict(first)
-        manifest.update(
-            domains=sorted({d for m in manifests for d in m["domains"]}),
-            n_prompts=sum(m["n_prompts"] for m in manifests),
-            n_tokens=sum(m["n_tokens"] for m in manifests),
-            shard=None,
+        manifest = replace(
+            first,
+            domains=tuple(sorted({d for m in manifests for d in m.domains})),
+            n_prompts=sum(m.n_prompts or 0 for m in manifests),
+            n_tokens=sum(m.n_tokens or 0 for m in manifests),
+            recording=replace(first.recording, shard=None),
+            merged_from=tuple(str(r.root) for r in runs) if name_sources else first.merged_from,
         )
-        if name_sources:
-            manifest["merged_from"] = [str(r.root) for r in runs]
         merged.write_manifest(manifest)
     return Path(out_dir)

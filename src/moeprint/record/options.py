@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from moeprint.errors import MoeprintError
-from moeprint.prompts import TemplateInputs
+from moeprint.io.manifest import GenerationSettings, TemplateInputs
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,11 @@ class RecordSettings:
     dtype: str = "auto"  # the --dtype asked for (moeprint.io.loader): the dtype the model runs in changes the routing
     template: TemplateInputs = field(default_factory=TemplateInputs)  # fixed chat-template inputs (the date)
 
-    def generation(self) -> dict:
+    def generation(self) -> GenerationSettings:
         """The manifest's `generation` block."""
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "reasoning_effort": self.reasoning_effort,
-            "dtype": self.dtype,
-        }
+        return GenerationSettings(
+            self.max_new_tokens, self.do_sample, self.seed, self.batch_size, self.reasoning_effort, self.dtype
+        )
 
 
 def parse_shard(shard: str | Shard | tuple[int, int] | None) -> Shard | None:

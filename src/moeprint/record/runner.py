@@ -26,17 +26,19 @@ import torch
 
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import make_output_dir, read_json
+from moeprint.io.atomic import make_output_dir
 from moeprint.io.identity import shard_digests
 from moeprint.io.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
+from moeprint.io.manifest import ModelIdentity, RecordingInputs, RunManifest
 from moeprint.io.outputs import OutputLock
 from moeprint.io.run import RunDir, software_versions
+from moeprint.progress import bar
 from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
-from moeprint.record.hooks import RouterCapture
+from moeprint.record.hooks import RouterHooks
 from moeprint.record.options import RecordSettings, Shard, check_settings
 from moeprint.record.segments import ChannelSegmenter
-from moeprint.types import PromptRecord
+from moeprint.types import PromptRecord, RouterCapture
 
 DELAY_ENV = "MOEPRINT_RECORD_BATCH_DELAY"  # seconds to sleep after each batch (tests kill a run mid-way)
 
@@ -52,33 +54,17 @@ def record(
     model_dir: str | Path,
     prompts: Sequence[PromptRecord],
     out_dir: str | Path,
-    max_new_tokens: int = 64,
-    batch_size: int = 8,
-    do_sample: bool = False,
-    seed: int = 0,
-    logits: bool = False,
-    expert_norms: bool = False,
+    settings: RecordSettings = RecordSettings(),
+    *,
     shard: str | Shard | tuple[int, int] | None = None,
-    reasoning_effort: str | None = None,
+    device: str = "auto",
     progress: bool = True,
-    load: LoadSettings = LoadSettings(),
-    template: TemplateInputs = TemplateInputs(),
 ) -> Path:
     """Record routing of `prompts` on the model in `model_dir` into the run directory `out_dir`.
 
     Resumes an unfinished run with the same settings; refuses a complete run. Returns the run path."""
-    settings = RecordSettings(
-        max_new_tokens,
-        batch_size,
-        do_sample,
-        seed,
-        logits,
-        expert_norms,
-        reasoning_effort,
-        dtype=load.dtype,
-        template=template,
-    )
-    shard = check_settings(batch_size, max_new_tokens, shard)
+    shard = check_settings(settings.batch_size, settings.max_new_tokens, shard)
+    load = LoadSettings(device, settings.dtype)  # checks both before anything is loaded
     prompts, config, _ = check_inputs(model_dir, prompts)
     run = check_run_dir(out_dir)
     lock = OutputLock(run.root).acquire()  # held until the run is complete: a second writer fails now
@@ -93,14 +79,14 @@ def record(
         store.check_or_write_state(run, state)
 
         delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-        with recorder.capture, _progress(progress, len(mine)) as advance:
+        with recorder.hooks, bar("recording batches", len(mine), progress) as advance:
             for b in mine:
                 if store.read_batch_done(run, b) is None:
                     recorder.record_batch(run, b)
                     if delay:
                         time.sleep(delay)
                 advance()
-        finish_run(run, model_dir, state, config, recorder.capture.layers, mine)
+        finish_run(run, model_dir, state, config, recorder.hooks.layers, mine)
     finally:
         lock.release()
     return run.root
@@ -129,7 +115,7 @@ def check_run_dir(out_dir: str | Path) -> RunDir:
     run = RunDir(Path(out_dir))
     if run.is_complete():
         raise MoeprintError(f"{run.root} is already a complete run; choose another --out.")
-    state_file = run.root / store.STATE_DIR / "state.json"
+    state_file = store.state_path(run)
     if run.root.exists() and not run.root.is_dir():
         raise MoeprintError(f"{run.root} is a file; --out must be a run directory.")
     if run.root.exists() and any(run.root.iterdir()) and not state_file.exists():
@@ -161,20 +147,20 @@ def recording_state(
     settings: RecordSettings,
     shard: Shard | None,
     prepared: Sequence[_Prepared],
-) -> dict[str, Any]:
+) -> store.RecordingState:
     """The settings a resume must match (RUN/.record/state.json)."""
     model_dir = Path(model_dir)
-    return {
-        "model": str(model_dir.resolve()),
-        "model_sha256": store.model_fingerprint(model_dir),
-        "prompt_suite_sha256": store.suite_sha256(prompts),
-        "generation": settings.generation(),
-        "has_logits": settings.logits,
-        "has_norms": settings.expert_norms,
-        "shard": str(shard) if shard else None,
-        "template_inputs": settings.template.to_json(),
-        "rendered_sha256": rendered_sha256(p.rendered for p in prepared),
-    }
+    return store.RecordingState(
+        model=str(model_dir.resolve()),
+        model_sha256=store.model_fingerprint(model_dir),
+        prompt_suite_sha256=store.suite_sha256(prompts),
+        generation=settings.generation(),
+        has_logits=settings.logits,
+        has_norms=settings.expert_norms,
+        shard=str(shard) if shard else None,
+        template_inputs=settings.template,
+        rendered_sha256=rendered_sha256(p.rendered for p in prepared),
+    )
 
 
 def n_batches(n_prompts: int, batch_size: int) -> int:
@@ -205,7 +191,7 @@ class Recorder:
         # Sorting by length keeps padding small; ties broken by id so the order never depends on input order.
         order = sorted(range(len(prompts)), key=lambda i: (len(self.prepared[i].token_ids), prompts[i].prompt_id))
         self.batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-        self.capture = RouterCapture(
+        self.hooks = RouterHooks(
             self.model, adapter_for(config), logits=settings.logits, expert_norms=settings.expert_norms
         )
         self.segmenter = ChannelSegmenter(self.tokenizer)
@@ -213,30 +199,22 @@ class Recorder:
 
     def record_batch(self, run: RunDir, b: int) -> list[dict[str, Any]]:
         """Record batch `b` into `run` (its trace part, then its done marker); returns its prompt rows.
-        Call with the capture attached. The same batch always writes the same bytes."""
-        s = self.settings
+        Call with the hooks attached. The same batch always writes the same bytes."""
         batch = [self.prepared[i] for i in self.batches[b]]
-        torch.manual_seed(s.seed * 1_000_003 + b)  # per-batch seed: same in resumed and sharded runs
-        table, rows = _record_batch(
-            self.model,
-            self.tokenizer,
-            self.capture,
-            self.segmenter,
-            batch,
-            s.max_new_tokens,
-            s.do_sample,
-            self.pad_id,
-            self.eos_ids,
-            s.logits,
-            s.expert_norms,
-        )
+        torch.manual_seed(self.settings.seed * 1_000_003 + b)  # per-batch seed: same in resumed and sharded runs
+        table, rows = _record_batch(self, batch)
         store.write_part(run, b, table)
         store.write_batch_done(run, b, rows)
         return rows
 
 
 def finish_run(
-    run: RunDir, model_dir: str | Path, state: dict[str, Any], config: dict, layers: list[int], batches: Sequence[int]
+    run: RunDir,
+    model_dir: str | Path,
+    state: store.RecordingState,
+    config: dict,
+    layers: list[int],
+    batches: Sequence[int],
 ) -> Path:
     """prompts.parquet, then manifest.json (last), of a run whose `batches` are all done."""
     adapter = adapter_for(config)
@@ -247,31 +225,33 @@ def finish_run(
             raise MoeprintError(f"{run.root}: batch {b} is not recorded yet.")
         prompt_rows.extend(rows)
     store.write_prompts_table(run, prompt_rows)
-    manifest = {
-        "kind": "recorded",
-        "model": str(model_dir),
-        "model_sha256": state["model_sha256"],
-        "model_weights": shard_digests(model_dir),
-        "architecture": config["architectures"][0],
-        "num_layers": len(layers),
-        "num_experts": adapter.num_experts(config),
-        "top_k": adapter.top_k(config),
-        "moe_layers": list(layers),
-        # group-limited routing (`MoEAdapter.group_keys`): plans made from this run keep a budget per group
-        **({"expert_groups": [g.n_group, g.topk_group]} if (g := adapter.expert_groups(config)) else {}),
-        "domains": sorted({r["domain"] for r in prompt_rows}),
-        "n_prompts": len(prompt_rows),
-        "n_tokens": sum(r["n_prompt_tokens"] + r["n_generated_tokens"] for r in prompt_rows),
-        "has_logits": state["has_logits"],
-        "has_norms": state["has_norms"],
-        "has_token_ids": True,
-        "prompt_suite_sha256": state["prompt_suite_sha256"],
-        "template_inputs": state["template_inputs"],
-        "rendered_sha256": state["rendered_sha256"],
-        "generation": state["generation"],
-        "shard": state["shard"],
-        "versions": software_versions(),
-    }
+    groups = adapter.expert_groups(
+        config
+    )  # group-limited routing (`MoEAdapter.expert_groups`): plans keep a budget per group
+    manifest = RunManifest(
+        kind="recorded",
+        model=ModelIdentity(
+            name=str(model_dir),
+            sha256=state.model_sha256,
+            architecture=config["architectures"][0],
+            weights=shard_digests(model_dir),
+        ),
+        num_layers=len(layers),
+        num_experts=adapter.num_experts(config),
+        top_k=adapter.top_k(config),
+        moe_layers=tuple(layers),
+        expert_groups=(groups.n_group, groups.topk_group) if groups else None,
+        domains=tuple(sorted({r["domain"] for r in prompt_rows})),
+        n_prompts=len(prompt_rows),
+        n_tokens=sum(r["n_prompt_tokens"] + r["n_generated_tokens"] for r in prompt_rows),
+        has_logits=state.has_logits,
+        has_norms=state.has_norms,
+        has_token_ids=True,
+        prompt_suite_sha256=state.prompt_suite_sha256,
+        recording=RecordingInputs(state.template_inputs, state.rendered_sha256, state.shard),
+        generation=state.generation,
+        versions=software_versions(),
+    )
     run.write_manifest(manifest)
     return run.root
 
@@ -280,9 +260,9 @@ def finish_run(
 
 
 @torch.no_grad()
-def _record_batch(
-    model, tokenizer, capture, segmenter, batch, max_new_tokens, do_sample, pad_id, eos_ids, with_logits, with_norms
-):
+def _record_batch(recorder: Recorder, batch: Sequence[_Prepared]) -> tuple[Any, list[dict[str, Any]]]:
+    """One batch's trace table and prompt rows (module doc, steps 1-3)."""
+    model, settings, pad_id, eos_ids = recorder.model, recorder.settings, recorder.pad_id, recorder.eos_ids
     device = input_device(model)
     B, S = len(batch), max(len(p.token_ids) for p in batch)
     input_ids = torch.full((B, S), pad_id, dtype=torch.long)
@@ -292,14 +272,16 @@ def _record_batch(
         mask[b, S - len(p.token_ids) :] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
 
-    capture.reset()
-    if max_new_tokens == 0:  # prefill only: one forward over the prompts, positions as generate would give them
+    recorder.hooks.reset()
+    if (
+        settings.max_new_tokens == 0
+    ):  # prefill only: one forward over the prompts, positions as generate would give them
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, S)
         model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
         sequences, G = input_ids, 0
     else:
-        sequences, G = _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids)
-    grids = _grids(capture.take(), B, S, G)  # name -> (B, S+G, L, width), on host
+        sequences, G = _generate(model, input_ids, mask, settings.max_new_tokens, settings.do_sample, pad_id, eos_ids)
+    grids = _grids(recorder.hooks.take(), B, S, G)  # trace column -> (B, S+G, L, width), on host
 
     generated = sequences[:, S:].cpu().numpy()  # (B, G)
     columns: dict[str, list[np.ndarray]] = {
@@ -319,23 +301,21 @@ def _record_batch(
         columns["position"].append(np.arange(n, dtype=np.int32))
         columns["token_id"].append(np.r_[np.array(p.token_ids, dtype=np.int64), gen[:n_gen]].astype(np.int32))
         columns["is_generated"].append(np.r_[np.zeros(n_prompt, bool), np.ones(n_gen, bool)])
-        columns["segment"].append(np.array(["prompt"] * n_prompt + segmenter.segments(gen_ids), dtype=object))
+        columns["segment"].append(np.array(["prompt"] * n_prompt + recorder.segmenter.segments(gen_ids), dtype=object))
         for name, grid in grids.items():
             columns[name].append(grid[b, keep].reshape(n, -1))  # (n, L*width), layer-major
         rows.append(
             {
                 **store.prompt_row(p.prompt),
                 "rendered": p.rendered,
-                "completion": tokenizer.decode(gen_ids, skip_special_tokens=False),
+                "completion": recorder.tokenizer.decode(gen_ids, skip_special_tokens=False),
                 "finished": bool(eos_at.size),
                 "n_prompt_tokens": n_prompt,
                 "n_generated_tokens": n_gen,
             }
         )
     flat = {name: np.concatenate(parts) for name, parts in columns.items()}
-    if with_norms:
-        flat["expert_norms"] = flat.pop("norms")
-    return store.trace_table(flat, with_logits, with_norms), rows
+    return store.trace_table(flat, settings.logits, settings.expert_norms), rows
 
 
 def _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids):
@@ -365,27 +345,28 @@ def _generate(model, input_ids, mask, max_new_tokens, do_sample, pad_id, eos_ids
     return sequences, G
 
 
-def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -> dict[str, np.ndarray]:
-    """Per-layer call lists -> name -> (B, S+G, L, width) host arrays. Call 0 is the prefill
+def _grids(calls: list[list[RouterCapture]], B: int, S: int, G: int) -> dict[str, np.ndarray]:
+    """Per-layer captures -> trace column -> (B, S+G, L, width) host arrays. Call 0 is the prefill
     (B*S rows, row b*S+s), calls 1..G are one row per sequence (G-1 decode steps + the final forward);
     with G = 0 (prefill only) the prefill is the only call."""
-    per_name: dict[str, list[torch.Tensor]] = {}
+    per_column: dict[str, list[torch.Tensor]] = {}
     for layer_calls in calls:
-        if len(layer_calls) != G + 1 or layer_calls[0]["ids"].shape[0] != B * S:
-            sizes = [c["ids"].shape[0] for c in layer_calls]
+        if len(layer_calls) != G + 1 or layer_calls[0].ids.shape[0] != B * S:
+            sizes = [c.ids.shape[0] for c in layer_calls]
             raise MoeprintError(
                 f"unexpected router calls during generation (row counts {sizes[:4]}..., expected {B * S} then {B} x {G}); "
                 "this model's generate path is not supported for recording."
             )
-        for name in layer_calls[0]:
-            prefill = layer_calls[0][name].reshape(B, S, -1)  # (B, S, w)
+        columns = [c.columns() for c in layer_calls]
+        for name, first in columns[0].items():
+            prefill = first.reshape(B, S, -1)  # (B, S, w)
             if G == 0:  # prefill only (--max-new-tokens 0)
-                per_name.setdefault(name, []).append(prefill)
+                per_column.setdefault(name, []).append(prefill)
                 continue
-            steps = torch.stack([c[name].reshape(B, -1) for c in layer_calls[1:]], dim=1)  # (B, G, w)
-            per_name.setdefault(name, []).append(torch.cat([prefill, steps], dim=1))  # (B, S+G, w)
+            steps = torch.stack([c[name].reshape(B, -1) for c in columns[1:]], dim=1)  # (B, G, w)
+            per_column.setdefault(name, []).append(torch.cat([prefill, steps], dim=1))  # (B, S+G, w)
     out = {}
-    for name, layers in per_name.items():
+    for name, layers in per_column.items():
         grid = torch.stack(layers, dim=2)  # (B, S+G, L, w)
         grid = grid.to(torch.int16) if name == "ids" else grid.to(torch.float32)
         out[name] = grid.cpu().numpy()  # the one device->host copy of the batch
@@ -395,15 +376,14 @@ def _grids(calls: list[list[dict[str, torch.Tensor]]], B: int, S: int, G: int) -
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def check_rendering(run: RunDir, state: dict[str, Any]) -> None:
+def check_rendering(run: RunDir, state: store.RecordingState) -> None:
     """An unfinished run resumes only if its prompts render to the same text as when it started."""
-    state_file = run.root / store.STATE_DIR / "state.json"
-    if not state_file.exists():
+    previous = store.read_started_state(run)
+    if previous is None:
         return
-    previous = read_json(state_file)
-    rendered = state["rendered_sha256"]
+    rendered = state.rendered_sha256
     if previous.get("rendered_sha256", rendered) != rendered:  # a state without it fails the settings check
-        before, now = previous.get("template_inputs") or {}, state["template_inputs"]
+        before, now = previous.get("template_inputs") or {}, state.template_inputs.to_json()
         hint = (
             f"it was started with --date {before['date']}, now {now['date']}"
             if before.get("date") != now["date"]
@@ -440,34 +420,6 @@ def _check_writable(path: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise MoeprintError(f"cannot write the run to {path}: {probe} is not a writable directory.")
-
-
-class _progress:
-    """A rich progress bar over batches (quiet when `enabled` is False)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("recording batches"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self._bar.__enter__()
-        task = self._bar.add_task("batches", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._bar.__exit__(*exc)
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:

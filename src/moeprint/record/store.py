@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,49 @@ import pyarrow.parquet as pq
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_path, atomic_write_json, read_json
 from moeprint.io.identity import model_sha256
+from moeprint.io.manifest import GenerationSettings, TemplateInputs
 from moeprint.io.run import PROMPTS_SCHEMA, RunDir, trace_schema
 from moeprint.types import PromptRecord
 
 STATE_DIR = ".record"
+
+
+@dataclass(frozen=True)
+class RecordingState:
+    """RUN/.record/state.json: the settings an unfinished recording was started with; a resume must match them."""
+
+    model: str  # the model folder, resolved
+    model_sha256: str
+    prompt_suite_sha256: str
+    generation: GenerationSettings
+    has_logits: bool
+    has_norms: bool
+    shard: str | None  # "I/N"
+    template_inputs: TemplateInputs
+    rendered_sha256: str  # of the prompts as rendered, in order
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "prompt_suite_sha256": self.prompt_suite_sha256,
+            "generation": self.generation.to_json(),
+            "has_logits": self.has_logits,
+            "has_norms": self.has_norms,
+            "shard": self.shard,
+            "template_inputs": self.template_inputs.to_json(),
+            "rendered_sha256": self.rendered_sha256,
+        }
+
+
+def state_path(run: RunDir) -> Path:
+    return run.root / STATE_DIR / "state.json"
+
+
+def read_started_state(run: RunDir) -> dict[str, Any] | None:
+    """The state an unfinished recording was started with, as written (any moeprint version), or None."""
+    path = state_path(run)
+    return read_json(path) if path.exists() else None
 
 
 def part_name(batch_index: int) -> str:
@@ -104,12 +144,12 @@ def model_fingerprint(model_dir: Path) -> str:
     return model_sha256(model_dir)
 
 
-def check_or_write_state(run: RunDir, state: dict[str, Any]) -> bool:
+def check_or_write_state(run: RunDir, started: RecordingState) -> bool:
     """Write the recording settings, or check that an unfinished run was started with the same ones.
     Returns True when resuming."""
-    path = run.root / STATE_DIR / "state.json"
-    if path.exists():
-        previous = read_json(path)
+    state = started.to_json()
+    previous = read_started_state(run)
+    if previous is not None:
         if previous != state:
             changed = sorted(k for k in set(previous) | set(state) if previous.get(k) != state.get(k))
             raise MoeprintError(
@@ -117,5 +157,5 @@ def check_or_write_state(run: RunDir, state: dict[str, Any]) -> bool:
                 "rerun with the same settings to resume, or choose another --out."
             )
         return True
-    atomic_write_json(path, state)
+    atomic_write_json(state_path(run), state)
     return False

@@ -72,6 +72,42 @@ def _router_entropy_bits(table: pa.Table, num_layers: int) -> np.ndarray | None:
 
 
 def read_traces(run: RunDir, num_layers: int, top_k: int) -> TraceTable:
+    """Every trace row of `run`, sorted by (prompt, position), with its routing as dense arrays."""
+    table = _sorted_trace_table(run, num_layers)
+    T = table.num_rows
+    routed, ids, weights = _routing(table, run, num_layers, top_k)
+    prompt_ids, row_prompt = np.unique(table.column("prompt_id").to_numpy(zero_copy_only=False), return_inverse=True)
+    domain_of_prompt = {}
+    for i, d in zip(row_prompt.tolist(), table.column("domain").to_pylist()):
+        domain_of_prompt.setdefault(str(prompt_ids[i]), d)
+    token_id = (
+        table.column("token_id").to_numpy(zero_copy_only=False).astype(np.int32)
+        if "token_id" in table.column_names
+        else np.full(T, -1, np.int32)
+    )
+    return TraceTable(
+        prompt_ids=[str(p) for p in prompt_ids],
+        row_prompt=row_prompt.astype(np.int64),
+        position=table.column("position").to_numpy(zero_copy_only=False).astype(np.int32),
+        segment=_segment_codes(table, run),
+        routed=routed,
+        ids=ids,
+        weights=weights,
+        token_text=table.column("token").to_pylist() if "token" in table.column_names else None,
+        token_id=token_id,
+        domain_of_prompt=domain_of_prompt,
+        router_entropy=(
+            pc.list_flatten(table.column("router_entropy").combine_chunks())
+            .to_numpy(zero_copy_only=False)
+            .reshape(T, num_layers)
+            if "router_entropy" in table.column_names
+            else None
+        ),
+    )
+
+
+def _sorted_trace_table(run: RunDir, num_layers: int) -> pa.Table:
+    """All trace parts in one table sorted by (prompt, position); logits already reduced to `router_entropy`."""
     parts = run.trace_parts()
     if not parts:
         raise MoeprintError(f"{run.root} has no traces (traces/part-*.parquet); record or import the run first.")
@@ -96,8 +132,11 @@ def read_traces(run: RunDir, num_layers: int, top_k: int) -> TraceTable:
     missing = needed - set(table.column_names)
     if missing:
         raise MoeprintError(f"traces of {run.root} lack columns {sorted(missing)}; see docs/formats.md.")
-    table = table.take(pc.sort_indices(table, [("prompt_id", "ascending"), ("position", "ascending")]))
+    return table.take(pc.sort_indices(table, [("prompt_id", "ascending"), ("position", "ascending")]))
 
+
+def _routing(table: pa.Table, run: RunDir, num_layers: int, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(routed (T,) bool, ids (T, L, k) int16, weights (T, L, k) float32); rows without routing hold zeros."""
     width = num_layers * top_k
     ids_col = table.column("ids").combine_chunks()
     w_col = table.column("weights").combine_chunks()
@@ -115,44 +154,16 @@ def read_traces(run: RunDir, num_layers: int, top_k: int) -> TraceTable:
     if routed.any():
         ids[routed] = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int16).reshape(-1, width)
         weights[routed] = pc.list_flatten(w_col).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
+    return routed, ids.reshape(T, num_layers, top_k), weights.reshape(T, num_layers, top_k)
 
-    prompt_col = table.column("prompt_id").to_numpy(zero_copy_only=False)
-    prompt_ids, row_prompt = np.unique(prompt_col, return_inverse=True)
-    seg_names = table.column("segment").to_pylist()
+
+def _segment_codes(table: pa.Table, run: RunDir) -> np.ndarray:
+    """(T,) int8 index into SEGMENTS of every row; one clear error for a segment name outside SEGMENTS."""
     seg_index = {s: i for i, s in enumerate(SEGMENTS)}
     try:
-        segment = np.array([seg_index[s] for s in seg_names], dtype=np.int8)
+        return np.array([seg_index[s] for s in table.column("segment").to_pylist()], dtype=np.int8)
     except KeyError as e:
         raise MoeprintError(f"unknown segment {e} in traces of {run.root}; expected one of {SEGMENTS}.") from None
-    domains = table.column("domain").to_pylist()
-    domain_of_prompt = {}
-    for i, d in zip(row_prompt.tolist(), domains):
-        domain_of_prompt.setdefault(str(prompt_ids[i]), d)
-    token_text = table.column("token").to_pylist() if "token" in table.column_names else None
-    token_id = (
-        table.column("token_id").to_numpy(zero_copy_only=False).astype(np.int32)
-        if "token_id" in table.column_names
-        else np.full(T, -1, np.int32)
-    )
-    return TraceTable(
-        prompt_ids=[str(p) for p in prompt_ids],
-        row_prompt=row_prompt.astype(np.int64),
-        position=table.column("position").to_numpy(zero_copy_only=False).astype(np.int32),
-        segment=segment,
-        routed=routed,
-        ids=ids.reshape(T, num_layers, top_k),
-        weights=weights.reshape(T, num_layers, top_k),
-        token_text=token_text,
-        token_id=token_id,
-        domain_of_prompt=domain_of_prompt,
-        router_entropy=(
-            pc.list_flatten(table.column("router_entropy").combine_chunks())
-            .to_numpy(zero_copy_only=False)
-            .reshape(T, num_layers)
-            if "router_entropy" in table.column_names
-            else None
-        ),
-    )
 
 
 def per_prompt_counts(tr: TraceTable, num_experts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

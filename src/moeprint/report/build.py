@@ -15,17 +15,18 @@ local files opened from file://, while <script src> works everywhere.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 
 from moeprint import __version__
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, read_json
 from moeprint.io.run import RunDir, open_run
+from moeprint.progress import Progress
 from moeprint.report import aggregate, inputs, published, stats, tradeoff
 from moeprint.report.aggregate import ALL, Usage
 from moeprint.report.tokens import prompt_payload, token_strings
@@ -94,11 +95,7 @@ class _RunData:
     def __init__(self, run: RunDir, tag: int):
         self.run, self.tag = run, tag
         self.manifest = run.manifest()
-        m = self.manifest
-        try:
-            self.L, self.E, self.k = int(m["num_layers"]), int(m["num_experts"]), int(m["top_k"])
-        except (KeyError, TypeError, ValueError):
-            raise MoeprintError(f"{run.manifest_path} lacks num_layers / num_experts / top_k.") from None
+        self.L, self.E, self.k = self.manifest.num_layers, self.manifest.num_experts, self.manifest.top_k
         self.traces = aggregate.read_traces(run, self.L, self.k)
         self.counts, self.mass, self.routed_tokens = aggregate.per_prompt_counts(self.traces, self.E)
         self.prompts = inputs.read_prompts(run, self.traces)
@@ -120,7 +117,7 @@ class _RunData:
             raise MoeprintError(f"{fp} has no pooled domain '{ALL}'; see docs/formats.md.")
         self.domains = [ALL] + sorted(d for d in self.usage if d != ALL)
         self.categories = sorted(set(self.prompt_category.tolist()))
-        self.name = str(self.manifest.get("name") or run.root.resolve().name)
+        self.name = run.root.resolve().name
         self.analyze_stats = inputs.analyze_stats(run, self.L) if self.usage_source.startswith("fingerprints") else {}
         self.prompt_finished = np.array([self.prompts[p].get("finished") for p in self.traces.prompt_ids], dtype=object)
         self.retention = inputs.sweep_retention(run)
@@ -201,7 +198,7 @@ class _PublishedData:
     """The published summaries of an imported run (RUN/published/summaries.parquet) as a second source."""
 
     def __init__(self, main: _RunData, path: Path):
-        self.run, self.tag, self.manifest = main.run, "pub", {"kind": "published", "model": main.manifest.get("model")}
+        self.run, self.tag, self.manifest = main.run, "pub", replace(main.manifest, kind="published")
         self.usage, self.category_usage = published.read_published(path, main.L, main.E)
         self.domains = [ALL] + sorted(d for d in self.usage if d != ALL)
         self.categories = sorted(self.category_usage)
@@ -267,24 +264,24 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
             for rd in sources:
                 entry = {
                     "name": rd.name,
-                    "kind": rd.manifest.get("kind"),
-                    "model": inputs.model_label(rd.manifest.get("model")),
+                    "kind": rd.manifest.kind,
+                    "model": inputs.model_label(rd.manifest.model.name),
                     "usageSource": rd.usage_source,
                     "domains": [],
                     "categories": [],
                 }
                 cats = rd.categories
-                task = progress.add_task(f"site: aggregates of {rd.name}", total=len(rd.domains) + len(cats))
+                advance = progress.task(f"site: aggregates of {rd.name}", len(rd.domains) + len(cats))
                 for i, d in enumerate(rd.domains):
                     fname = f"usage-{rd.tag}-d{i}.js"
                     write_data(data / fname, fname, rd.domain_file(i, d))
                     entry["domains"].append({"name": d, "file": fname, "segments": sorted(rd.usage[d])})
-                    progress.advance(task)
+                    advance()
                 for i, c in enumerate(cats):
                     fname = f"usage-{rd.tag}-c{i}.js"
                     write_data(data / fname, fname, rd.category_file(c))
                     entry["categories"].append({"name": c, "file": fname})
-                    progress.advance(task)
+                    advance()
                 run_index.append(entry)
 
             prompt_rows = _write_prompts(main, data, progress)
@@ -299,9 +296,9 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
             "version": __version__,
             "run": {
                 "name": main.name,
-                "kind": m.get("kind"),
-                "model": inputs.model_label(m.get("model")),
-                "architecture": m.get("architecture"),
+                "kind": m.kind,
+                "model": inputs.model_label(m.model.name),
+                "architecture": m.model.architecture,
                 "numLayers": main.L,
                 "numExperts": main.E,
                 "topK": main.k,
@@ -330,7 +327,7 @@ def _write_prompts(rd: _RunData, data: Path, progress: Progress) -> list[dict]:
     strings = token_strings(tr, rd.manifest)
     starts = np.searchsorted(tr.row_prompt, np.arange(len(tr.prompt_ids) + 1))
     rows = []
-    task = progress.add_task("site: token files", total=len(tr.prompt_ids))
+    advance = progress.task("site: token files", len(tr.prompt_ids))
     for i, pid in enumerate(tr.prompt_ids):
         info = rd.prompts[pid]
         sl = slice(int(starts[i]), int(starts[i + 1]))
@@ -352,5 +349,5 @@ def _write_prompts(rd: _RunData, data: Path, progress: Progress) -> list[dict]:
                 "nRouted": int(tr.routed[sl].sum()),
             }
         )
-        progress.advance(task)
+        advance()
     return rows

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moeprint.io.manifest import RunManifest
 from moeprint.report.aggregate import TraceTable
 from moeprint.types import SEGMENTS
 
@@ -19,11 +20,11 @@ from moeprint.types import SEGMENTS
 WEIGHT_SCALE = 10000
 
 
-def token_strings(tr: TraceTable, manifest: dict) -> list[str]:
+def token_strings(tr: TraceTable, manifest: RunManifest) -> list[str]:
     """One display string per trace row: the imported `token` column, else the run's tokenizer, else `#id`."""
     if tr.token_text is not None:
         return ["" if t is None else str(t) for t in tr.token_text]
-    decode = _tokenizer_decoder(manifest.get("model"))
+    decode = _tokenizer_decoder(manifest.model.name)
     cache: dict[int, str] = {}
     out = []
     for tid in tr.token_id.tolist():

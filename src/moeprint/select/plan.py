@@ -17,6 +17,7 @@ from moeprint.adapters import ADAPTERS, adapter_for, load_config_dict
 from moeprint.adapters.base import ExpertGroups
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_write_json, json_exists, read_json
+from moeprint.io.manifest import RunManifest
 from moeprint.io.names import check_domain, check_label
 from moeprint.io.run import open_run
 from moeprint.types import BASE_NUM_EXPERTS, ModelSignature, PrunePlan
@@ -140,10 +141,10 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     """A plan from the rankings the analyze stage wrote into `RUN/fingerprints/rankings/<criterion>/<domain>.json`."""
     run = open_run(run_dir)
     manifest = run.manifest()
-    geometry = [manifest.get(key) for key in ("architecture", "num_layers", "num_experts", "top_k")]
+    geometry = [manifest.model.architecture, manifest.num_layers, manifest.num_experts, manifest.top_k]
     if None in geometry:
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
-    groups = manifest.get("expert_groups")
+    groups = manifest.expert_groups
     signature = ModelSignature(*geometry, expert_groups=tuple(groups) if groups else None)
     rankings_dir = run.fingerprints_dir / "rankings"
     if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
@@ -162,7 +163,7 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
         read_json(path),
         n_experts,
         signature,
-        base_model=str(manifest.get("model")),
+        base_model=str(manifest.model.name),
         domain=domain,
         criterion=criterion,
         source=str(path),
@@ -171,15 +172,15 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
     return plan
 
 
-def run_calibration(run_root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def run_calibration(run_root: Path, manifest: RunManifest) -> dict[str, Any]:
     """What a card says about the data behind a run's rankings: the run's name (not its local path),
     kind and domains, its token and prompt counts, and the prompt suite's sha256."""
-    domains = ",".join(manifest.get("domains") or [])
+    domains = ",".join(manifest.domains)
     return {
-        "source": f"moeprint run {Path(run_root).name} ({manifest.get('kind', '?')}; domains {domains or '?'})",
-        "n_tokens": manifest.get("n_tokens"),
-        "n_prompts": manifest.get("n_prompts"),
-        "sha256": manifest.get("prompt_suite_sha256"),
+        "source": f"moeprint run {Path(run_root).name} ({manifest.kind}; domains {domains or '?'})",
+        "n_tokens": manifest.n_tokens,
+        "n_prompts": manifest.n_prompts,
+        "sha256": manifest.prompt_suite_sha256,
     }
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json
+from moeprint.progress import track
 
 SPLITS = ("test", "calibration", "train")
 # Split sizes in characters (~4 characters per token with the 4096-token BPE: >= ~32k test tokens).
@@ -301,8 +302,6 @@ def _sha256_file(path: Path) -> str:
 
 def build_corpus(out_dir: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
     """Extract every domain, split it and write `<out>/<domain>/<split>.jsonl` plus manifest.json."""
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     versions = {s.package: package_version(s.package) for s in SOURCES}  # fail before any work
     if not (WORDNET_DIR / "data.noun").exists():
@@ -311,7 +310,7 @@ def build_corpus(out_dir: str | Path, overwrite: bool = False, progress: bool = 
         raise MoeprintError(f"{GCIDE_DICT} not found; run `apt-get install dict-gcide`.")
     domains_meta = {}
     with atomic_directory(out_dir, overwrite=overwrite, kind="moeprint-testbed-corpus") as tmp:
-        for source in tqdm(SOURCES, desc="corpus", unit="domain", disable=not progress):
+        for source in track(SOURCES, "corpus (domains)", progress):
             docs = list(source.documents())
             if not docs:
                 raise MoeprintError(f"source for domain {source.domain} ({source.package}) produced no text.")

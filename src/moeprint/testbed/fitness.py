@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from moeprint.progress import track
 from moeprint.testbed.routing import (
     masked_perplexity,
     perplexity,
@@ -92,13 +93,11 @@ def cross_domain_check(
     """For each test domain d, criterion and n: perplexity with d's own selection, with each other domain's
     selection, and `reduction` = 1 - own / mean(others). With `families` ({domain: source kind}) also
     `same_source_reduction` against the other domains of d's family only (None if it has none)."""
-    from tqdm import tqdm
-
     stats = {d: routing_stats(model, s, seq_len) for d, s in calibration.items()}
     results = {}
     cache: dict[tuple, float] = {}
     jobs = [(c, n, d) for c in criteria for n in ns for d in test]
-    for criterion, n, domain in tqdm(jobs, desc="cross-domain", disable=not progress):
+    for criterion, n, domain in track(jobs, "cross-domain", progress):
         kept = {src: select_experts(st, n, criterion) for src, st in stats.items()}
         ppl = {}
         for src, sel in kept.items():

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, read_json
+from moeprint.progress import bar
 from moeprint.testbed.corpus import read_split
 from moeprint.testbed.tiny import build_tokenizer
 
@@ -165,7 +166,6 @@ def train_testbed(
     corpus_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, overwrite: bool = False, progress: bool = True
 ) -> dict:
     """Train and write a complete model folder (manifest written last); returns the training manifest."""
-    from tqdm import tqdm
     from transformers import GenerationConfig, GptOssForCausalLM
 
     from moeprint.testbed.plots import plot_expert_load, plot_loss_curve
@@ -180,17 +180,7 @@ def train_testbed(
     started = time.time()
 
     with atomic_directory(out_dir, overwrite=overwrite, kind="moeprint-testbed-model") as tmp:
-        # tokenizer: trained on an equal-size sample of every domain's training text
-        sample = []
-        for d in domains:
-            texts, total = [], 0
-            for t in read_split(corpus_dir, d, cfg.train_split):
-                if total >= 400_000:
-                    break
-                texts.append(t)
-                total += len(t)
-            sample.extend(texts)
-        tokenizer = build_tokenizer(tmp, texts=sample, vocab_size=cfg.vocab_size)
+        tokenizer = build_tokenizer(tmp, texts=_tokenizer_sample(corpus_dir, domains, cfg), vocab_size=cfg.vocab_size)
         eos, pad = tokenizer.convert_tokens_to_ids("<|return|>"), tokenizer.convert_tokens_to_ids("<|pad|>")
         train = token_streams(tokenizer, corpus_dir, domains, cfg.train_split, cfg.max_train_chars_per_domain)
         test = token_streams(tokenizer, corpus_dir, domains, "test")
@@ -202,48 +192,7 @@ def train_testbed(
         config = model_config(cfg, len(tokenizer), eos, pad)
         config._experts_implementation = "grouped_mm"  # fast on CPU; not saved, loading uses the default
         model = GptOssForCausalLM(config)
-        model.train()
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "router" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "router" not in n)]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=(0.9, 0.95),
-        )
-
-        def lr_at(step: int) -> float:
-            if step < cfg.warmup_steps:
-                return cfg.lr * (step + 1) / cfg.warmup_steps
-            frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-            return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-        from moeprint.adapters import adapter_for
-
-        adapter = adapter_for(config)
-        routers = [adapter.router(block) for _, block in adapter.moe_blocks(model)]
-        gen = torch.Generator().manual_seed(cfg.seed)
-        history = []
-        bar = tqdm(range(cfg.steps), desc="train", unit="step", disable=not progress, mininterval=2.0)
-        for step in bar:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            batch = sample_batch(train, domains, probs, cfg.batch_size, cfg.seq_len, gen)  # (B, T)
-            out = model(input_ids=batch, output_router_logits=True)
-            lm_loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), batch[:, 1:].flatten())
-            balance = per_layer_balance_loss(out.router_logits, cfg.top_k)
-            loss = lm_loss + cfg.balance_coef * balance
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():  # nudge under-used experts up, over-used down, per layer
-                for router, logits in zip(routers, out.router_logits):
-                    top_ids = logits.topk(cfg.top_k, dim=-1).indices
-                    load = torch.bincount(top_ids.flatten(), minlength=cfg.num_experts).float()
-                    router.bias += cfg.bias_nudge * torch.sign(load.mean() - load)
-            history.append({"step": step, "lm_loss": float(lm_loss), "balance_loss": float(balance)})
-            if progress:
-                bar.set_postfix(loss=f"{float(lm_loss):.3f}", bal=f"{float(balance):.3f}")
+        history = _train(model, train, domains, probs, cfg, progress)
         train_seconds = time.time() - started
         model.eval()
 
@@ -279,6 +228,70 @@ def train_testbed(
         }
         atomic_write_json(tmp / "training_manifest.json", manifest)
     return manifest
+
+
+def _tokenizer_sample(corpus_dir: Path, domains: list[str], cfg: TrainConfig) -> list[str]:
+    """The tokenizer's training texts: an equal-size sample (about 400k characters) of every domain's train split."""
+    sample = []
+    for d in domains:
+        texts, total = [], 0
+        for t in read_split(corpus_dir, d, cfg.train_split):
+            if total >= 400_000:
+                break
+            texts.append(t)
+            total += len(t)
+        sample.extend(texts)
+    return sample
+
+
+def _learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _train(
+    model, train: dict, domains: list[str], probs: torch.Tensor, cfg: TrainConfig, progress: bool
+) -> list[dict[str, float]]:
+    """cfg.steps AdamW steps on domain-sampled batches (LM loss + load balance, router-bias nudges);
+    returns the per-step losses."""
+    from moeprint.adapters import adapter_for
+
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "router" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "router" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    adapter = adapter_for(model.config)
+    routers = [adapter.router(block) for _, block in adapter.moe_blocks(model)]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    with bar("train (steps)", cfg.steps, progress) as advance:
+        for step in range(cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = _learning_rate(cfg, step)
+            batch = sample_batch(train, domains, probs, cfg.batch_size, cfg.seq_len, gen)  # (B, T)
+            out = model(input_ids=batch, output_router_logits=True)
+            lm_loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), batch[:, 1:].flatten())
+            balance = per_layer_balance_loss(out.router_logits, cfg.top_k)
+            loss = lm_loss + cfg.balance_coef * balance
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():  # nudge under-used experts up, over-used down, per layer
+                for router, logits in zip(routers, out.router_logits):
+                    top_ids = logits.topk(cfg.top_k, dim=-1).indices  # (B*T, k)
+                    load = torch.bincount(top_ids.flatten(), minlength=cfg.num_experts).float()  # (E,)
+                    router.bias += cfg.bias_nudge * torch.sign(load.mean() - load)
+            history.append({"step": step, "lm_loss": float(lm_loss), "balance_loss": float(balance)})
+            advance(status=f"loss {float(lm_loss):.3f} bal {float(balance):.3f}")
+    return history
 
 
 def record_reproduction(model_dir: str | Path, retrained_dir: str | Path) -> dict:
