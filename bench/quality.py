@@ -67,9 +67,9 @@ def prepare(
                 prompts.append(PromptRecord(f"{row['id']}#{start}", row["domain"], "testbed-calibration", text=chunk))
     run = workdir / "run"
     record(model, prompts, run, max_new_tokens=1, batch_size=16, expert_norms=True, progress=True)
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
 
-    analyze_run(run, criteria=criteria, with_stats=False, coactivation=False)
+    analyze_run(run, AnalyzeSettings(criteria=criteria, with_stats=False, coactivation=False))
     texts = workdir / "heldout.jsonl"
     test_rows = corpus_split(corpus, "test", test_chars)
     texts.write_text("".join(json.dumps(r) + "\n" for r in test_rows), encoding="utf-8")

@@ -457,23 +457,23 @@ def analyze_cmd(
 
     Example: moeprint analyze runs/published --segment generated --criteria frequency,reference
     """
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
 
     if permutations < 1 or bootstrap < 2:
         raise MoeprintError("--permutations must be >= 1 and --bootstrap >= 2.")
-    out = analyze_run(
-        run_dir,
-        _split_list(domains),
-        segment,
-        _split_list(criteria),
-        top_n,
-        permutations,
-        bootstrap,
+    settings = AnalyzeSettings(
+        domains=_split_list(domains),
+        segment=segment,
+        criteria=_split_list(criteria),
+        top_n=top_n,
+        n_perm=permutations,
+        n_boot=bootstrap,
         seed=seed,
         with_stats=not no_stats,
         plots=plots,
         coactivation=not no_coactivation,
     )
+    out = analyze_run(run_dir, settings)
     click.echo(f"fingerprints -> {out}")
 
 

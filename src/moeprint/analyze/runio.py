@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import PromptCounts, UsageSums
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import read_parquet
 from moeprint.io.run import RunDir
 from moeprint.types import SEGMENTS  # torch-free: types.py imports torch for annotations only
 
@@ -224,99 +222,6 @@ def scan_token_strata(
     pairs.finish()
     keys = np.array([int(k) for k in pairs.prompt_ids], dtype=np.intp)
     return keys // len(tokens), keys % len(tokens), pairs.counts
-
-
-# ---- fingerprints/ files ------------------------------------------------------------------------
-
-USAGE_SCHEMA = pa.schema(
-    [
-        ("domain", pa.string()),
-        ("segment", pa.string()),
-        ("layer", pa.int16()),
-        ("expert", pa.int16()),
-        ("tokens", pa.int64()),
-        ("weight_sum", pa.float64()),
-        ("weight_max", pa.float32()),
-        ("norm_sum", pa.float64()),
-        ("weight_norm_sum", pa.float64()),
-        ("layer_tokens", pa.int64()),
-    ]
-)
-COACTIVATION_SCHEMA = pa.schema(
-    [
-        ("domain", pa.string()),
-        ("segment", pa.string()),
-        ("layer", pa.int16()),
-        ("expert_a", pa.int16()),
-        ("expert_b", pa.int16()),
-        ("count", pa.int64()),
-    ]
-)
-
-
-def usage_table(sums: UsageSums, domains: list[str]) -> pa.Table:
-    """Rows per (domain incl. `all`, segment incl. `all`, layer, expert), every expert listed."""
-    L, E = sums.num_layers, sums.num_experts
-    cols: dict[str, list] = {f.name: [] for f in USAGE_SCHEMA}
-    layer = np.repeat(np.arange(L, dtype=np.int16), E)
-    expert = np.tile(np.arange(E, dtype=np.int16), L)
-    for domain in [d for d in domains if d != "all"] + ["all"]:  # a recorded `all` label is part of the pool
-        for segment in list(sums.segments) + ["all"]:
-            u = sums.select(None if domain == "all" else [domain], None if segment == "all" else [segment])
-            cols["domain"].append(np.full(L * E, domain, dtype=object))
-            cols["segment"].append(np.full(L * E, segment, dtype=object))
-            cols["layer"].append(layer)
-            cols["expert"].append(expert)
-            cols["tokens"].append(u.tokens.reshape(-1))
-            cols["weight_sum"].append(u.weight_sum.reshape(-1))
-            cols["weight_max"].append(u.weight_max.reshape(-1))
-            cols["norm_sum"].append(None if u.norm_sum is None else u.norm_sum.reshape(-1))
-            cols["weight_norm_sum"].append(None if u.weight_norm_sum is None else u.weight_norm_sum.reshape(-1))
-            cols["layer_tokens"].append(np.full(L * E, u.n_tokens, dtype=np.int64))
-    arrays = []
-    for f in USAGE_SCHEMA:
-        parts = cols[f.name]
-        if any(p is None for p in parts):
-            arrays.append(pa.nulls(sum(len(x) for x in cols["layer"]), f.type))
-        else:
-            arrays.append(pa.array(np.concatenate(parts), f.type))
-    return pa.Table.from_arrays(arrays, schema=USAGE_SCHEMA)
-
-
-def coactivation_table(sums: UsageSums, domains: list[str]) -> pa.Table:
-    """Non-zero pair counts per (domain incl. `all`, segment incl. `all`, layer, a < b)."""
-    cols: dict[str, list] = {f.name: [] for f in COACTIVATION_SCHEMA}
-    for domain in [d for d in domains if d != "all"] + ["all"]:
-        for segment in list(sums.segments) + ["all"]:
-            c = sums.select_coactivation(None if domain == "all" else [domain], None if segment == "all" else [segment])
-            if c is None:
-                continue
-            l, a, b = np.nonzero(np.triu(c, 1))
-            cols["domain"].append(np.full(len(l), domain, dtype=object))
-            cols["segment"].append(np.full(len(l), segment, dtype=object))
-            cols["layer"].append(l)
-            cols["expert_a"].append(a)
-            cols["expert_b"].append(b)
-            cols["count"].append(c[l, a, b])
-    if not cols["layer"]:
-        return COACTIVATION_SCHEMA.empty_table()
-    return pa.Table.from_arrays(
-        [pa.array(np.concatenate(cols[f.name]), f.type) for f in COACTIVATION_SCHEMA], schema=COACTIVATION_SCHEMA
-    )
-
-
-def read_usage(fingerprints_dir: Path) -> pa.Table:
-    path = fingerprints_dir / "usage.parquet"
-    if not (fingerprints_dir / "manifest.json").exists() or not path.exists():
-        raise MoeprintError(f"{fingerprints_dir} has no complete fingerprints; run `moeprint analyze` first.")
-    return read_parquet(path)
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    from moeprint.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
 
 
 def scan_token_bags(

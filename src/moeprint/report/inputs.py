@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moeprint.analyze import fingerprints
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import read_json
 from moeprint.io.run import RunDir
@@ -179,10 +180,7 @@ def analyze_stats(run: RunDir, num_layers: int) -> dict[str, dict]:
     """fingerprints/stats.json per domain, as a per-layer table: every list of `num_layers` numbers becomes a
     column named by its key path (e.g. `usage_prompt_permutation.q`), every other number a summary entry.
     Generic on purpose: the page shows whatever tests the analyze stage wrote, under their own names."""
-    path = run.fingerprints_dir / "stats.json"
-    if not path.exists():
-        return {}
-    data = read_json(path)
+    data = fingerprints.read_stats(run.fingerprints_dir)
     domains = data.get("domains") if isinstance(data, dict) else None
     if not isinstance(domains, dict):
         return {}
