@@ -632,7 +632,8 @@ def _card_option_flags(f):
 def _card_options(
     base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card, example_device, example_dtype
 ):
-    from moeprint.prune.card import DEFAULT_EXAMPLE_PROMPTS, CardOptions, load_eval
+    from moeprint.evaluate.results import card_retention
+    from moeprint.prune.card import DEFAULT_EXAMPLE_PROMPTS, CardOptions
 
     if no_card:
         return None
@@ -641,7 +642,7 @@ def _card_options(
         base_model_id=base_model_id,
         license=license_,
         datasets=tuple(datasets),
-        eval_path=load_eval(eval_path),
+        retention=card_retention(eval_path) if eval_path is not None else None,
         example_prompts=prompts,
         load=LoadSettings(example_device, example_dtype),
     )

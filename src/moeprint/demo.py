@@ -67,6 +67,7 @@ def run_demo(
     """Run every stage on the testbed; return {what: where} for everything written."""
     from moeprint.analyze.pipeline import AnalyzeSettings, analyze_run
     from moeprint.evaluate.compare import EvalSettings, evaluate
+    from moeprint.evaluate.results import card_retention
     from moeprint.evaluate.sweep import SweepSpec, sweep
     from moeprint.prune import CardOptions, build_checkpoint, plan_from_run, save_plan
     from moeprint.record import record_run
@@ -130,7 +131,7 @@ def run_demo(
         model,
         plan,
         out / "checkpoints" / name,
-        card=CardOptions(eval_path=evaluation, example_prompts=("import os\n\ndef ",)),
+        card=CardOptions(retention=card_retention(evaluation), example_prompts=("import os\n\ndef ",)),
         progress=progress,
     )
     where["pruned checkpoint (+ README.md card)"] = result.out_dir
