@@ -48,6 +48,12 @@ def ranked_criteria(fingerprints_dir: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
+def ranked_domains(fingerprints_dir: Path, criterion: str) -> list[str]:
+    """The domains with a ranking file (`<domain>.json` or `.json.gz`) under one criterion, sorted."""
+    folder = Path(fingerprints_dir) / RANKINGS_DIR / criterion
+    return sorted({p.name.split(".json")[0] for p in folder.glob("*.json*")}) if folder.is_dir() else []
+
+
 USAGE_SCHEMA = pa.schema(
     [
         ("domain", pa.string()),

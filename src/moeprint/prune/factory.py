@@ -14,11 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.analyze.fingerprints import ranked_criteria, ranked_domains
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists, read_json
 from moeprint.io.identity import model_sha256
 from moeprint.io.names import check_domain
 from moeprint.io.outputs import OutputLock
+from moeprint.io.run import RunDir
 from moeprint.io.shards import INDEX_NAME, list_tensors
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
@@ -169,8 +171,7 @@ def factory_plans(
         raise MoeprintError("give a run directory (with fingerprints) or --rankings-dir.")
     if domains is None:
         probe = plan_from_run(run_dir, _any_domain(run_dir, criterion), sizes[0], criterion)
-        crit_dir = Path(run_dir) / "fingerprints" / "rankings" / probe.criterion
-        domains = sorted(p.name.split(".json")[0] for p in crit_dir.glob("*.json*"))
+        domains = ranked_domains(RunDir(Path(run_dir)).fingerprints_dir, probe.criterion)
     for domain in domains:
         for n in sizes:
             plan = plan_from_run(run_dir, domain, n, criterion)
@@ -181,11 +182,10 @@ def factory_plans(
 
 
 def _any_domain(run_dir: Path, criterion: str | None) -> str:
-    root = Path(run_dir) / "fingerprints" / "rankings"
-    crit_dirs = [root / criterion] if criterion else sorted(p for p in root.glob("*") if p.is_dir())
-    for d in crit_dirs:
-        for p in sorted(d.glob("*.json*")):
-            return p.name.split(".json")[0]
+    fingerprints_dir = RunDir(Path(run_dir)).fingerprints_dir
+    for crit in [criterion] if criterion else ranked_criteria(fingerprints_dir):
+        for domain in ranked_domains(fingerprints_dir, crit):
+            return domain
     return "all"  # plan_from_run then reports what is missing
 
 

@@ -149,18 +149,18 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
     if manifest.get("expert_groups"):
         signature["expert_groups"] = manifest["expert_groups"]
-    rankings_dir = run.fingerprints_dir / "rankings"
-    if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
+    from moeprint.analyze.fingerprints import RANKINGS_DIR, ranked_criteria, ranked_domains, ranking_path
+
+    criteria = ranked_criteria(run.fingerprints_dir)
+    if not (run.fingerprints_dir / "manifest.json").exists() or not (run.fingerprints_dir / RANKINGS_DIR).is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
     criterion = check_label(criterion or _default_criterion(run.fingerprints_dir), "criterion")
     check_domain(domain)
-    criterion_dir = rankings_dir / criterion
-    if not criterion_dir.is_dir():
-        known = ", ".join(sorted(p.name for p in rankings_dir.iterdir() if p.is_dir()))
-        raise MoeprintError(f"unknown criterion {criterion!r}; this run has: {known}.")
-    path = criterion_dir / f"{domain}.json"
+    if criterion not in criteria:
+        raise MoeprintError(f"unknown criterion {criterion!r}; this run has: {', '.join(criteria)}.")
+    path = ranking_path(run.fingerprints_dir, criterion, domain)
     if not json_exists(path):
-        known = ", ".join(sorted(p.name.split(".json")[0] for p in criterion_dir.glob("*.json*")))
+        known = ", ".join(ranked_domains(run.fingerprints_dir, criterion))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
     plan = plan_from_ranking(
         read_json(path),
@@ -191,7 +191,9 @@ def _default_criterion(fingerprints_dir: Path) -> str:
     fp_manifest = read_json(fingerprints_dir / "manifest.json")
     if isinstance(fp_manifest, dict) and isinstance(fp_manifest.get("default_criterion"), str):
         return fp_manifest["default_criterion"]
-    criteria = sorted(p.name for p in (fingerprints_dir / "rankings").iterdir() if p.is_dir())
+    from moeprint.analyze.fingerprints import ranked_criteria
+
+    criteria = ranked_criteria(fingerprints_dir)
     if len(criteria) == 1:
         return criteria[0]
     raise MoeprintError(

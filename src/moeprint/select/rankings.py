@@ -14,7 +14,9 @@ from moeprint.io.run import RunDir
 
 
 def rankings_path(run: RunDir, criterion: str, domain: str) -> Path:
-    return run.fingerprints_dir / "rankings" / criterion / f"{domain}.json"
+    from moeprint.analyze.fingerprints import ranking_path
+
+    return ranking_path(run.fingerprints_dir, criterion, domain)
 
 
 def load_ranking(run: RunDir, criterion: str, domain: str) -> tuple[dict[str, list[int]], str]:
