@@ -85,6 +85,77 @@ class ScanResult:
     n_rows: int
 
 
+def _token_column(manifest: dict[str, Any]) -> str:
+    """Imported runs carry token strings instead of ids."""
+    return "token_id" if manifest.get("has_token_ids", True) else "token"
+
+
+def _segment_mask(selected_segments: list[str]) -> np.ndarray:
+    """(S,) bool over SEGMENTS: the raw segments a `--segment` choice pools."""
+    segment_code = {s: i for i, s in enumerate(SEGMENTS)}
+    selected = np.zeros(len(SEGMENTS), dtype=bool)
+    selected[[segment_code[s] for s in selected_segments]] = True
+    return selected
+
+
+class _SelectedCounts:
+    """The selected segments' per-prompt (or per-window) expert counts and per-token domain occurrences,
+    grown batch by batch."""
+
+    def __init__(self, manifest: dict[str, Any], window: int | None):
+        self.domains = list(manifest["domains"])
+        self.token_column = _token_column(manifest)
+        self.window = window
+        self.prompts = PromptCounts(manifest["num_layers"], manifest["num_experts"])
+        self.prompt_code: dict[str, int] = {}
+        self.token_code: dict[Any, int] = {}
+        self.token_counts = np.zeros((0, len(self.domains)), np.int64)  # (V, D)
+
+    def _units(self, batch: pa.RecordBatch, keep: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Row of each kept token in `prompts`: its prompt, or its (prompt, window of `window` positions)."""
+        p = _codes(batch.column("prompt_id"), self.prompt_code, "prompt", grow=True)[keep]
+        prompt_names = list(self.prompt_code)  # insertion order = code
+        if self.window:
+            pos = batch.column("position").to_numpy(zero_copy_only=False)[keep].astype(np.intp)
+            unit = p * 1_000_000 + pos // self.window  # (prompt, window) key
+        else:
+            unit = p
+        uniq, inverse = np.unique(unit, return_inverse=True)
+        first_domain = d[keep][np.unique(inverse, return_index=True)[1]]
+        if self.window:
+            keys = [f"{prompt_names[u // 1_000_000]}#w{u % 1_000_000}" for u in uniq.tolist()]
+        else:
+            keys = [prompt_names[u] for u in uniq.tolist()]
+        return self.prompts.rows_for(keys, [self.domains[i] for i in first_domain])[inverse]
+
+    def _tokens(self, batch: pa.RecordBatch, keep: np.ndarray, d: np.ndarray) -> None:
+        if self.token_column == "token":
+            tok = _codes(batch.column("token"), self.token_code, "token", grow=True)
+        else:
+            tok = batch.column("token_id").to_numpy(zero_copy_only=False).astype(np.intp)
+            tok = np.where(tok < 0, 0, tok)
+        tok = tok[keep]
+        n_tok = int(tok.max(initial=-1)) + 1 if self.token_column != "token" else len(self.token_code)
+        if n_tok > self.token_counts.shape[0]:
+            grow = np.zeros((n_tok - self.token_counts.shape[0], len(self.domains)), np.int64)
+            self.token_counts = np.vstack([self.token_counts, grow])
+        np.add.at(self.token_counts, (tok, d[keep]), 1)
+
+    def add(self, batch: pa.RecordBatch, keep: np.ndarray, d: np.ndarray, ids: np.ndarray) -> None:
+        """keep (T,) bool: rows of the selected segments; d (T,) domain codes; ids (T, L, k)."""
+        if keep.any():
+            self.prompts.add_batch(self._units(batch, keep, d), ids[keep])
+            self._tokens(batch, keep, d)
+
+    def token_domain_counts(self) -> dict[Any, np.ndarray]:
+        """token key -> (D,) occurrences, for the tokens that occurred."""
+        counts = self.token_counts
+        if self.token_column == "token":
+            keys = {code: tok for tok, code in self.token_code.items()}
+            return {keys[i]: counts[i] for i in np.flatnonzero(counts.sum(1))}
+        return {int(i): counts[i] for i in np.flatnonzero(counts.sum(1))}
+
+
 def scan_run(
     run: RunDir,
     manifest: dict[str, Any],
@@ -99,16 +170,14 @@ def scan_run(
     With `window`, the per-prompt counts are per (prompt, window of `window` positions) instead.
     """
     num_layers, top_k = manifest["num_layers"], manifest["top_k"]
-    domains = list(manifest["domains"])
-    domain_code = {d: i for i, d in enumerate(domains)}
+    domain_code = {d: i for i, d in enumerate(manifest["domains"])}
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
     has_norms = bool(manifest.get("has_norms"))
-    token_column = "token_id" if manifest.get("has_token_ids", True) else "token"
-    columns = ["prompt_id", "domain", "position", "segment", token_column, "ids", "weights"]
+    columns = ["prompt_id", "domain", "position", "segment", _token_column(manifest), "ids", "weights"]
     if has_norms:
         columns.append("expert_norms")
     sums = UsageSums(
-        tuple(domains),
+        tuple(manifest["domains"]),
         tuple(SEGMENTS),
         num_layers,
         manifest["num_experts"],
@@ -116,13 +185,8 @@ def scan_run(
         with_norms=has_norms,
         with_coactivation=with_coactivation,
     )
-    selected = np.zeros(len(SEGMENTS), dtype=bool)
-    selected[[segment_code[s] for s in selected_segments]] = True
-
-    prompts = PromptCounts(num_layers, manifest["num_experts"])
-    prompt_code: dict[str, int] = {}
-    token_code: dict[Any, int] = {}
-    token_counts = np.zeros((0, len(domains)), np.int64)
+    selected = _segment_mask(selected_segments)
+    counts = _SelectedCounts(manifest, window)
     n_rows = 0
 
     from tqdm import tqdm
@@ -130,8 +194,7 @@ def scan_run(
     # `with`: the bar closes before an error propagates, so the error stays the last line on screen
     with tqdm(total=manifest.get("n_tokens"), desc="analyze", unit="tok", unit_scale=True, disable=not progress) as bar:
         for batch in iter_batches(run, columns):
-            t = batch.num_rows
-            n_rows += t
+            n_rows += batch.num_rows
             d = _codes(batch.column("domain"), domain_code, "domain")
             s = _codes(batch.column("segment"), segment_code, "segment")
             ids = routing_arrays(batch, num_layers, top_k, "ids")  # (T, L, k)
@@ -140,46 +203,10 @@ def scan_run(
             if ids.size and (ids.min() < 0 or ids.max() >= sums.num_experts):
                 raise MoeprintError(f"trace expert ids outside 0..{sums.num_experts - 1}; the run manifest disagrees.")
             sums.add_batch(d * len(SEGMENTS) + s, ids, weights, norms)
+            counts.add(batch, selected[s], d, ids)
+            bar.update(batch.num_rows)
 
-            keep = selected[s]
-            if keep.any():
-                p = _codes(batch.column("prompt_id"), prompt_code, "prompt", grow=True)[keep]
-                prompt_names = list(prompt_code)  # insertion order = code
-                if window:
-                    pos = batch.column("position").to_numpy(zero_copy_only=False)[keep].astype(np.intp)
-                    unit = p * 1_000_000 + pos // window  # (prompt, window) key
-                else:
-                    unit = p
-                uniq, inverse = np.unique(unit, return_inverse=True)
-                dk = d[keep]
-                first_domain = dk[np.unique(inverse, return_index=True)[1]]
-                if window:
-                    keys = [f"{prompt_names[u // 1_000_000]}#w{u % 1_000_000}" for u in uniq.tolist()]
-                else:
-                    keys = [prompt_names[u] for u in uniq.tolist()]
-                rows = prompts.rows_for(keys, [domains[i] for i in first_domain])
-                prompts.add_batch(rows[inverse], ids[keep])
-                if token_column == "token":
-                    tok = _codes(batch.column("token"), token_code, "token", grow=True)
-                else:
-                    tok = batch.column("token_id").to_numpy(zero_copy_only=False).astype(np.intp)
-                    tok = np.where(tok < 0, 0, tok)
-                tok = tok[keep]
-                n_tok = int(tok.max(initial=-1)) + 1 if token_column != "token" else len(token_code)
-                if n_tok > token_counts.shape[0]:
-                    token_counts = np.vstack(
-                        [token_counts, np.zeros((n_tok - token_counts.shape[0], len(domains)), np.int64)]
-                    )
-                np.add.at(token_counts, (tok, d[keep]), 1)
-            bar.update(t)
-
-    prompts.finish()
-    if token_column == "token":
-        token_keys = {code: tok for tok, code in token_code.items()}
-        token_domain_counts = {token_keys[i]: token_counts[i] for i in np.flatnonzero(token_counts.sum(1))}
-    else:
-        token_domain_counts = {int(i): token_counts[i] for i in np.flatnonzero(token_counts.sum(1))}
-    return ScanResult(sums, prompts, token_domain_counts, n_rows)
+    return ScanResult(sums, counts.prompts.finish(), counts.token_domain_counts(), n_rows)
 
 
 def scan_token_strata(
@@ -190,10 +217,9 @@ def scan_token_strata(
     Returns (pair_prompt (N,), pair_token (N,), counts (N, L, E)), prompts indexed like `prompt_ids`.
     """
     num_layers, top_k, n_experts = manifest["num_layers"], manifest["top_k"], manifest["num_experts"]
-    token_column = "token_id" if manifest.get("has_token_ids", True) else "token"
+    token_column = _token_column(manifest)
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
-    selected = np.zeros(len(SEGMENTS), dtype=bool)
-    selected[[segment_code[s] for s in selected_segments]] = True
+    selected = _segment_mask(selected_segments)
     prompt_code = {p: i for i, p in enumerate(prompt_ids)}
     wanted = {tok: i for i, tok in enumerate(tokens)}
     wanted_ids = np.array(sorted(t for t in tokens if isinstance(t, int)), dtype=np.int64)
@@ -231,10 +257,9 @@ def scan_token_bags(
     (prompt, or prompt#w<i> window, named like scan_run's units). Returns (unit ids, counts (N, V))."""
     from scipy.sparse import coo_matrix
 
-    token_column = "token_id" if manifest.get("has_token_ids", True) else "token"
+    token_column = _token_column(manifest)
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
-    selected = np.zeros(len(SEGMENTS), dtype=bool)
-    selected[[segment_code[s] for s in selected_segments]] = True
+    selected = _segment_mask(selected_segments)
     unit_row: dict[str, int] = {}
     token_code: dict[Any, int] = {}
     prompt_code: dict[str, int] = {}
