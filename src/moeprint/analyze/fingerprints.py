@@ -180,8 +180,12 @@ def source_hash(run: RunDir) -> str:
 
 def has_fingerprints(fingerprints_dir: Path) -> bool:
     """A complete folder: its manifest (written last) and its usage table exist."""
-    fp = Path(fingerprints_dir)
-    return (fp / MANIFEST_FILE).exists() and (fp / USAGE_FILE).exists()
+    return has_manifest(fingerprints_dir) and (Path(fingerprints_dir) / USAGE_FILE).exists()
+
+
+def has_manifest(fingerprints_dir: Path) -> bool:
+    """The folder was finished (its manifest is written last), whatever files it holds."""
+    return (Path(fingerprints_dir) / MANIFEST_FILE).exists()
 
 
 def read_manifest(fingerprints_dir: Path) -> dict[str, Any]:
@@ -268,11 +272,17 @@ def read_segment_usage(fingerprints_dir: Path, num_layers: int, num_experts: int
 
 
 def read_ranking_file(path: Path) -> list[list[int]]:
-    data = read_json(path)
+    data = read_ranking_document(path)
     try:
         return [list(map(int, data[f"layer_{i}"])) for i in range(len(data))]
     except (KeyError, TypeError, ValueError):
         raise MoeprintError(f"{path} is not a ranking file ({{'layer_0': [ids], ...}}).") from None
+
+
+def read_ranking_document(path: Path) -> Any:
+    """A ranking file as written (the published `{"layer_0": [...], ...}` format); the plan built from it
+    checks its shape against the model, with that plan's own messages."""
+    return read_json(path)
 
 
 def read_rankings(fingerprints_dir: Path, domain: str) -> dict[str, list[list[int]]]:

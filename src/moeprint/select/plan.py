@@ -149,21 +149,21 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
     if manifest.get("expert_groups"):
         signature["expert_groups"] = manifest["expert_groups"]
-    from moeprint.analyze.fingerprints import RANKINGS_DIR, ranked_criteria, ranked_domains, ranking_path
+    from moeprint.analyze import fingerprints as fp
 
-    criteria = ranked_criteria(run.fingerprints_dir)
-    if not (run.fingerprints_dir / "manifest.json").exists() or not (run.fingerprints_dir / RANKINGS_DIR).is_dir():
+    criteria = fp.ranked_criteria(run.fingerprints_dir)
+    if not fp.has_manifest(run.fingerprints_dir) or not (run.fingerprints_dir / fp.RANKINGS_DIR).is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
     criterion = check_label(criterion or _default_criterion(run.fingerprints_dir), "criterion")
     check_domain(domain)
     if criterion not in criteria:
         raise MoeprintError(f"unknown criterion {criterion!r}; this run has: {', '.join(criteria)}.")
-    path = ranking_path(run.fingerprints_dir, criterion, domain)
+    path = fp.ranking_path(run.fingerprints_dir, criterion, domain)
     if not json_exists(path):
-        known = ", ".join(ranked_domains(run.fingerprints_dir, criterion))
+        known = ", ".join(fp.ranked_domains(run.fingerprints_dir, criterion))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
     plan = plan_from_ranking(
-        read_json(path),
+        fp.read_ranking_document(path),
         n_experts,
         signature,
         base_model=str(manifest.get("model")),
@@ -188,10 +188,11 @@ def run_calibration(run_root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default_criterion(fingerprints_dir: Path) -> str:
-    fp_manifest = read_json(fingerprints_dir / "manifest.json")
+    from moeprint.analyze.fingerprints import ranked_criteria, read_manifest
+
+    fp_manifest = read_manifest(fingerprints_dir)
     if isinstance(fp_manifest, dict) and isinstance(fp_manifest.get("default_criterion"), str):
         return fp_manifest["default_criterion"]
-    from moeprint.analyze.fingerprints import ranked_criteria
 
     criteria = ranked_criteria(fingerprints_dir)
     if len(criteria) == 1:
