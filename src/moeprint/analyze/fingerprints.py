@@ -23,11 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import LayerUsage, UsageSums
+from moeprint.analyze.criteria import ALL_DOMAIN
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_path, atomic_write_json, json_exists, read_json, read_parquet
 from moeprint.io.run import RunDir, open_run
 
-ALL = "all"  # the pooled domain and segment rows of usage.parquet
+ALL = ALL_DOMAIN  # the pooled domain and segment rows of usage.parquet
 USAGE_FILE, COACTIVATION_FILE, STATS_FILE, MANIFEST_FILE = (
     "usage.parquet",
     "coactivation.parquet",
@@ -86,9 +87,9 @@ def usage_table(sums: UsageSums, domains: list[str]) -> pa.Table:
     cols: dict[str, list] = {f.name: [] for f in USAGE_SCHEMA}
     layer = np.repeat(np.arange(L, dtype=np.int16), E)
     expert = np.tile(np.arange(E, dtype=np.int16), L)
-    for domain in [d for d in domains if d != "all"] + ["all"]:  # a recorded `all` label is part of the pool
-        for segment in list(sums.segments) + ["all"]:
-            u = sums.select(None if domain == "all" else [domain], None if segment == "all" else [segment])
+    for domain in [d for d in domains if d != ALL] + [ALL]:  # a recorded `all` label is part of the pool
+        for segment in list(sums.segments) + [ALL]:
+            u = sums.select(None if domain == ALL else [domain], None if segment == ALL else [segment])
             cols["domain"].append(np.full(L * E, domain, dtype=object))
             cols["segment"].append(np.full(L * E, segment, dtype=object))
             cols["layer"].append(layer)
@@ -112,9 +113,9 @@ def usage_table(sums: UsageSums, domains: list[str]) -> pa.Table:
 def coactivation_table(sums: UsageSums, domains: list[str]) -> pa.Table:
     """Non-zero pair counts per (domain incl. `all`, segment incl. `all`, layer, a < b)."""
     cols: dict[str, list] = {f.name: [] for f in COACTIVATION_SCHEMA}
-    for domain in [d for d in domains if d != "all"] + ["all"]:
-        for segment in list(sums.segments) + ["all"]:
-            c = sums.select_coactivation(None if domain == "all" else [domain], None if segment == "all" else [segment])
+    for domain in [d for d in domains if d != ALL] + [ALL]:
+        for segment in list(sums.segments) + [ALL]:
+            c = sums.select_coactivation(None if domain == ALL else [domain], None if segment == ALL else [segment])
             if c is None:
                 continue
             l, a, b = np.nonzero(np.triu(c, 1))

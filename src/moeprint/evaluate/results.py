@@ -19,6 +19,7 @@ from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moeprint.analyze.criteria import ALL_DOMAIN
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import read_json
 
@@ -269,7 +270,7 @@ class SweepResult:
 
     def eval_domains(self) -> list[str]:
         """The domains the cuts were scored on (the pooled `all` left out)."""
-        return [d for d in self.domains if d != "all"]
+        return [d for d in self.domains if d != ALL_DOMAIN]
 
     def ppl_retention(self) -> dict[str, dict[str, dict[int, float]]]:
         """{plan domain: {criterion: {n: in-domain base/cut perplexity}}}: each domain's own selections;
