@@ -65,7 +65,7 @@ def take_chars(docs: list[str], start: int, n: int | None) -> list[str]:
 
 
 def record_calibration(model: Path, tokenizer, docs: dict[str, list[str]], workdir: Path) -> Path:
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
     from moeprint.record import RecordSettings, record
     from moeprint.types import PromptRecord
 
@@ -79,7 +79,11 @@ def record_calibration(model: Path, tokenizer, docs: dict[str, list[str]], workd
                     prompts.append(PromptRecord(f"cal:{domain}:{j}#{start}", domain, "testbed-calibration", text=chunk))
     run = workdir / "run"
     record(model, prompts, run, RecordSettings(max_new_tokens=1, batch_size=16, expert_norms=True), progress=True)
-    analyze_run(run, criteria=list(FINGERPRINT_CRITERIA), with_stats=False, coactivation=False, progress=False)
+    analyze_run(
+        run,
+        AnalyzeSettings(criteria=tuple(FINGERPRINT_CRITERIA), with_stats=False, coactivation=False),
+        progress=False,
+    )
     return run
 
 

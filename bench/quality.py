@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from moeprint.evaluate.results import SweepResult, read_result  # noqa: E402
 from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep  # noqa: E402
 from moeprint.testbed.quality import check_targets, criterion_summary, markdown_table, quality_rows  # noqa: E402
 
@@ -67,9 +68,9 @@ def prepare(
                 prompts.append(PromptRecord(f"{row['id']}#{start}", row["domain"], "testbed-calibration", text=chunk))
     run = workdir / "run"
     record(model, prompts, run, RecordSettings(max_new_tokens=1, batch_size=16, expert_norms=True), progress=True)
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
 
-    analyze_run(run, criteria=criteria, with_stats=False, coactivation=False)
+    analyze_run(run, AnalyzeSettings(criteria=criteria, with_stats=False, coactivation=False))
     texts = workdir / "heldout.jsonl"
     test_rows = corpus_split(corpus, "test", test_chars)
     texts.write_text("".join(json.dumps(r) + "\n" for r in test_rows), encoding="utf-8")
@@ -200,14 +201,14 @@ def main() -> None:
             out = args.keep or tmp / "sweep"
             spec = SweepSpec(domains=domains, sizes=args.sizes, criteria=criteria, random_seeds=args.seeds)
             sweep(SweepInputs(run, texts, model), spec, out, overwrite=True)
-        doc = json.loads((out / "results.json").read_text())
+        doc = dict(read_result(out).doc)
         if args.greedy_from and not args.sweep:
             doc["cuts"] += greedy_cuts(
                 run, model, texts, domains, doc["sizes"], args.greedy_from, args.greedy_tokens, args.greedy_candidates
             )
         E = doc["num_experts"]
         half, quarter = round(E * 0.5), round(E * 0.25)
-        rows = [r for r in quality_rows(doc) if r["n_experts"] in (half, quarter)]
+        rows = [r for r in quality_rows(SweepResult.from_doc(doc)) if r["n_experts"] in (half, quarter)]
         table = markdown_table(rows)
         print(
             f"model {doc['base_model']} ({doc['num_layers']} layers x {E} experts, top-{doc['top_k']}); "

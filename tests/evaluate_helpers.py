@@ -101,7 +101,8 @@ def make_run(root: Path, model_dir: Path, rows: list[dict]) -> RunDir:
             }
         )
     )
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
 
-    analyze_run(run.root, criteria=["frequency", "gate-mass"], with_stats=False, progress=False, coactivation=False)
+    settings = AnalyzeSettings(criteria=("frequency", "gate-mass"), with_stats=False, coactivation=False)
+    analyze_run(run.root, settings, progress=False)
     return run

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moeprint.analyze.fingerprints import USAGE_SCHEMA  # the file layout only; the numbers are computed here
 from moeprint.io.run import PROMPTS_SCHEMA, trace_schema
 from moeprint.types import PrunePlan
 
@@ -199,21 +200,7 @@ def write_fingerprints(run: Path, rows: list[dict]) -> None:
                         "layer_tokens": n[0],
                     }
                 )
-    schema = pa.schema(
-        [
-            ("domain", pa.string()),
-            ("segment", pa.string()),
-            ("layer", pa.int16()),
-            ("expert", pa.int16()),
-            ("tokens", pa.int64()),
-            ("weight_sum", pa.float64()),
-            ("weight_max", pa.float32()),
-            ("norm_sum", pa.float64()),
-            ("weight_norm_sum", pa.float64()),
-            ("layer_tokens", pa.int64()),
-        ]
-    )
-    pq.write_table(pa.Table.from_pylist(table, schema=schema), fp / "usage.parquet")
+    pq.write_table(pa.Table.from_pylist(table, schema=USAGE_SCHEMA), fp / "usage.parquet")
     for d in ("all", "math", "law"):
         tokens = usage[(d, "all")][0]
         ranking = {f"layer_{layer}": sorted(range(E), key=lambda e: (-tokens[layer][e], e)) for layer in range(L)}

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from conftest import REPO, assert_clean_error, run_cli
-from moeprint.analyze import LayerUsage, UsageSums, analyze_run, interleave, rank_experts
+from moeprint.analyze import AnalyzeSettings, LayerUsage, UsageSums, analyze_run, interleave, rank_experts
 from moeprint.analyze.stats import g_tests
 from moeprint.errors import MoeprintError
 from synthetic_runs import check_against_loop, token_routed_run
@@ -24,7 +24,7 @@ def test_counts_match_plain_python_loop_synthetic(tmp_path):
     run = token_routed_run(
         tmp_path / "run", seed=1, domain_shift=0.0, n_prompts_per_domain=3, domains=("law", "math", "all")
     )
-    analyze_run(run, progress=False, with_stats=False)
+    analyze_run(run, AnalyzeSettings(with_stats=False), progress=False)
     check_against_loop(run)
     files = sorted(p.relative_to(run / "fingerprints").as_posix() for p in (run / "fingerprints").rglob("*.json"))
     assert "manifest.json" in files and "rankings/reference/all.json" in files and "rankings/lift/math.json" in files
@@ -109,7 +109,8 @@ def test_vectorised_g_test_equals_scipy_chi2_contingency():
 
 
 def _stats(run):
-    analyze_run(run, progress=False, n_perm=199, n_boot=50, token_perm=99, min_token_count=10, seed=0)
+    settings = AnalyzeSettings(n_perm=199, n_boot=50, token_perm=99, min_token_count=10, seed=0)
+    analyze_run(run, settings, progress=False)
     return json.loads((run / "fingerprints" / "stats.json").read_text())["domains"]["math"]
 
 
@@ -152,7 +153,7 @@ def test_stats_permuted_labels_not_significant(tmp_path):
 
 def test_norm_criteria_with_recorded_norms(tmp_path):
     run = token_routed_run(tmp_path / "run", seed=4, domain_shift=1.0, n_prompts_per_domain=3, with_norms=True)
-    analyze_run(run, criteria=["reap", "reap-sum", "ean"], progress=False, with_stats=False)
+    analyze_run(run, AnalyzeSettings(criteria=("reap", "reap-sum", "ean"), with_stats=False), progress=False)
     rows = pq.read_table(run / "fingerprints" / "usage.parquet").to_pylist()
     law = {(r["layer"], r["expert"]): r for r in rows if r["domain"] == "law" and r["segment"] == "all"}
     reap = json.loads((run / "fingerprints" / "rankings" / "reap" / "law.json").read_text())

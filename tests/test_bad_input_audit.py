@@ -34,13 +34,13 @@ def _truncate(path: Path) -> None:
 @pytest.fixture(scope="session")
 def bad(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """Valid inputs and damaged copies of them, keyed by what they are."""
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
     from moeprint.select.plan import save_plan
 
     root = tmp_path_factory.mktemp("audit")
     p: dict[str, Path] = {"root": root, "model": tiny_model_dir}
     p["run"] = token_routed_run(root / "run", seed=0, domain_shift=1.0, n_prompts_per_domain=4, num_layers=2)
-    analyze_run(p["run"], with_stats=False, progress=False, coactivation=False)
+    analyze_run(p["run"], AnalyzeSettings(with_stats=False, coactivation=False), progress=False)
 
     manifest = json.loads((p["run"] / "manifest.json").read_text())
     p["run_manifest_list"] = _copy_run(p["run"], root / "run_manifest_list")

@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_clean_error, run_cli
 from evaluate_helpers import domain_texts, make_run, write_jsonl
 from moeprint.evaluate import load_retention
-from moeprint.evaluate.results import RETENTION_COLUMNS
+from moeprint.evaluate.results import RETENTION_COLUMNS, SECTIONS, EvaluateResult, SweepResult, read_result
 
 KEPT = [[0, 2, 5, 7], [1, 2, 3, 6]]
 
@@ -62,6 +62,65 @@ def inputs(tmp_path_factory, tiny_model_dir):
         ),
         "plan": d / "plan.json",
     }
+
+
+def _text_fields(metrics) -> tuple:
+    return (metrics.n_tokens, metrics.ppl_base, metrics.ppl_cut, metrics.ppl_ratio, metrics.kl, metrics.top1_agreement)
+
+
+def _raw_text_fields(values: dict) -> tuple:
+    return tuple(values[k] for k in ("n_tokens", "ppl_base", "ppl_cut", "ppl_ratio", "kl", "top1_agreement"))
+
+
+def _raw_cut_fields(cut: dict) -> tuple:
+    return tuple(cut.get(k) for k in ("name", "kind", "domain", "criterion", "n_experts", "seed"))
+
+
+def _record_cut_fields(cut) -> tuple:
+    return (cut.name, cut.kind, cut.domain, cut.criterion, cut.n_experts, cut.seed)
+
+
+def check_evaluate_record(path) -> None:
+    """The results reader's record of an evaluate JSON holds what the file says (read here with json)."""
+    doc, record = json.loads(path.read_text()), read_result(path)
+    assert isinstance(record, EvaluateResult) and record.schema == doc["schema"]
+    assert _record_cut_fields(record.cut) == _raw_cut_fields(doc["cut"])
+    assert set(record.result.sections) == {s for s in SECTIONS if isinstance(doc.get(s), dict)}  # null: not measured
+    per_domain = doc["text"]["per_domain"]
+    assert set(record.result.text_domains()) == set(per_domain)
+    for domain, values in per_domain.items():
+        metrics = record.result.text(domain)
+        assert _text_fields(metrics) == _raw_text_fields(values)
+        assert metrics.retention == pytest.approx(values["ppl_base"] / values["ppl_cut"])
+    assert record.result.value("text.in_domain.kl") == doc["text"]["in_domain"]["kl"]
+
+
+def check_sweep_record(folder) -> None:
+    """The record of a sweep folder: every cut, every domain's numbers, and the retention the site plots."""
+    doc, record = json.loads((folder / "results.json").read_text()), read_result(folder)
+    assert isinstance(record, SweepResult) and record.schema == doc["schema"]
+    assert (record.domains, record.sizes, record.criteria) == (doc["domains"], doc["sizes"], doc["criteria"])
+    assert (record.num_layers, record.num_experts, record.top_k) == (
+        doc["num_layers"],
+        doc["num_experts"],
+        doc["top_k"],
+    )
+    assert len(record.cuts) == len(doc["cuts"])
+    expected: dict[tuple, list[float]] = {}
+    for entry, raw in zip(record.cuts, doc["cuts"]):
+        assert _record_cut_fields(entry.cut) == _raw_cut_fields(raw["cut"])
+        assert entry.cut.raw["kept"] == raw["cut"]["kept"]
+        for domain, values in raw["text"]["per_domain"].items():
+            assert _text_fields(entry.text(domain)) == _raw_text_fields(values)
+            if raw["cut"]["criterion"] == "random" or raw["cut"]["domain"] == domain:
+                key = (domain, raw["cut"]["criterion"], raw["cut"]["n_experts"])
+                expected.setdefault(key, []).append(values["ppl_base"] / values["ppl_cut"])
+    got = {
+        (d, c, n): v for d, crits in record.ppl_retention().items() for c, pts in crits.items() for n, v in pts.items()
+    }
+    assert set(got) == set(expected)
+    for key, values in expected.items():
+        assert got[key] == pytest.approx(sum(values) / len(values)), key
 
 
 def test_evaluate_plan_and_checkpoint_agree(inputs, tiny_model_dir, tmp_path):
@@ -126,6 +185,8 @@ def test_evaluate_plan_and_checkpoint_agree(inputs, tiny_model_dir, tmp_path):
     ppl_law = next(r for r in rows if r["metric"] == "ppl" and r["eval_domain"] == "law")
     assert ppl_law["in_domain"] is True
     assert ppl_law["retention"] == pytest.approx(plan["text"]["per_domain"]["law"]["retention"])
+    check_evaluate_record(out_plan)
+    check_evaluate_record(out_ckpt)
 
 
 @pytest.mark.parametrize("case", ["bad_expert", "missing_texts", "no_domain", "both_cuts", "bad_mc"])
@@ -210,6 +271,7 @@ def test_sweep_tables_plots_and_rankings(inputs, tiny_model_dir, tmp_path):
     retention = load_retention(out)
     assert len([r for r in retention if r["metric"] == "ppl"]) == n_cuts * 2
     assert len([r for r in retention if r["metric"] == "mc_acc"]) == n_cuts * 2
+    check_sweep_record(out)
 
 
 def test_sweep_refuses_calibration_overlap(inputs, tiny_model_dir, tmp_path):

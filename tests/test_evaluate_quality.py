@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from moeprint.evaluate.results import SweepResult
 from moeprint.testbed.quality import check_targets, markdown_table, quality_rows
 
 
@@ -30,7 +31,7 @@ def test_quality_rows_and_targets():
             _entry("", "random", 4, {"law": 6.0, "math": 3.0, "bio": 5.0}, seed=1),
         ],
     }
-    rows = {(r["domain"], r["criterion"]): r for r in quality_rows(doc)}
+    rows = {(r["domain"], r["criterion"]): r for r in quality_rows(SweepResult.from_doc(doc))}
     assert rows[("law", "frequency")]["increase"] == pytest.approx(1.0)
     assert rows[("law", "frequency")]["other_domain_increase"] == pytest.approx((1.5 + 2.5) / 2)
     assert rows[("law", "reap")]["other_domain_increase"] == pytest.approx((0.4 + 0.8) / 2)
@@ -54,7 +55,9 @@ def test_targets_report_misses():
             _entry("", "random", 2, {"law": 2.9, "math": 3.5}, seed=0),
         ],
     }
-    targets = {(t["domain"], t["target"]): t for t in check_targets(quality_rows(doc), half=4, quarter=2)}
+    targets = {
+        (t["domain"], t["target"]): t for t in check_targets(quality_rows(SweepResult.from_doc(doc)), half=4, quarter=2)
+    }
     assert targets[("law", "frequency beats random at 2 experts")]["passed"] is False  # 1.0 vs 0.9
     miss = targets[("law", "frequency: own domain beats other domains at 2 experts")]
     assert miss["passed"] is False and "own +1.000 vs other +0.500" in miss["detail"]

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from moeprint.analyze import analyze_run
+from moeprint.analyze import AnalyzeSettings, analyze_run
 from moeprint.importers import import_fingerprinting, segment_generated_tokens
 from synthetic_runs import check_against_loop
 
@@ -111,7 +111,7 @@ def test_counts_on_real_examples_match_plain_loop(imported, tmp_path):
     run, _ = imported
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    analyze_run(copy, criteria=["frequency"], progress=False, with_stats=False)
+    analyze_run(copy, AnalyzeSettings(criteria=("frequency",), with_stats=False), progress=False)
     check_against_loop(copy)
 
 

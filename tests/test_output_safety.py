@@ -82,13 +82,13 @@ def _ok(capsys, *args) -> None:
 @pytest.fixture(scope="session")
 def inp(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     from arch_helpers import build_tiny
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
     from moeprint.select.plan import save_plan
 
     root = tmp_path_factory.mktemp("safety")
     p: dict[str, Path] = {"root": root, "model": tiny_model_dir}
     p["run"] = _run_without_think(root / "run")
-    analyze_run(p["run"], with_stats=False, progress=False, coactivation=False)
+    analyze_run(p["run"], AnalyzeSettings(with_stats=False, coactivation=False), progress=False)
     p["run2"] = shutil.copytree(p["run"], root / "run2")
     p["pub"] = _published(root / "pub", {"law": ["ds/cat"]})
     p["pub_dotdot"] = _published(root / "pub_dotdot", {"../../../../x": ["ds/cat"]})

@@ -174,3 +174,31 @@ def test_invalid_relation_and_bad_base_are_refused(tiny_model_dir):
         validate_card(bad)
     with pytest.raises(MoeprintError, match="not a hub id"):
         validate_card(ModelCard(str(good).replace("base_model: openai/gpt-oss-20b", "base_model: /home/me/model")))
+
+
+def test_card_module_reads_no_evaluate_file():
+    """The card is given rendered retention by its caller; the prune stage never imports evaluate."""
+    import ast
+    import inspect
+
+    import moeprint.prune.card as card_module
+
+    tree = ast.parse(inspect.getsource(card_module))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not [m for m in imported if m and m.startswith("moeprint.evaluate")]
+    assert "moeprint.evaluate/" not in inspect.getsource(card_module)
+
+
+def test_free_form_eval_json_is_shown_as_numbers_without_hub_claims(tmp_path):
+    from moeprint.evaluate.results import card_retention
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"ppl": {"law": 12.5}, "note": "x", "ok": True, "n": 3}))
+    rendered = card_retention(path)
+    assert rendered.intro == "From `mine.json`:" and rendered.metrics == ()
+    assert rendered.table.splitlines() == ["| metric | value |", "|---|---|", "| ppl.law | 12.5 |", "| n | 3 |"]
+    path.write_text(json.dumps({"note": "no numbers"}))
+    with pytest.raises(MoeprintError, match="holds no numbers"):
+        card_retention(path)

@@ -12,10 +12,10 @@ import pytest
 from scipy import stats as sps
 
 from conftest import assert_clean_error, run_cli
+from moeprint.analyze.stats import two_sample_layer_tests
 from moeprint.io.run import open_run
 from moeprint.report import aggregate
 from moeprint.report.build import build_site
-from moeprint.report.stats import two_sample_layer_tests
 from site_runs import E, K, L, make_run, plain_usage, read_data_js, trace_rows
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "moeprint" / "report" / "assets"

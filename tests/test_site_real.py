@@ -29,17 +29,12 @@ def real_site(shared_data, tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("real")
     importer.import_fingerprinting(shared_data, root / "run", folders=FOLDERS, progress=False)
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
 
-    analyze_run(
-        root / "run",
-        criteria=["frequency", "reference"],
-        n_perm=9,
-        n_boot=5,
-        token_perm=9,
-        progress=False,
-        coactivation=False,
+    settings = AnalyzeSettings(
+        criteria=("frequency", "reference"), n_perm=9, n_boot=5, token_perm=9, coactivation=False
     )
+    analyze_run(root / "run", settings, progress=False)
     return build_site(root / "run", root / "site")
 
 

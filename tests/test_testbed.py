@@ -106,7 +106,7 @@ def test_testbed_is_fit_for_purpose():
     from moeprint.testbed.fitness import fitness_report
 
     report = fitness_report(
-        tb.testbed_path(), tb.testbed_data_path(), test_tokens=1024, calibration_tokens=2048, criteria=("gate_mass",)
+        tb.testbed_path(), tb.testbed_data_path(), test_tokens=1024, calibration_tokens=2048, criteria=("gate-mass",)
     )
     print(fitness_table(report))
     # far below a unigram model estimated on the committed calibration texts

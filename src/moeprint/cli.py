@@ -463,21 +463,21 @@ def analyze_cmd(
 
     Example: moeprint analyze runs/published --segment generated --criteria frequency,reference
     """
-    from moeprint.analyze import analyze_run
+    from moeprint.analyze import AnalyzeSettings, analyze_run
 
-    out = analyze_run(
-        run_dir,
-        domains or None,
-        segment,
-        criteria or None,
-        top_n,
-        permutations,
-        bootstrap,
+    settings = AnalyzeSettings(
+        domains=tuple(domains) if domains else None,
+        segment=segment,
+        criteria=tuple(criteria) if criteria else None,
+        top_n=top_n,
+        n_perm=permutations,
+        n_boot=bootstrap,
         seed=seed,
         with_stats=not no_stats,
         plots=plots,
         coactivation=not no_coactivation,
     )
+    out = analyze_run(run_dir, settings)
     click.echo(f"fingerprints -> {out}")
 
 
@@ -636,7 +636,8 @@ def _card_option_flags(f):
 def _card_options(
     base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card, example_device, example_dtype
 ):
-    from moeprint.prune.card import DEFAULT_EXAMPLE_PROMPTS, CardOptions, load_eval
+    from moeprint.evaluate.results import card_retention
+    from moeprint.prune.card import DEFAULT_EXAMPLE_PROMPTS, CardOptions
 
     if no_card:
         return None
@@ -645,7 +646,7 @@ def _card_options(
         base_model_id=base_model_id,
         license=license_,
         datasets=tuple(datasets),
-        eval_path=load_eval(eval_path),
+        retention=card_retention(eval_path) if eval_path is not None else None,
         example_prompts=prompts,
         load=LoadSettings(example_device, example_dtype),
     )

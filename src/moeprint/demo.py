@@ -65,8 +65,9 @@ def run_demo(
     out: str | Path = "demo-out", settings: DemoSettings | None = None, progress: bool = True
 ) -> dict[str, Path]:
     """Run every stage on the testbed; return {what: where} for everything written."""
-    from moeprint.analyze.pipeline import analyze_run
+    from moeprint.analyze.pipeline import AnalyzeSettings, analyze_run
     from moeprint.evaluate.compare import EvalSettings, evaluate
+    from moeprint.evaluate.results import card_retention
     from moeprint.evaluate.sweep import SweepInputs, SweepSpec, sweep
     from moeprint.prune import CardOptions, build_checkpoint
     from moeprint.record import RecordSettings, record_run
@@ -107,7 +108,7 @@ def run_demo(
     where["run (traces, prompts, manifest)"] = run
 
     step("analyze")
-    where["fingerprints"] = analyze_run(run, progress=progress, n_perm=199, n_boot=50, token_perm=49)
+    where["fingerprints"] = analyze_run(run, AnalyzeSettings(n_perm=199, n_boot=50, token_perm=49), progress=progress)
 
     step("plan + evaluate + prune")
     plan = plan_from_run(run, DEMO_DOMAIN, DEMO_EXPERTS, criterion="gate-mass")
@@ -129,7 +130,7 @@ def run_demo(
         model,
         plan,
         out / "checkpoints" / name,
-        card=CardOptions(eval_path=evaluation, example_prompts=("import os\n\ndef ",)),
+        card=CardOptions(retention=card_retention(evaluation), example_prompts=("import os\n\ndef ",)),
         progress=progress,
     )
     where["pruned checkpoint (+ README.md card)"] = result.out_dir

@@ -20,6 +20,8 @@ class LayerUsage:
 
     `n_tokens` is how many tokens were routed in each layer (every token is routed in every layer).
     `norm_sum` / `weight_norm_sum` are None when the run recorded no expert output norms.
+    `per_layer` holds the routed tokens of each layer where they are known per layer (fingerprints files,
+    published summaries, whose reconstructed counts are not integers); `layer_tokens` reads either.
     """
 
     tokens: np.ndarray  # (L, E) int64: tokens that picked the expert
@@ -28,6 +30,14 @@ class LayerUsage:
     weight_max: np.ndarray | None = None  # (L, E) float32
     norm_sum: np.ndarray | None = None  # (L, E) float64: sum of ||f_e(x)|| over routed tokens
     weight_norm_sum: np.ndarray | None = None  # (L, E) float64: sum of w_e(x) * ||f_e(x)||
+    per_layer: np.ndarray | None = None  # (L,) routed tokens per layer
+
+    @property
+    def layer_tokens(self) -> np.ndarray:
+        """(L,) routed tokens per layer."""
+        if self.per_layer is not None:
+            return self.per_layer
+        return np.full(self.num_layers, self.n_tokens, dtype=np.int64)
 
     @property
     def num_layers(self) -> int:

@@ -6,8 +6,8 @@ RUN/fingerprints/ atomically with manifest.json last.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,8 @@ from moeprint.analyze.criteria import (
     rank_experts,
     reference_rankings,
 )
-from moeprint.analyze.runio import (
-    SEGMENT_SELECTIONS,
-    coactivation_table,
-    read_usage,
-    scan_run,
-    scan_token_strata,
-    usage_table,
-    write_parquet,
-)
+from moeprint.analyze.fingerprints import load_fingerprints, source_hash, to_published, write_fingerprints
+from moeprint.analyze.runio import SEGMENT_SELECTIONS, scan_run, scan_token_strata
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, read_parquet
 from moeprint.io.manifest import RunManifest
@@ -49,6 +42,31 @@ CLAIMS = {
 }
 
 EXPORT_FORMATS = ("published", "llmcompressor")
+
+
+@dataclass(frozen=True)
+class AnalyzeSettings:
+    """What `analyze_run` computes. Defaults are the CLI's."""
+
+    domains: tuple[str, ...] | None = None  # None: every domain of the run
+    segment: str = "all"  # a SEGMENT_SELECTIONS key
+    criteria: tuple[str, ...] | None = None  # None: every criterion the run supports
+    top_n: int | None = None  # kept-set size for overlap and stability; None: E/2
+    n_perm: int = 999  # prompt-label permutations
+    n_boot: int = 200  # bootstrap resamples of prompts
+    token_perm: int = 199  # permutations of the token-controlled test
+    min_token_count: int = 20  # a stratum token occurs at least this often in two domains
+    max_tokens: int = 32  # strata tokens at most
+    seed: int = 0
+    with_stats: bool = True
+    plots: bool = False
+    coactivation: bool = True
+
+    def __post_init__(self) -> None:  # lists from callers become tuples, so the record stays hashable
+        for name in ("domains", "criteria"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
 
 
 def check_domains(requested: list[str] | None, known: list[str]) -> list[str]:
@@ -99,10 +117,6 @@ def compute_rankings(
     return out
 
 
-def to_published(ranking: list[list[int]]) -> dict[str, list[int]]:
-    return {f"layer_{l}": [int(e) for e in r] for l, r in enumerate(ranking)}
-
-
 def read_summaries(run: RunDir) -> dict[str, np.ndarray] | None:
     path = run.root / "published" / "summaries.parquet"
     if not path.exists():
@@ -116,24 +130,21 @@ def _domain_stats(
     domains: list[str],
     selected: list[str],
     top_n: int,
-    n_perm: int,
-    n_boot: int,
-    token_perm: int,
-    min_token_count: int,
-    max_tokens: int,
+    settings: AnalyzeSettings,
     run: RunDir,
     manifest: RunManifest,
-    rng: np.random.Generator,
 ) -> dict[str, Any]:
     from moeprint.analyze import stats as st  # scipy.stats takes seconds to import; only analyze needs it
 
+    rng = np.random.default_rng(settings.seed)
+    n_perm, n_boot, token_perm = settings.n_perm, settings.n_boot, settings.token_perm
     sums, prompts = scan.sums, scan.prompts
     all_domains = list(sums.domains)
     pooled = sums.select(None, selected)
     labels = np.array([all_domains.index(d) for d in prompts.prompt_domains], dtype=np.intp)
     perm = st.prompt_permutation(prompts.counts, labels, len(all_domains), n_perm, rng) if len(labels) else None
 
-    tokens = st.choose_strata(scan.token_domain_counts, min_token_count, max_tokens)
+    tokens = st.choose_strata(scan.token_domain_counts, settings.min_token_count, settings.max_tokens)
     tc = None
     if tokens and len(labels):
         pair_prompt, pair_token, pair_counts = scan_token_strata(run, manifest, selected, tokens, prompts.prompt_ids)
@@ -218,31 +229,14 @@ def _summary(rec: dict[str, Any], top_n: int) -> dict[str, Any]:
     return s
 
 
-def analyze_run(
-    run_path: str | Path,
-    domains: list[str] | None = None,
-    segment: str = "all",
-    criteria: list[str] | None = None,
-    top_n: int | None = None,
-    n_perm: int = 999,
-    n_boot: int = 200,
-    token_perm: int = 199,
-    min_token_count: int = 20,
-    max_tokens: int = 32,
-    seed: int = 0,
-    with_stats: bool = True,
-    progress: bool = True,
-    plots: bool = False,
-    coactivation: bool = True,
-) -> Path:
-    """Fingerprint a run: write RUN/fingerprints/ (see docs/formats.md). Returns its path."""
-    run = open_run(run_path)
-    manifest = run.manifest()
-    known = list(manifest.domains)
-    chosen = check_domains(domains, known)
-    selected = check_segment(segment)
+def _check_settings(
+    run: RunDir, manifest: RunManifest, settings: AnalyzeSettings
+) -> tuple[list[str], list[str], list[str], int]:
+    """(domains, raw segments, criteria, top_n) of `settings` against the run, or one clear error."""
+    chosen = check_domains(list(settings.domains) if settings.domains else None, list(manifest.domains))
+    selected = check_segment(settings.segment)
     has_norms = manifest.has_norms
-    crits = list(criteria) if criteria else default_criteria(has_norms)
+    crits = list(settings.criteria) if settings.criteria else default_criteria(has_norms)
     for c in crits:
         check_criterion(c)
         if c in NORM_CRITERIA and not has_norms:
@@ -250,123 +244,63 @@ def analyze_run(
                 f"criterion {c!r} needs expert output norms, but {run.root} recorded none "
                 "(record with expert norms, or choose frequency, gate-mass, lift or reference)."
             )
-    num_layers, num_experts = manifest.num_layers, manifest.num_experts
-    top_n = max(1, num_experts // 2) if top_n is None else top_n
+    num_experts = manifest.num_experts
+    top_n = max(1, num_experts // 2) if settings.top_n is None else settings.top_n
     if not 1 <= top_n <= num_experts:
         raise MoeprintError(f"top-N must be between 1 and {num_experts}; got {top_n}.")
+    return chosen, selected, crits, top_n
 
-    scan = scan_run(run, manifest, selected, progress=progress, with_coactivation=coactivation)
+
+def analyze_run(run_path: str | Path, settings: AnalyzeSettings = AnalyzeSettings(), progress: bool = True) -> Path:
+    """Fingerprint a run: write RUN/fingerprints/ (see docs/formats.md). Returns its path."""
+    run = open_run(run_path)
+    manifest = run.manifest()
+    known = list(manifest.domains)
+    chosen, selected, crits, top_n = _check_settings(run, manifest, settings)
+    num_layers, num_experts = manifest.num_layers, manifest.num_experts
+
+    scan = scan_run(run, manifest, selected, progress=progress, with_coactivation=settings.coactivation)
     summaries = read_summaries(run)
 
     def usage_of(domain: str | None) -> LayerUsage:
         return scan.sums.select(None if domain is None else [domain], selected)
 
+    rankings = {c: compute_rankings(c, chosen, usage_of, summaries, num_layers, num_experts) for c in crits}
+    stats: dict[str, Any] = {
+        "segment": settings.segment,
+        "segments_pooled": selected,
+        "unit": "prompt",
+        "n_prompts": len(scan.prompts.prompt_ids),
+        "claims": CLAIMS,
+        "note": "usage differences between domains mostly reflect which tokens each domain "
+        "uses; cite token_controlled for specialisation.",
+    }
+    if settings.with_stats:
+        stats |= _domain_stats(scan, chosen, selected, top_n, settings, run, manifest)
+    extras = []
+    if settings.plots and settings.with_stats:
+        from moeprint.analyze.plots import plot_specialisation
+
+        extras.append(lambda target: plot_specialisation(stats, target / "plots"))
+    fmanifest = {
+        "criteria": crits,
+        "domains": chosen,
+        "segment": settings.segment,
+        "segments_pooled": selected,
+        "top_n": top_n,
+        "seed": settings.seed,
+        "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
+        "num_layers": num_layers,
+        "num_experts": num_experts,
+        "top_k": manifest.top_k,
+        "moe_layers": list(manifest.moe_layers or range(num_layers)),  # layer_i of a ranking = moe_layers[i]
+        "n_rows": scan.n_rows,
+        "coactivation": settings.coactivation,
+        "source_manifest_sha256": source_hash(run),
+    }
     with atomic_directory(run.fingerprints_dir, overwrite=True, kind="fingerprints") as tmp:
-        write_parquet(usage_table(scan.sums, known), tmp / "usage.parquet")
-        write_parquet(coactivation_table(scan.sums, known), tmp / "coactivation.parquet")
-        written: dict[str, list[str]] = {}
-        for c in crits:
-            ranked = compute_rankings(c, chosen, usage_of, summaries, num_layers, num_experts)
-            for d, r in ranked.items():
-                atomic_write_json(tmp / "rankings" / c / f"{d}.json", to_published(r), indent=None)
-            written[c] = sorted(ranked)
-        stats: dict[str, Any] = {
-            "segment": segment,
-            "segments_pooled": selected,
-            "unit": "prompt",
-            "n_prompts": len(scan.prompts.prompt_ids),
-            "claims": CLAIMS,
-            "note": "usage differences between domains mostly reflect which tokens each domain "
-            "uses; cite token_controlled for specialisation.",
-        }
-        if with_stats:
-            rng = np.random.default_rng(seed)
-            stats |= _domain_stats(
-                scan,
-                chosen,
-                selected,
-                top_n,
-                n_perm,
-                n_boot,
-                token_perm,
-                min_token_count,
-                max_tokens,
-                run,
-                manifest,
-                rng,
-            )
-        atomic_write_json(tmp / "stats.json", stats)
-        if plots and with_stats:
-            from moeprint.analyze.plots import plot_specialisation
-
-            plot_specialisation(stats, tmp / "plots")
-        atomic_write_json(
-            tmp / "manifest.json",
-            {
-                "kind": "fingerprints",
-                "criteria": crits,
-                "rankings": written,
-                "domains": chosen,
-                "segment": segment,
-                "segments_pooled": selected,
-                "top_n": top_n,
-                "seed": seed,
-                "reference_source": "published summaries (think+answer)" if summaries is not None else "traces",
-                "num_layers": num_layers,
-                "num_experts": num_experts,
-                "top_k": manifest.top_k,
-                "moe_layers": list(manifest.moe_layers or range(num_layers)),  # layer_i of a ranking = moe_layers[i]
-                "n_rows": scan.n_rows,
-                "coactivation": coactivation,
-                "source_manifest_sha256": hashlib.sha256(run.manifest_path.read_bytes()).hexdigest(),
-            },
-        )
+        write_fingerprints(tmp, scan.sums, known, rankings, stats, fmanifest, extras)
     return run.fingerprints_dir
-
-
-def layer_usage_from_table(table, domain: str, segments: list[str], num_layers: int, num_experts: int) -> LayerUsage:
-    """Pool usage.parquet rows of one domain over raw segments into a LayerUsage."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    mask = pc.and_(pc.equal(table["domain"], domain), pc.is_in(table["segment"], value_set=pa.array(segments)))
-    sub = table.filter(mask)
-    layer = sub["layer"].to_numpy().astype(np.intp)
-    expert = sub["expert"].to_numpy().astype(np.intp)
-    flat = layer * num_experts + expert
-
-    def pool(col: str) -> np.ndarray | None:
-        values = sub[col]
-        if values.null_count == len(values) and len(values):
-            return None
-        return np.bincount(
-            flat, weights=values.to_numpy(zero_copy_only=False).astype(np.float64), minlength=num_layers * num_experts
-        ).reshape(num_layers, num_experts)
-
-    n_tok = (
-        int(sub.filter(pc.and_(pc.equal(sub["layer"], 0), pc.equal(sub["expert"], 0)))["layer_tokens"].to_numpy().sum())
-        if len(sub)
-        else 0
-    )
-    return LayerUsage(
-        pool("tokens").astype(np.int64), pool("weight_sum"), n_tok, None, pool("norm_sum"), pool("weight_norm_sum")
-    )
-
-
-def load_fingerprints(run_path: str | Path) -> tuple[dict[str, Any], Callable[[str | None], LayerUsage]]:
-    """(fingerprints manifest, usage_of(domain or None=all)) for other stages (plan, sweep, report)."""
-    run = open_run(run_path)
-    table = read_usage(run.fingerprints_dir)
-    from moeprint.io.atomic import read_json
-
-    fmanifest = read_json(run.fingerprints_dir / "manifest.json")
-    segs = fmanifest["segments_pooled"]
-    L, E = fmanifest["num_layers"], fmanifest["num_experts"]
-
-    def usage_of(domain: str | None) -> LayerUsage:
-        return layer_usage_from_table(table, ALL_DOMAIN if domain is None else domain, segs, L, E)
-
-    return fmanifest, usage_of
 
 
 def export_rankings(

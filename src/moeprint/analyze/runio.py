@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import PromptCounts, UsageSums
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import read_parquet
 from moeprint.io.manifest import RunManifest
 from moeprint.io.run import RunDir
 from moeprint.progress import bar
@@ -89,6 +87,77 @@ class ScanResult:
     n_rows: int
 
 
+def _token_column(manifest: RunManifest) -> str:
+    """Imported runs carry token strings instead of ids."""
+    return "token_id" if manifest.has_token_ids else "token"
+
+
+def _segment_mask(selected_segments: list[str]) -> np.ndarray:
+    """(S,) bool over SEGMENTS: the raw segments a `--segment` choice pools."""
+    segment_code = {s: i for i, s in enumerate(SEGMENTS)}
+    selected = np.zeros(len(SEGMENTS), dtype=bool)
+    selected[[segment_code[s] for s in selected_segments]] = True
+    return selected
+
+
+class _SelectedCounts:
+    """The selected segments' per-prompt (or per-window) expert counts and per-token domain occurrences,
+    grown batch by batch."""
+
+    def __init__(self, manifest: RunManifest, window: int | None):
+        self.domains = list(manifest.domains)
+        self.token_column = _token_column(manifest)
+        self.window = window
+        self.prompts = PromptCounts(manifest.num_layers, manifest.num_experts)
+        self.prompt_code: dict[str, int] = {}
+        self.token_code: dict[Any, int] = {}
+        self.token_counts = np.zeros((0, len(self.domains)), np.int64)  # (V, D)
+
+    def _units(self, batch: pa.RecordBatch, keep: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Row of each kept token in `prompts`: its prompt, or its (prompt, window of `window` positions)."""
+        p = _codes(batch.column("prompt_id"), self.prompt_code, "prompt", grow=True)[keep]
+        prompt_names = list(self.prompt_code)  # insertion order = code
+        if self.window:
+            pos = batch.column("position").to_numpy(zero_copy_only=False)[keep].astype(np.intp)
+            unit = p * 1_000_000 + pos // self.window  # (prompt, window) key
+        else:
+            unit = p
+        uniq, inverse = np.unique(unit, return_inverse=True)
+        first_domain = d[keep][np.unique(inverse, return_index=True)[1]]
+        if self.window:
+            keys = [f"{prompt_names[u // 1_000_000]}#w{u % 1_000_000}" for u in uniq.tolist()]
+        else:
+            keys = [prompt_names[u] for u in uniq.tolist()]
+        return self.prompts.rows_for(keys, [self.domains[i] for i in first_domain])[inverse]
+
+    def _tokens(self, batch: pa.RecordBatch, keep: np.ndarray, d: np.ndarray) -> None:
+        if self.token_column == "token":
+            tok = _codes(batch.column("token"), self.token_code, "token", grow=True)
+        else:
+            tok = batch.column("token_id").to_numpy(zero_copy_only=False).astype(np.intp)
+            tok = np.where(tok < 0, 0, tok)
+        tok = tok[keep]
+        n_tok = int(tok.max(initial=-1)) + 1 if self.token_column != "token" else len(self.token_code)
+        if n_tok > self.token_counts.shape[0]:
+            grow = np.zeros((n_tok - self.token_counts.shape[0], len(self.domains)), np.int64)
+            self.token_counts = np.vstack([self.token_counts, grow])
+        np.add.at(self.token_counts, (tok, d[keep]), 1)
+
+    def add(self, batch: pa.RecordBatch, keep: np.ndarray, d: np.ndarray, ids: np.ndarray) -> None:
+        """keep (T,) bool: rows of the selected segments; d (T,) domain codes; ids (T, L, k)."""
+        if keep.any():
+            self.prompts.add_batch(self._units(batch, keep, d), ids[keep])
+            self._tokens(batch, keep, d)
+
+    def token_domain_counts(self) -> dict[Any, np.ndarray]:
+        """token key -> (D,) occurrences, for the tokens that occurred."""
+        counts = self.token_counts
+        if self.token_column == "token":
+            keys = {code: tok for tok, code in self.token_code.items()}
+            return {keys[i]: counts[i] for i in np.flatnonzero(counts.sum(1))}
+        return {int(i): counts[i] for i in np.flatnonzero(counts.sum(1))}
+
+
 def scan_run(
     run: RunDir,
     manifest: RunManifest,
@@ -103,16 +172,14 @@ def scan_run(
     With `window`, the per-prompt counts are per (prompt, window of `window` positions) instead.
     """
     num_layers, top_k = manifest.num_layers, manifest.top_k
-    domains = list(manifest.domains)
-    domain_code = {d: i for i, d in enumerate(domains)}
+    domain_code = {d: i for i, d in enumerate(manifest.domains)}
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
     has_norms = manifest.has_norms
-    token_column = "token_id" if manifest.has_token_ids else "token"
-    columns = ["prompt_id", "domain", "position", "segment", token_column, "ids", "weights"]
+    columns = ["prompt_id", "domain", "position", "segment", _token_column(manifest), "ids", "weights"]
     if has_norms:
         columns.append("expert_norms")
     sums = UsageSums(
-        tuple(domains),
+        tuple(manifest.domains),
         tuple(SEGMENTS),
         num_layers,
         manifest.num_experts,
@@ -120,20 +187,14 @@ def scan_run(
         with_norms=has_norms,
         with_coactivation=with_coactivation,
     )
-    selected = np.zeros(len(SEGMENTS), dtype=bool)
-    selected[[segment_code[s] for s in selected_segments]] = True
-
-    prompts = PromptCounts(num_layers, manifest.num_experts)
-    prompt_code: dict[str, int] = {}
-    token_code: dict[Any, int] = {}
-    token_counts = np.zeros((0, len(domains)), np.int64)
+    selected = _segment_mask(selected_segments)
+    counts = _SelectedCounts(manifest, window)
     n_rows = 0
 
     # `with`: the bar closes before an error propagates, so the error stays the last line on screen
     with bar("analyze (tokens)", manifest.n_tokens, progress) as advance:
         for batch in iter_batches(run, columns):
-            t = batch.num_rows
-            n_rows += t
+            n_rows += batch.num_rows
             d = _codes(batch.column("domain"), domain_code, "domain")
             s = _codes(batch.column("segment"), segment_code, "segment")
             ids = routing_arrays(batch, num_layers, top_k, "ids")  # (T, L, k)
@@ -142,46 +203,10 @@ def scan_run(
             if ids.size and (ids.min() < 0 or ids.max() >= sums.num_experts):
                 raise MoeprintError(f"trace expert ids outside 0..{sums.num_experts - 1}; the run manifest disagrees.")
             sums.add_batch(d * len(SEGMENTS) + s, ids, weights, norms)
+            counts.add(batch, selected[s], d, ids)
+            advance(batch.num_rows)
 
-            keep = selected[s]
-            if keep.any():
-                p = _codes(batch.column("prompt_id"), prompt_code, "prompt", grow=True)[keep]
-                prompt_names = list(prompt_code)  # insertion order = code
-                if window:
-                    pos = batch.column("position").to_numpy(zero_copy_only=False)[keep].astype(np.intp)
-                    unit = p * 1_000_000 + pos // window  # (prompt, window) key
-                else:
-                    unit = p
-                uniq, inverse = np.unique(unit, return_inverse=True)
-                dk = d[keep]
-                first_domain = dk[np.unique(inverse, return_index=True)[1]]
-                if window:
-                    keys = [f"{prompt_names[u // 1_000_000]}#w{u % 1_000_000}" for u in uniq.tolist()]
-                else:
-                    keys = [prompt_names[u] for u in uniq.tolist()]
-                rows = prompts.rows_for(keys, [domains[i] for i in first_domain])
-                prompts.add_batch(rows[inverse], ids[keep])
-                if token_column == "token":
-                    tok = _codes(batch.column("token"), token_code, "token", grow=True)
-                else:
-                    tok = batch.column("token_id").to_numpy(zero_copy_only=False).astype(np.intp)
-                    tok = np.where(tok < 0, 0, tok)
-                tok = tok[keep]
-                n_tok = int(tok.max(initial=-1)) + 1 if token_column != "token" else len(token_code)
-                if n_tok > token_counts.shape[0]:
-                    token_counts = np.vstack(
-                        [token_counts, np.zeros((n_tok - token_counts.shape[0], len(domains)), np.int64)]
-                    )
-                np.add.at(token_counts, (tok, d[keep]), 1)
-            advance(t)
-
-    prompts.finish()
-    if token_column == "token":
-        token_keys = {code: tok for tok, code in token_code.items()}
-        token_domain_counts = {token_keys[i]: token_counts[i] for i in np.flatnonzero(token_counts.sum(1))}
-    else:
-        token_domain_counts = {int(i): token_counts[i] for i in np.flatnonzero(token_counts.sum(1))}
-    return ScanResult(sums, prompts, token_domain_counts, n_rows)
+    return ScanResult(sums, counts.prompts.finish(), counts.token_domain_counts(), n_rows)
 
 
 def scan_token_strata(
@@ -192,10 +217,9 @@ def scan_token_strata(
     Returns (pair_prompt (N,), pair_token (N,), counts (N, L, E)), prompts indexed like `prompt_ids`.
     """
     num_layers, top_k, n_experts = manifest.num_layers, manifest.top_k, manifest.num_experts
-    token_column = "token_id" if manifest.has_token_ids else "token"
+    token_column = _token_column(manifest)
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
-    selected = np.zeros(len(SEGMENTS), dtype=bool)
-    selected[[segment_code[s] for s in selected_segments]] = True
+    selected = _segment_mask(selected_segments)
     prompt_code = {p: i for i, p in enumerate(prompt_ids)}
     wanted = {tok: i for i, tok in enumerate(tokens)}
     wanted_ids = np.array(sorted(t for t in tokens if isinstance(t, int)), dtype=np.int64)
@@ -226,99 +250,6 @@ def scan_token_strata(
     return keys // len(tokens), keys % len(tokens), pairs.counts
 
 
-# ---- fingerprints/ files ------------------------------------------------------------------------
-
-USAGE_SCHEMA = pa.schema(
-    [
-        ("domain", pa.string()),
-        ("segment", pa.string()),
-        ("layer", pa.int16()),
-        ("expert", pa.int16()),
-        ("tokens", pa.int64()),
-        ("weight_sum", pa.float64()),
-        ("weight_max", pa.float32()),
-        ("norm_sum", pa.float64()),
-        ("weight_norm_sum", pa.float64()),
-        ("layer_tokens", pa.int64()),
-    ]
-)
-COACTIVATION_SCHEMA = pa.schema(
-    [
-        ("domain", pa.string()),
-        ("segment", pa.string()),
-        ("layer", pa.int16()),
-        ("expert_a", pa.int16()),
-        ("expert_b", pa.int16()),
-        ("count", pa.int64()),
-    ]
-)
-
-
-def usage_table(sums: UsageSums, domains: list[str]) -> pa.Table:
-    """Rows per (domain incl. `all`, segment incl. `all`, layer, expert), every expert listed."""
-    L, E = sums.num_layers, sums.num_experts
-    cols: dict[str, list] = {f.name: [] for f in USAGE_SCHEMA}
-    layer = np.repeat(np.arange(L, dtype=np.int16), E)
-    expert = np.tile(np.arange(E, dtype=np.int16), L)
-    for domain in [d for d in domains if d != "all"] + ["all"]:  # a recorded `all` label is part of the pool
-        for segment in list(sums.segments) + ["all"]:
-            u = sums.select(None if domain == "all" else [domain], None if segment == "all" else [segment])
-            cols["domain"].append(np.full(L * E, domain, dtype=object))
-            cols["segment"].append(np.full(L * E, segment, dtype=object))
-            cols["layer"].append(layer)
-            cols["expert"].append(expert)
-            cols["tokens"].append(u.tokens.reshape(-1))
-            cols["weight_sum"].append(u.weight_sum.reshape(-1))
-            cols["weight_max"].append(u.weight_max.reshape(-1))
-            cols["norm_sum"].append(None if u.norm_sum is None else u.norm_sum.reshape(-1))
-            cols["weight_norm_sum"].append(None if u.weight_norm_sum is None else u.weight_norm_sum.reshape(-1))
-            cols["layer_tokens"].append(np.full(L * E, u.n_tokens, dtype=np.int64))
-    arrays = []
-    for f in USAGE_SCHEMA:
-        parts = cols[f.name]
-        if any(p is None for p in parts):
-            arrays.append(pa.nulls(sum(len(x) for x in cols["layer"]), f.type))
-        else:
-            arrays.append(pa.array(np.concatenate(parts), f.type))
-    return pa.Table.from_arrays(arrays, schema=USAGE_SCHEMA)
-
-
-def coactivation_table(sums: UsageSums, domains: list[str]) -> pa.Table:
-    """Non-zero pair counts per (domain incl. `all`, segment incl. `all`, layer, a < b)."""
-    cols: dict[str, list] = {f.name: [] for f in COACTIVATION_SCHEMA}
-    for domain in [d for d in domains if d != "all"] + ["all"]:
-        for segment in list(sums.segments) + ["all"]:
-            c = sums.select_coactivation(None if domain == "all" else [domain], None if segment == "all" else [segment])
-            if c is None:
-                continue
-            l, a, b = np.nonzero(np.triu(c, 1))
-            cols["domain"].append(np.full(len(l), domain, dtype=object))
-            cols["segment"].append(np.full(len(l), segment, dtype=object))
-            cols["layer"].append(l)
-            cols["expert_a"].append(a)
-            cols["expert_b"].append(b)
-            cols["count"].append(c[l, a, b])
-    if not cols["layer"]:
-        return COACTIVATION_SCHEMA.empty_table()
-    return pa.Table.from_arrays(
-        [pa.array(np.concatenate(cols[f.name]), f.type) for f in COACTIVATION_SCHEMA], schema=COACTIVATION_SCHEMA
-    )
-
-
-def read_usage(fingerprints_dir: Path) -> pa.Table:
-    path = fingerprints_dir / "usage.parquet"
-    if not (fingerprints_dir / "manifest.json").exists() or not path.exists():
-        raise MoeprintError(f"{fingerprints_dir} has no complete fingerprints; run `moeprint analyze` first.")
-    return read_parquet(path)
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    from moeprint.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
 def scan_token_bags(
     run: RunDir, manifest: RunManifest, selected_segments: list[str], window: int | None, vocab_size: int
 ) -> tuple[list[str], np.ndarray]:
@@ -326,10 +257,9 @@ def scan_token_bags(
     (prompt, or prompt#w<i> window, named like scan_run's units). Returns (unit ids, counts (N, V))."""
     from scipy.sparse import coo_matrix
 
-    token_column = "token_id" if manifest.has_token_ids else "token"
+    token_column = _token_column(manifest)
     segment_code = {s: i for i, s in enumerate(SEGMENTS)}
-    selected = np.zeros(len(SEGMENTS), dtype=bool)
-    selected[[segment_code[s] for s in selected_segments]] = True
+    selected = _segment_mask(selected_segments)
     unit_row: dict[str, int] = {}
     token_code: dict[Any, int] = {}
     prompt_code: dict[str, int] = {}

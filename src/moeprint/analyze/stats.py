@@ -242,3 +242,60 @@ def token_controlled(
         "stratified_dof": obs["dof"],
         "p_token_level": p_token_level,
     }
+
+
+# ---- the site's domain view: one domain against the rest of the run, per layer ------------------
+# Caveat shown on the page: a token picks k experts without replacement and tokens of one prompt are
+# correlated, so the counts are not independent draws and p-values are optimistic; read the effect sizes.
+
+
+def two_sample_layer_tests(a: np.ndarray, b: np.ndarray) -> dict[str, list[float]]:
+    """a, b: (L, E) expert counts of two disjoint selections. One test per layer, BH across layers."""
+    out: dict[str, list] = {"chi2": [], "g": [], "df": [], "p": [], "p_g": [], "cramers_v": [], "tvd": []}
+    for ra, rb in zip(a.astype(float), b.astype(float)):
+        keep = (ra + rb) > 0
+        table = np.stack([ra[keep], rb[keep]])  # (2, E')
+        if table.shape[1] < 2 or table[0].sum() == 0 or table[1].sum() == 0:
+            for key in out:
+                out[key].append(float("nan") if key != "df" else 0)
+            continue
+        chi2, p, df, _ = sps.chi2_contingency(table, correction=False)
+        g, p_g, _, _ = sps.chi2_contingency(table, correction=False, lambda_="log-likelihood")
+        n = table.sum()
+        out["chi2"].append(float(chi2))
+        out["g"].append(float(g))
+        out["df"].append(int(df))
+        out["p"].append(float(p))
+        out["p_g"].append(float(p_g))
+        out["cramers_v"].append(float(np.sqrt(chi2 / n)))  # 2 rows: min(r, c) - 1 = 1
+        out["tvd"].append(float(0.5 * np.abs(ra / ra.sum() - rb / rb.sum()).sum()))
+    out["q"] = bh(np.array(out["p"], dtype=float)).tolist()
+    return out
+
+
+def split_half_stability(per_prompt: np.ndarray, n_keep: int, n_splits: int = 20, seed: int = 0) -> list[float]:
+    """Mean Jaccard overlap, per layer, of the top-`n_keep` experts (by token count) of two random halves
+    of the prompts. 1.0: any half of the prompts picks the same kept set. per_prompt: (P, L, E)."""
+    P, L, E = per_prompt.shape
+    if P < 2:
+        return [float("nan")] * L
+    rng = np.random.default_rng(seed)
+    total = np.zeros(L)
+    for _ in range(n_splits):
+        order = rng.permutation(P)
+        halves = per_prompt[order[: P // 2]].sum(0), per_prompt[order[P // 2 :]].sum(0)  # (L, E) each
+        # stable argsort on negated counts: ties broken by expert id, as a ranking file would be
+        tops = [np.argsort(-h, axis=1, kind="stable")[:, :n_keep] for h in halves]
+        for layer in range(L):
+            s1, s2 = set(tops[0][layer].tolist()), set(tops[1][layer].tolist())
+            total[layer] += len(s1 & s2) / len(s1 | s2)
+    return (total / n_splits).tolist()
+
+
+def usage_entropy_bits(tokens: np.ndarray) -> list[float]:
+    """Per layer, entropy (bits) of the expert-usage distribution (counts normalised to sum 1)."""
+    out = []
+    for row in tokens.astype(float):
+        total = row.sum()
+        out.append(float(sps.entropy(row / total, base=2)) if total > 0 else float("nan"))
+    return out

@@ -24,13 +24,14 @@ from moeprint.evaluate.cut import (
     release,
 )
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_prompts, load_texts
+from moeprint.evaluate.results import EVALUATE_SCHEMA
 from moeprint.io.atomic import atomic_write_json
 from moeprint.io.loader import LoadSettings, check_context, context_length
 from moeprint.io.run import software_versions
 from moeprint.progress import Progress
 from moeprint.prune.rows import rows_as_list, rows_for_plan, with_heal_record
 
-RESULT_SCHEMA = "moeprint.evaluate/1"
+RESULT_SCHEMA = EVALUATE_SCHEMA  # the format's reader, moeprint.evaluate.results, owns the string
 
 
 @dataclass

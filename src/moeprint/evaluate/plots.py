@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
+from moeprint.evaluate.results import SweepResult
 from moeprint.io.atomic import atomic_path
 
 METRICS = {  # file name: (metric key, y label)
@@ -16,23 +16,23 @@ METRICS = {  # file name: (metric key, y label)
 }
 
 
-def _series(doc: dict[str, Any], domain: str, key: str):
+def _series(result: SweepResult, domain: str, key: str):
     """{criterion: [(n, value)]} for the domain's own cuts; random: {n: [values over seeds]}."""
     lines: dict[str, list[tuple[int, float]]] = defaultdict(list)
     random: dict[int, list[float]] = defaultdict(list)
-    for entry in doc["cuts"]:
-        cut = entry["cut"]
-        m = entry["text"]["per_domain"].get(domain)
+    for entry in result.cuts:
+        cut = entry.cut
+        m = entry.text(domain)
         if m is None:
             continue
-        if cut["criterion"] == "random":
-            random[cut["n_experts"]].append(m[key])
-        elif cut["domain"] == domain:
-            lines[cut["criterion"]].append((cut["n_experts"], m[key]))
+        if cut.is_random:
+            random[cut.n_experts].append(getattr(m, key))
+        elif cut.domain == domain:
+            lines[cut.criterion].append((cut.n_experts, getattr(m, key)))
     return lines, random
 
 
-def plot_sweep(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
+def plot_sweep(result: SweepResult, out_dir: str | Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,14 +40,14 @@ def plot_sweep(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     out_dir = Path(out_dir)
-    domains = [d for d in doc["domains"] if d != "all"] or doc["domains"]
+    domains = result.eval_domains() or result.domains
     written = []
     for name, (key, ylabel) in METRICS.items():
         cols = min(len(domains), 4)
         rows = (len(domains) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharex=True)
         for ax, domain in zip(axes.flat, domains):
-            lines, random = _series(doc, domain, key)
+            lines, random = _series(result, domain, key)
             for criterion, points in sorted(lines.items()):
                 xs, ys = zip(*sorted(points))
                 ax.plot(xs, ys, marker="o", ms=3, label=criterion)
@@ -73,11 +73,11 @@ def plot_sweep(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
             ax.set_ylabel(ylabel)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
-        model = Path(doc["base_model"])
+        model = Path(str(result.base_model))
         model_name = model.parent.name if model.name == "model" else model.name  # the testbed is testbed/model
         fig.suptitle(
             f"{model_name}: {'retention' if name == 'retention' else 'divergence'} "
-            f"vs experts kept (of {doc['num_experts']})"
+            f"vs experts kept (of {result.num_experts})"
         )
         fig.tight_layout(rect=(0, 0.08, 1, 0.95))
         for ext in ("png", "svg"):

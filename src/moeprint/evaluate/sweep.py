@@ -23,6 +23,7 @@ from moeprint.evaluate import choice, text
 from moeprint.evaluate.cut import base_cut, load_model, plan_cut
 from moeprint.evaluate.disjoint import check_disjoint
 from moeprint.evaluate.inputs import file_sha256, load_choice_questions, load_texts
+from moeprint.evaluate.results import SWEEP_RESULTS, SWEEP_SCHEMA, SweepResult
 from moeprint.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from moeprint.io.identity import check_same_model
 from moeprint.io.loader import LoadSettings, check_context, context_length
@@ -38,7 +39,6 @@ from moeprint.types import ALL, PrunePlan
 if TYPE_CHECKING:
     from moeprint.cluster import ClusterSettings
 
-SWEEP_SCHEMA = "moeprint.sweep/1"
 CSV_COLUMNS = (
     "plan_domain",
     "criterion",
@@ -321,13 +321,14 @@ def write_sweep(job: SweepJob, cuts: list[dict[str, Any]], n_windows: int, targe
         },
         "cuts": cuts,
     }
+    result = SweepResult.from_doc(doc)
     with target as tmp:
-        atomic_write_json(tmp / "results.json", doc)
-        atomic_write_text(tmp / "results.csv", to_csv(doc))
+        atomic_write_json(tmp / SWEEP_RESULTS, doc)
+        atomic_write_text(tmp / "results.csv", to_csv(result))
         if spec.plots:
             from moeprint.evaluate.plots import plot_sweep
 
-            plot_sweep(doc, tmp)
+            plot_sweep(result, tmp)
         atomic_write_json(
             tmp / "manifest.json",
             {
@@ -341,35 +342,35 @@ def write_sweep(job: SweepJob, cuts: list[dict[str, Any]], n_windows: int, targe
     return target.path
 
 
-def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def csv_rows(result: SweepResult) -> list[dict[str, Any]]:
     rows = []
-    for entry in doc["cuts"]:
-        cut = entry["cut"]
-        for domain, m in entry["text"]["per_domain"].items():
+    for entry in result.cuts:
+        cut = entry.cut
+        for domain, m in entry.text_domains().items():
             rows.append(
                 {
-                    "plan_domain": cut["domain"],
-                    "criterion": cut["criterion"],
-                    "n_experts": cut["n_experts"],
-                    "seed": cut.get("seed"),
+                    "plan_domain": cut.domain,
+                    "criterion": cut.criterion,
+                    "n_experts": cut.n_experts,
+                    "seed": cut.seed,
                     "eval_domain": domain,
-                    "in_domain": (domain == cut["domain"]) if cut["domain"] else None,
-                    "n_tokens": m["n_tokens"],
-                    "ppl_base": m["ppl_base"],
-                    "ppl_cut": m["ppl_cut"],
-                    "ppl_ratio": m["ppl_ratio"],
-                    "ppl_increase": m["ppl_cut"] - m["ppl_base"],
-                    "kl": m["kl"],
-                    "top1_agreement": m["top1_agreement"],
+                    "in_domain": (domain == cut.domain) if cut.domain else None,
+                    "n_tokens": m.n_tokens,
+                    "ppl_base": m.ppl_base,
+                    "ppl_cut": m.ppl_cut,
+                    "ppl_ratio": m.ppl_ratio,
+                    "ppl_increase": m.increase,
+                    "kl": m.kl,
+                    "top1_agreement": m.top1_agreement,
                 }
             )
     return rows
 
 
-def to_csv(doc: dict[str, Any]) -> str:
+def to_csv(result: SweepResult) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in csv_rows(doc):
+    for row in csv_rows(result):
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return buf.getvalue()

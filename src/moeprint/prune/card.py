@@ -1,8 +1,9 @@
 """The README.md model card of a pruned checkpoint, built with huggingface_hub's ModelCard.
 
 The card states what was kept and why (criterion, data, ranking source), the architecture and size,
-retention numbers when an evaluation JSON is given, loading code that needs no trust_remote_code,
-and optionally generations produced by the pruned model itself.
+retention numbers when its caller renders them (`CardRetention`: the CLI and the demo render an
+evaluation JSON with `moeprint.evaluate.results.card_retention`; this stage never reads evaluate's files),
+loading code that needs no trust_remote_code, and optionally generations produced by the pruned model itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import read_json
 from moeprint.io.loader import LoadSettings, load_causal_lm, load_tokenizer
 from moeprint.types import PrunePlan
 
@@ -26,12 +26,30 @@ DEFAULT_EXAMPLE_PROMPTS = ("Explain what a mixture-of-experts model is.", "Write
 
 
 @dataclass(frozen=True)
+class RetentionMetric:
+    """One model-index entry: a metric of the cut on one evaluation domain's held-out text."""
+
+    eval_domain: str
+    metric: str  # e.g. `ppl`, `ppl_retention`
+    value: float
+
+
+@dataclass(frozen=True)
+class CardRetention:
+    """The card's retention section, already rendered by the caller."""
+
+    intro: str  # the sentence above the table, naming the source
+    table: str  # Markdown
+    metrics: tuple[RetentionMetric, ...] = ()  # claimed as hub evaluation results; none for free-form JSON
+
+
+@dataclass(frozen=True)
 class CardOptions:
     base_model_id: str | None = None  # hub id of the base model; default: the plan's base_model if it is one
     license: str = "apache-2.0"
     datasets: tuple[str, ...] = ()
     language: tuple[str, ...] = ("en",)
-    eval_path: Path | None = None
+    retention: CardRetention | None = None
     example_prompts: tuple[str, ...] = ()
     max_new_tokens: int = 48
     load: LoadSettings = LoadSettings()  # where and in which dtype the example generations run
@@ -87,7 +105,7 @@ def build_card(
             }
         ),
         model_name=name,
-        eval_results=_eval_results(options.eval_path) or None,
+        eval_results=_eval_results(options.retention) or None,
     )
     base_label = f"`{base_id}`" if base_id else _local_label(plan, base_fingerprint)
     lines = [
@@ -132,7 +150,7 @@ def build_card(
         "",
         "</details>",
         "",
-        *_retention_section(options.eval_path),
+        *_retention_section(options.retention),
         "## Usage",
         "",
         "```python",
@@ -221,32 +239,22 @@ def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
     return ["- Calibration data: " + ", ".join(bits) + "."]
 
 
-def _eval_results(eval_path: Path | None) -> list:
+def _eval_results(retention: CardRetention | None) -> list:
     """model-index entries: per evaluation domain, the cut's value and its retention of the base's."""
-    if eval_path is None:
+    if retention is None or not retention.metrics:
         return []
-    doc = read_json(eval_path)
-    if not (isinstance(doc, dict) and str(doc.get("schema", "")).startswith("moeprint.evaluate/")):
-        return []  # free-form JSON: shown as a table, not claimed as hub evaluation results
     from huggingface_hub import EvalResult
 
-    from moeprint.evaluate.results import load_retention
-
-    out = []
-    for row in load_retention(eval_path):
-        if row["value"] is None or row["metric"].startswith("lm_eval:"):
-            continue
-        common = dict(
+    return [
+        EvalResult(
             task_type="text-generation",
-            dataset_type=f"moeprint-heldout-{row['eval_domain']}",
-            dataset_name=f"held-out {row['eval_domain']} text",
+            dataset_type=f"moeprint-heldout-{m.eval_domain}",
+            dataset_name=f"held-out {m.eval_domain} text",
+            metric_type=m.metric,
+            metric_value=m.value,
         )
-        out.append(EvalResult(**common, metric_type=row["metric"], metric_value=float(row["value"])))
-        if row["retention"] is not None:
-            out.append(
-                EvalResult(**common, metric_type=f"{row['metric']}_retention", metric_value=float(row["retention"]))
-            )
-    return out
+        for m in retention.metrics
+    ]
 
 
 def validate_card(card) -> None:
@@ -277,47 +285,10 @@ def validate_card(card) -> None:
         raise MoeprintError("model card metadata is invalid: " + "; ".join(problems) + ".")
 
 
-def _retention_section(eval_path: Path | None) -> list[str]:
-    if eval_path is None:
+def _retention_section(retention: CardRetention | None) -> list[str]:
+    if retention is None:
         return ["## Retention", "", "Not measured for this checkpoint (run `moeprint evaluate` and pass `--eval`).", ""]
-    doc = read_json(eval_path)
-    if isinstance(doc, dict) and str(doc.get("schema", "")).startswith("moeprint.evaluate/"):
-        from moeprint.evaluate.results import retention_markdown
-
-        return [
-            "## Retention",
-            "",
-            f"Measured by `moeprint evaluate` against the base model (`{Path(eval_path).name}`):",
-            "",
-            retention_markdown(eval_path),
-            "",
-        ]
-    rows = _numeric_leaves(doc)  # any other JSON of numbers: shown as it is
-    if not rows:
-        raise MoeprintError(f"{eval_path} holds no numbers to report.")
-    return [
-        "## Retention",
-        "",
-        f"From `{Path(eval_path).name}`:",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {key} | {value:.4g} |" for key, value in rows[:60]],
-        "",
-    ]
-
-
-def _numeric_leaves(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, float]]:
-    """Flatten the numbers of an evaluation JSON (nested dicts, up to three levels) into dotted keys."""
-    if isinstance(obj, bool):
-        return []
-    if isinstance(obj, (int, float)):
-        return [(prefix or "value", float(obj))]
-    if isinstance(obj, dict) and depth < 3:
-        return [
-            row for k, v in obj.items() for row in _numeric_leaves(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
-        ]
-    return []
+    return ["## Retention", "", retention.intro, "", retention.table, ""]
 
 
 def _examples_section(examples: list[tuple[str, str]] | None) -> list[str]:
@@ -354,10 +325,3 @@ def weight_format(dtype: str, config: dict[str, Any], tensors_dtypes: set[str]) 
     if dtype == "keep" and layout is not None:
         return f"{layout.label} experts (as the base)"
     return "/".join(sorted(tensors_dtypes)).lower()
-
-
-def load_eval(path: str | Path | None) -> Path | None:
-    if path is None:
-        return None
-    read_json(path)  # a clear error for missing or malformed JSON, before any weight is read
-    return Path(path)

@@ -14,11 +14,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from moeprint.adapters import adapter_for, load_config_dict
+from moeprint.analyze.fingerprints import ranked_criteria, ranked_domains
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists, read_json
 from moeprint.io.identity import model_sha256
 from moeprint.io.names import check_domain
 from moeprint.io.outputs import OutputLock
+from moeprint.io.run import RunDir
 from moeprint.io.shards import INDEX_NAME, list_tensors
 from moeprint.progress import bar
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
@@ -169,17 +171,15 @@ def _run_sources(run_dir: Path, domains: list[str] | None, criterion: str | None
         probe = build_plan(
             PlanSource(run_dir=run_dir, domain=_any_domain(run_dir, criterion), criterion=criterion), probe_size
         )
-        crit_dir = Path(run_dir) / "fingerprints" / "rankings" / probe.criterion
-        domains = sorted(p.name.split(".json")[0] for p in crit_dir.glob("*.json*"))
+        domains = ranked_domains(RunDir(Path(run_dir)).fingerprints_dir, probe.criterion)
     return [PlanSource(run_dir=run_dir, domain=domain, criterion=criterion) for domain in domains]
 
 
 def _any_domain(run_dir: Path, criterion: str | None) -> str:
-    root = Path(run_dir) / "fingerprints" / "rankings"
-    crit_dirs = [root / criterion] if criterion else sorted(p for p in root.glob("*") if p.is_dir())
-    for d in crit_dirs:
-        for p in sorted(d.glob("*.json*")):
-            return p.name.split(".json")[0]
+    fingerprints_dir = RunDir(Path(run_dir)).fingerprints_dir
+    for crit in [criterion] if criterion else ranked_criteria(fingerprints_dir):
+        for domain in ranked_domains(fingerprints_dir, crit):
+            return domain
     return ALL  # plan_from_run then reports what is missing
 
 

@@ -1,4 +1,4 @@
-"""Counts the site needs, from a run's traces and (preferably) its fingerprints.
+"""Counts the site needs from a run's traces (its fingerprints are read by moeprint.analyze.fingerprints).
 
 Everything here is sums and counts over tokens, so the numbers the pages show can be checked
 against a plain loop over the traces parquet. Arrays are indexed [layer, expert].
@@ -7,26 +7,19 @@ against a plain loop over the traces parquet. Arrays are indexed [layer, expert]
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from moeprint.analyze.aggregate import LayerUsage
+from moeprint.analyze.fingerprints import ALL
 from moeprint.errors import MoeprintError
 from moeprint.io.run import RunDir
-from moeprint.types import ALL, SEGMENTS  # ALL: the pooled domain / segment, as in fingerprints/usage.parquet
+from moeprint.types import SEGMENTS
 
-
-@dataclass
-class Usage:
-    """Sums for one (domain or category, segment): tokens that routed to each expert, their gate mass."""
-
-    tokens: np.ndarray  # (L, E) int64: tokens that picked the expert
-    weight_sum: np.ndarray  # (L, E) float64: summed gate weight
-    layer_tokens: np.ndarray  # (L,) int64: routed tokens of the selection in that layer
-    reap: np.ndarray | None = None  # (L, E) float64: summed gate weight x expert output norm, when recorded
+__all__ = ["ALL", "TraceTable", "per_prompt_counts", "pool", "read_traces"]
 
 
 @dataclass
@@ -182,50 +175,14 @@ def per_prompt_counts(tr: TraceTable, num_experts: int) -> tuple[np.ndarray, np.
     return counts.astype(np.int64), mass.reshape(P, S, L, num_experts), routed_tokens.astype(np.int64)
 
 
-def pool(counts, mass, routed_tokens, prompt_mask: np.ndarray) -> dict[str, Usage]:
+def pool(counts, mass, routed_tokens, prompt_mask: np.ndarray) -> dict[str, LayerUsage]:
     """Sum the per-prompt arrays over the prompts in `prompt_mask`, per segment and for `all` segments."""
     c = counts[prompt_mask].sum(axis=0)  # (S, L, E)
     m = mass[prompt_mask].sum(axis=0)
     n = routed_tokens[prompt_mask].sum(axis=0)  # (S,)
-    L = c.shape[1]
     out = {}
     for s, name in enumerate(SEGMENTS):
         if n[s] > 0:
-            out[name] = Usage(c[s], m[s], np.full(L, n[s], dtype=np.int64))
-    out[ALL] = Usage(c.sum(axis=0), m.sum(axis=0), np.full(L, n.sum(), dtype=np.int64))
-    return out
-
-
-def read_fingerprint_usage(path: Path, num_layers: int, num_experts: int) -> dict[str, dict[str, Usage]]:
-    """fingerprints/usage.parquet as {domain: {segment: Usage}} (docs/formats.md)."""
-    try:
-        names = pq.read_schema(path).names
-        optional = ["weight_norm_sum"] if "weight_norm_sum" in names else []
-        t = pq.read_table(
-            path, columns=["domain", "segment", "layer", "expert", "tokens", "weight_sum", "layer_tokens", *optional]
-        )
-    except (pa.ArrowInvalid, OSError, KeyError) as e:
-        raise MoeprintError(f"{path} is not a usage table as in docs/formats.md ({e}).") from None
-    cols = {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
-    out: dict[str, dict[str, Usage]] = {}
-    keys = sorted(set(zip(cols["domain"].tolist(), cols["segment"].tolist())))
-    for d, s in keys:
-        sel = (cols["domain"] == d) & (cols["segment"] == s)
-        layer, expert = cols["layer"][sel].astype(int), cols["expert"][sel].astype(int)
-        if layer.size and (layer.max() >= num_layers or expert.max() >= num_experts or layer.min() < 0):
-            raise MoeprintError(f"{path} has a layer or expert outside the run's {num_layers} x {num_experts}.")
-        u = Usage(
-            np.zeros((num_layers, num_experts), np.int64),
-            np.zeros((num_layers, num_experts), np.float64),
-            np.zeros(num_layers, np.int64),
-        )
-        u.tokens[layer, expert] = cols["tokens"][sel]
-        u.weight_sum[layer, expert] = cols["weight_sum"][sel]
-        u.layer_tokens[layer] = cols["layer_tokens"][sel]
-        if optional:
-            reap = cols["weight_norm_sum"][sel].astype(np.float64)  # null (no norms recorded) reads as NaN
-            if np.isfinite(reap).all() and reap.size:
-                u.reap = np.zeros((num_layers, num_experts), np.float64)
-                u.reap[layer, expert] = reap
-        out.setdefault(str(d), {})[str(s)] = u
+            out[name] = LayerUsage(c[s], m[s], int(n[s]))
+    out[ALL] = LayerUsage(c.sum(axis=0), m.sum(axis=0), int(n.sum()))
     return out

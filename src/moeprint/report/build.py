@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from moeprint import __version__
+from moeprint.analyze import fingerprints, stats
+from moeprint.analyze.aggregate import LayerUsage
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_directory, atomic_write_json, read_json
+from moeprint.io.atomic import atomic_directory, atomic_write_json
 from moeprint.io.run import RunDir, open_run
 from moeprint.progress import Progress
-from moeprint.report import aggregate, inputs, published, stats, tradeoff
-from moeprint.report.aggregate import ALL, Usage
+from moeprint.report import aggregate, inputs, published, tradeoff
+from moeprint.report.aggregate import ALL
 from moeprint.report.tokens import prompt_payload, token_strings
 
 PAGES = ("index.html", "comparison.html")
@@ -59,68 +62,105 @@ def write_data(path: Path, key: str, obj: Any) -> int:
     return len(text)
 
 
-def usage_json(u: Usage) -> dict:
+def usage_json(u: LayerUsage) -> dict:
     return {"tokens": u.tokens, "mass": u.weight_sum, "layerTokens": u.layer_tokens}
 
 
-def _pooled(segments: dict[str, Usage]) -> Usage:
+def _pooled(segments: dict[str, LayerUsage]) -> LayerUsage:
     """The segment `all`, or the sum of the segments when a fingerprint table lacks it."""
     if ALL in segments:
         return segments[ALL]
     parts = list(segments.values())
     if not parts:
         raise MoeprintError("a fingerprints domain has no segments; see docs/formats.md.")
-    return Usage(sum(u.tokens for u in parts), sum(u.weight_sum for u in parts), sum(u.layer_tokens for u in parts))
-
-
-def _read_rankings(run: RunDir, domain: str) -> dict[str, list[list[int]]]:
-    out = {}
-    root = run.fingerprints_dir / "rankings"
-    if not root.is_dir():
-        return out
-    for crit_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        f = crit_dir / f"{domain}.json"
-        if f.exists() or Path(str(f) + ".gz").exists():
-            data = read_json(f)
-            try:
-                out[crit_dir.name] = [list(map(int, data[f"layer_{i}"])) for i in range(len(data))]
-            except (KeyError, TypeError, ValueError):
-                raise MoeprintError(f"{f} is not a ranking file ({{'layer_0': [ids], ...}}).") from None
-    return out
+    per_layer = sum(u.layer_tokens for u in parts)
+    return LayerUsage(
+        sum(u.tokens for u in parts), sum(u.weight_sum for u in parts), int(per_layer[0]), per_layer=per_layer
+    )
 
 
 class _RunData:
-    """One run's counts, ready to be written as selection files."""
+    """One run's counts, ready to be written as selection files. Opening reads the run manifest only;
+    traces, prompts, fingerprints and sweep results are read when first asked for."""
 
     def __init__(self, run: RunDir, tag: int):
         self.run, self.tag = run, tag
         self.manifest = run.manifest()
-        self.L, self.E, self.k = self.manifest.num_layers, self.manifest.num_experts, self.manifest.top_k
-        self.traces = aggregate.read_traces(run, self.L, self.k)
-        self.counts, self.mass, self.routed_tokens = aggregate.per_prompt_counts(self.traces, self.E)
-        self.prompts = inputs.read_prompts(run, self.traces)
-        cats = [f"{self.prompts[p]['domain']}/{self.prompts[p]['category']}" for p in self.traces.prompt_ids]
-        self.prompt_domain = np.array([self.prompts[p]["domain"] for p in self.traces.prompt_ids])
-        self.prompt_category = np.array(cats)
-        fp = run.fingerprints_dir / "usage.parquet"
-        if (run.fingerprints_dir / "manifest.json").exists() and fp.exists():
-            self.usage = aggregate.read_fingerprint_usage(fp, self.L, self.E)
-            self.usage_source = "fingerprints/usage.parquet"
-        else:
-            self.usage = {
-                ALL: aggregate.pool(self.counts, self.mass, self.routed_tokens, np.ones(len(self.prompt_domain), bool))
-            }
-            for d in sorted(set(self.prompt_domain.tolist())):
-                self.usage[d] = aggregate.pool(self.counts, self.mass, self.routed_tokens, self.prompt_domain == d)
-            self.usage_source = "traces (computed at build time; run `moeprint analyze` for fingerprints)"
-        if ALL not in self.usage:
-            raise MoeprintError(f"{fp} has no pooled domain '{ALL}'; see docs/formats.md.")
-        self.domains = [ALL] + sorted(d for d in self.usage if d != ALL)
-        self.categories = sorted(set(self.prompt_category.tolist()))
+        m = self.manifest
+        self.L, self.E, self.k = m.num_layers, m.num_experts, m.top_k
+        if None in (self.L, self.E, self.k):
+            raise MoeprintError(f"{run.manifest_path} lacks num_layers / num_experts / top_k.")
         self.name = run.root.resolve().name
-        self.analyze_stats = inputs.analyze_stats(run, self.L) if self.usage_source.startswith("fingerprints") else {}
-        self.prompt_finished = np.array([self.prompts[p].get("finished") for p in self.traces.prompt_ids], dtype=object)
-        self.retention = inputs.sweep_retention(run)
+        self.has_fingerprints = fingerprints.has_fingerprints(run.fingerprints_dir)
+        self.usage_source = (
+            "fingerprints/usage.parquet"
+            if self.has_fingerprints
+            else "traces (computed at build time; run `moeprint analyze` for fingerprints)"
+        )
+
+    @cached_property
+    def traces(self) -> aggregate.TraceTable:
+        return aggregate.read_traces(self.run, self.L, self.k)
+
+    @cached_property
+    def _per_prompt(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(counts (P, S, L, E), gate mass (P, S, L, E), routed tokens (P, S)) per prompt and segment."""
+        return aggregate.per_prompt_counts(self.traces, self.E)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._per_prompt[0]
+
+    def pool(self, prompt_mask: np.ndarray) -> dict[str, LayerUsage]:
+        return aggregate.pool(*self._per_prompt, prompt_mask)
+
+    @cached_property
+    def prompts(self) -> dict[str, dict]:
+        return inputs.read_prompts(self.run, self.traces)
+
+    @cached_property
+    def prompt_domain(self) -> np.ndarray:
+        return np.array([self.prompts[p]["domain"] for p in self.traces.prompt_ids])
+
+    @cached_property
+    def prompt_category(self) -> np.ndarray:
+        return np.array([f"{self.prompts[p]['domain']}/{self.prompts[p]['category']}" for p in self.traces.prompt_ids])
+
+    @cached_property
+    def prompt_finished(self) -> np.ndarray:
+        return np.array([self.prompts[p].get("finished") for p in self.traces.prompt_ids], dtype=object)
+
+    @cached_property
+    def usage(self) -> dict[str, dict[str, LayerUsage]]:
+        """{domain: {segment: usage}}: the fingerprints' table, or pooled from the traces without one."""
+        if self.has_fingerprints:
+            usage = fingerprints.read_segment_usage(self.run.fingerprints_dir, self.L, self.E)
+            if ALL not in usage:
+                raise MoeprintError(
+                    f"{self.run.fingerprints_dir / fingerprints.USAGE_FILE} has no pooled domain '{ALL}'; "
+                    "see docs/formats.md."
+                )
+            return usage
+        usage = {ALL: self.pool(np.ones(len(self.prompt_domain), bool))}
+        for d in sorted(set(self.prompt_domain.tolist())):
+            usage[d] = self.pool(self.prompt_domain == d)
+        return usage
+
+    @cached_property
+    def domains(self) -> list[str]:
+        return [ALL] + sorted(d for d in self.usage if d != ALL)
+
+    @cached_property
+    def categories(self) -> list[str]:
+        return sorted(set(self.prompt_category.tolist()))
+
+    @cached_property
+    def analyze_stats(self) -> dict[str, dict]:
+        return inputs.analyze_stats(self.run, self.L) if self.has_fingerprints else {}
+
+    @cached_property
+    def retention(self) -> dict[str, dict[str, dict[int, float]]]:
+        return inputs.sweep_retention(self.run)
 
     def finished_groups(self, domain: str) -> dict | None:
         """The domain's sums over finished and over unfinished generations (the page adds or picks them);
@@ -132,20 +172,25 @@ class _RunData:
         finished = known & np.array([f is True for f in self.prompt_finished], bool)
         groups = {}
         for name, sel in (("finished", mask & finished), ("unfinished", mask & known & ~finished)):
-            segs = aggregate.pool(self.counts, self.mass, self.routed_tokens, sel)
+            segs = self.pool(sel)
             groups[name] = {"nPrompts": int(sel.sum()), "segments": {s: usage_json(u) for s, u in segs.items()}}
         return groups
 
-    def tradeoff(self, domain: str, own: Usage, rankings: dict) -> dict:
-        reap, parts = own.reap, list(self.usage[domain].values())
-        if reap is None and ALL not in self.usage[domain] and parts and all(u.reap is not None for u in parts):
-            reap = sum(u.reap for u in parts)  # segments without a pooled row: their sum, as for the counts
+    def tradeoff(self, domain: str, own: LayerUsage, rankings: dict) -> dict:
+        reap, parts = own.weight_norm_sum, list(self.usage[domain].values())
+        if (
+            reap is None
+            and ALL not in self.usage[domain]
+            and parts
+            and all(u.weight_norm_sum is not None for u in parts)
+        ):
+            reap = sum(u.weight_norm_sum for u in parts)  # segments without a pooled row: their sum, as for the counts
         return tradeoff.tradeoff(own.tokens, reap, rankings, self.retention.get(domain, {}))
 
     def domain_file(self, i: int, domain: str) -> dict:
         segs = self.usage[domain]
         all_u, own = _pooled(self.usage[ALL]), _pooled(segs)
-        rankings = _read_rankings(self.run, domain)
+        rankings = fingerprints.read_rankings(self.run.fingerprints_dir, domain)
         result = {
             "kind": "domain",
             "name": domain,
@@ -185,7 +230,7 @@ class _RunData:
     def category_file(self, category: str) -> dict:
         """Categories are `domain/category` of prompts.parquet, pooled from the traces."""
         mask = self.prompt_category == category
-        segs = aggregate.pool(self.counts, self.mass, self.routed_tokens, mask)
+        segs = self.pool(mask)
         return {
             "kind": "category",
             "name": category,
@@ -236,6 +281,8 @@ def build_site(run_dir: str | Path, out: str | Path | None = None, compare: tupl
     run = open_run(run_dir)
     out = Path(out) if out else run.site_dir
     runs = [_RunData(run, 0)] + [_RunData(open_run(r), j + 1) for j, r in enumerate(compare)]
+    for rd in runs:  # read every input now, so a bad one fails before the output folder is opened
+        _ = (rd.domains, rd.categories, rd.analyze_stats, rd.retention)
     main = runs[0]
     for other in runs[1:]:
         if (other.L, other.E) != (main.L, main.E):

@@ -10,7 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moeprint.analyze import fingerprints
 from moeprint.errors import MoeprintError
+from moeprint.evaluate import results
+from moeprint.evaluate.results import EVALUATE_SCHEMA, SWEEP_SCHEMA, SweepResult
 from moeprint.io.atomic import read_json
 from moeprint.io.run import RunDir
 from moeprint.report.aggregate import TraceTable
@@ -83,22 +86,18 @@ def _curves(obj: Any, name: str) -> list[dict]:
     return found
 
 
-def _sweep_charts(d: dict, name: str) -> list[dict]:
-    """A `moeprint.sweep/1` results.json: per plan domain, in-domain perplexity ratio and KL vs experts kept,
+def _sweep_charts(result: SweepResult, name: str) -> list[dict]:
+    """A sweep's results: per plan domain, in-domain perplexity ratio and KL vs experts kept,
     one line per criterion (the domain's own selection) and random (mean over seeds)."""
     charts = []
-    cuts = [c for c in d.get("cuts", []) if isinstance(c, dict) and isinstance(c.get("cut"), dict)]
     for metric, label in (("ppl_ratio", "in-domain perplexity / base"), ("kl", "in-domain KL to base (nats/token)")):
-        for domain in d.get("domains", []):
+        for domain in result.domains:
             series: dict[str, dict[int, list[float]]] = {}
-            for c in cuts:
-                cut = c["cut"]
-                own = cut.get("criterion") == "random" or cut.get("domain") == domain
-                value = ((c.get("text") or {}).get("per_domain") or {}).get(domain, {}).get(metric)
-                if own and isinstance(value, Number) and isinstance(cut.get("n_experts"), Number):
-                    series.setdefault(str(cut.get("criterion")), {}).setdefault(int(cut["n_experts"]), []).append(
-                        float(value)
-                    )
+            for entry in result.cuts:
+                cut, values = entry.cut, entry.text(domain)
+                value = getattr(values, metric) if values is not None else None
+                if cut.selects_for(domain) and value is not None and cut.n_experts is not None:
+                    series.setdefault(str(cut.criterion), {}).setdefault(int(cut.n_experts), []).append(float(value))
             if series:
                 charts.append(
                     {
@@ -128,12 +127,6 @@ EVAL_COLUMNS = [
 ]
 
 
-def _dig(d: Any, path: str) -> Any:
-    for key in path.split("."):
-        d = d.get(key) if isinstance(d, dict) else None
-    return d
-
-
 def plans_and_evals(run: RunDir) -> dict:
     """Plans (kept experts per layer), evaluate results (`moeprint.evaluate/1` files as a table, `moeprint.sweep/1`
     results as retention charts) and, for any other JSON under evals/, every number it holds plus curves over
@@ -159,14 +152,16 @@ def plans_and_evals(run: RunDir) -> dict:
                 continue
             d = read_json(p)
             name = str(p.relative_to(run.evals_dir))
-            schema = d.get("schema") if isinstance(d, dict) else None
-            if schema == "moeprint.sweep/1":
-                charts += _sweep_charts(d, name)
-            elif schema == "moeprint.evaluate/1":
-                cut = d.get("cut") or {}
+            known = isinstance(d, dict) and d.get("schema") in (EVALUATE_SCHEMA, SWEEP_SCHEMA)
+            kind = results.result_kind(d) if known else None
+            if kind == "sweep":
+                charts += _sweep_charts(results.SweepResult.from_doc(d), name)
+            elif kind == "evaluate":
+                result = results.parse_evaluate(d)
+                cut = result.cut
                 cuts.append(
-                    [name, cut.get("name"), cut.get("domain"), cut.get("criterion"), cut.get("n_experts")]
-                    + [_dig(d, path) for path, _ in EVAL_COLUMNS]
+                    [name, cut.name, cut.domain, cut.criterion, cut.raw.get("n_experts")]
+                    + [result.result.value(path) for path, _ in EVAL_COLUMNS]
                 )
             else:
                 evals += [[name, path, v] for path, v in _numeric_leaves(d)]
@@ -179,10 +174,7 @@ def analyze_stats(run: RunDir, num_layers: int) -> dict[str, dict]:
     """fingerprints/stats.json per domain, as a per-layer table: every list of `num_layers` numbers becomes a
     column named by its key path (e.g. `usage_prompt_permutation.q`), every other number a summary entry.
     Generic on purpose: the page shows whatever tests the analyze stage wrote, under their own names."""
-    path = run.fingerprints_dir / "stats.json"
-    if not path.exists():
-        return {}
-    data = read_json(path)
+    data = fingerprints.read_stats(run.fingerprints_dir)
     domains = data.get("domains") if isinstance(data, dict) else None
     if not isinstance(domains, dict):
         return {}
@@ -216,15 +208,13 @@ def analyze_stats(run: RunDir, num_layers: int) -> dict[str, dict]:
 
 def sweep_retention(run: RunDir) -> dict[str, dict[str, dict[int, float]]]:
     """In-domain perplexity retention per (plan domain, criterion, experts kept) of every sweep under evals/."""
-    from moeprint.report.tradeoff import sweep_retention as from_doc
-
     out: dict[str, dict[str, dict[int, float]]] = {}
     if not run.evals_dir.is_dir():
         return out
-    for p in sorted(run.evals_dir.rglob("results.json")):
+    for p in sorted(run.evals_dir.rglob(results.SWEEP_RESULTS)):
         d = read_json(p)
-        if isinstance(d, dict) and d.get("schema") == "moeprint.sweep/1":
-            for domain, crits in from_doc(d).items():
+        if isinstance(d, dict) and d.get("schema") == SWEEP_SCHEMA:
+            for domain, crits in results.SweepResult.from_doc(d).ppl_retention().items():
                 for criterion, points in crits.items():
                     out.setdefault(domain, {}).setdefault(criterion, {}).update(points)
     return out

@@ -17,16 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from moeprint.analyze.aggregate import LayerUsage
+from moeprint.analyze.fingerprints import ALL
 from moeprint.errors import MoeprintError
-from moeprint.report.aggregate import ALL, Usage
 
 SEGMENTS = ("think", "answer")
 
 
 def read_published(
     path: Path, num_layers: int, num_experts: int
-) -> tuple[dict[str, dict[str, Usage]], dict[str, dict[str, Usage]]]:
-    """({domain: {segment: Usage}}, {"domain/category": {segment: Usage}}) with float token counts."""
+) -> tuple[dict[str, dict[str, LayerUsage]], dict[str, dict[str, LayerUsage]]]:
+    """({domain: {segment: LayerUsage}}, {"domain/category": {segment: LayerUsage}}) with float token counts."""
     try:
         t = pq.read_table(
             path,
@@ -80,13 +81,16 @@ def read_published(
     g, s, layer = idx(per_layer)
     np.add.at(layer_tokens, (g, s, layer), per_layer.column("n_max_sum").to_numpy())
 
-    def usage(mask: np.ndarray) -> dict[str, Usage]:
+    def as_usage(tok: np.ndarray, weight: np.ndarray, per_layer: np.ndarray) -> LayerUsage:
+        return LayerUsage(tok, weight, int(round(per_layer[0])) if len(per_layer) else 0, per_layer=per_layer)
+
+    def usage(mask: np.ndarray) -> dict[str, LayerUsage]:
         out = {
-            seg: Usage(tokens[mask, i].sum(0), mass[mask, i].sum(0), layer_tokens[mask, i].sum(0))
+            seg: as_usage(tokens[mask, i].sum(0), mass[mask, i].sum(0), layer_tokens[mask, i].sum(0))
             for i, seg in enumerate(SEGMENTS)
             if layer_tokens[mask, i].sum() > 0
         }
-        out[ALL] = Usage(tokens[mask].sum((0, 1)), mass[mask].sum((0, 1)), layer_tokens[mask].sum((0, 1)))
+        out[ALL] = as_usage(tokens[mask].sum((0, 1)), mass[mask].sum((0, 1)), layer_tokens[mask].sum((0, 1)))
         return out
 
     domain_of = np.array([g.split("/", 1)[0] for g in groups])

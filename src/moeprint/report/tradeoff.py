@@ -8,7 +8,6 @@ Beside them, the measured in-domain perplexity retention (base / cut) of a sweep
 
 from __future__ import annotations
 
-from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -43,33 +42,3 @@ def tradeoff(
             "randomRetention": [retention.get("random", {}).get(n) for n in sizes] if retention.get("random") else None,
         }
     return out
-
-
-def sweep_retention(doc: dict) -> dict[str, dict[str, dict[int, float]]]:
-    """From a `moeprint.sweep/1` results document: {plan domain: {criterion: {n: in-domain base/cut perplexity}}};
-    random cuts (no domain) count for every domain they were evaluated on, averaged over seeds."""
-    sums: dict[str, dict[str, dict[int, list[float]]]] = {}
-    for entry in doc.get("cuts", []):
-        cut = entry.get("cut") if isinstance(entry, dict) else None
-        if not isinstance(cut, dict) or not isinstance(cut.get("n_experts"), Number):
-            continue
-        per_domain = ((entry.get("text") or {}).get("per_domain")) or {}
-        for domain, values in per_domain.items():
-            if cut.get("criterion") != "random" and cut.get("domain") != domain:
-                continue  # another domain's cut evaluated here: not this domain's own selection
-            value = _ppl_retention(values or {})
-            if value is not None:
-                bucket = sums.setdefault(domain, {}).setdefault(str(cut.get("criterion")), {})
-                bucket.setdefault(int(cut["n_experts"]), []).append(value)
-    return {
-        d: {c: {n: sum(v) / len(v) for n, v in pts.items()} for c, pts in crits.items()} for d, crits in sums.items()
-    }
-
-
-def _ppl_retention(values: dict) -> float | None:
-    cut, base, ratio = values.get("ppl_cut"), values.get("ppl_base"), values.get("ppl_ratio")
-    if isinstance(cut, Number) and isinstance(base, Number) and cut > 0:
-        return float(base) / float(cut)
-    if isinstance(ratio, Number) and ratio > 0:
-        return 1.0 / float(ratio)
-    return None

@@ -146,21 +146,21 @@ def plan_from_run(run_dir: str | Path, domain: str, n_experts: int, criterion: s
         raise MoeprintError(f"{run.manifest_path} lacks architecture/num_layers/num_experts/top_k.")
     groups = manifest.expert_groups
     signature = ModelSignature(*geometry, expert_groups=tuple(groups) if groups else None)
-    rankings_dir = run.fingerprints_dir / "rankings"
-    if not (run.fingerprints_dir / "manifest.json").exists() or not rankings_dir.is_dir():
+    from moeprint.analyze import fingerprints as fp
+
+    criteria = fp.ranked_criteria(run.fingerprints_dir)
+    if not fp.has_manifest(run.fingerprints_dir) or not (run.fingerprints_dir / fp.RANKINGS_DIR).is_dir():
         raise MoeprintError(f"{run.root} has no finished fingerprints; run `moeprint analyze {run.root}` first.")
     criterion = check_label(criterion or _default_criterion(run.fingerprints_dir), "criterion")
     check_domain(domain)
-    criterion_dir = rankings_dir / criterion
-    if not criterion_dir.is_dir():
-        known = ", ".join(sorted(p.name for p in rankings_dir.iterdir() if p.is_dir()))
-        raise MoeprintError(f"unknown criterion {criterion!r}; this run has: {known}.")
-    path = criterion_dir / f"{domain}.json"
+    if criterion not in criteria:
+        raise MoeprintError(f"unknown criterion {criterion!r}; this run has: {', '.join(criteria)}.")
+    path = fp.ranking_path(run.fingerprints_dir, criterion, domain)
     if not json_exists(path):
-        known = ", ".join(sorted(p.name.split(".json")[0] for p in criterion_dir.glob("*.json*")))
+        known = ", ".join(fp.ranked_domains(run.fingerprints_dir, criterion))
         raise MoeprintError(f"unknown domain {domain!r}; rankings exist for: {known}.")
     plan = plan_from_ranking(
-        read_json(path),
+        fp.read_ranking_document(path),
         n_experts,
         signature,
         base_model=str(manifest.model.name),
@@ -185,10 +185,13 @@ def run_calibration(run_root: Path, manifest: RunManifest) -> dict[str, Any]:
 
 
 def _default_criterion(fingerprints_dir: Path) -> str:
-    fp_manifest = read_json(fingerprints_dir / "manifest.json")
+    from moeprint.analyze.fingerprints import ranked_criteria, read_manifest
+
+    fp_manifest = read_manifest(fingerprints_dir)
     if isinstance(fp_manifest, dict) and isinstance(fp_manifest.get("default_criterion"), str):
         return fp_manifest["default_criterion"]
-    criteria = sorted(p.name for p in (fingerprints_dir / "rankings").iterdir() if p.is_dir())
+
+    criteria = ranked_criteria(fingerprints_dir)
     if len(criteria) == 1:
         return criteria[0]
     raise MoeprintError(

@@ -9,23 +9,27 @@ from pathlib import Path
 import numpy as np
 
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import json_exists, read_json
+from moeprint.io.atomic import json_exists
 from moeprint.io.run import RunDir
 from moeprint.types import ALL
 
 
 def rankings_path(run: RunDir, criterion: str, domain: str) -> Path:
-    return run.fingerprints_dir / "rankings" / criterion / f"{domain}.json"
+    from moeprint.analyze.fingerprints import ranking_path
+
+    return ranking_path(run.fingerprints_dir, criterion, domain)
 
 
 def load_ranking(run: RunDir, criterion: str, domain: str) -> tuple[dict[str, list[int]], str]:
     """(ranking in the published format, where it came from). The analyze stage's ranking file if it
     wrote one; otherwise the criterion computed by the analyze stage's own `rank_experts` from the run's
     fingerprints (so any criterion works on any analyzed run)."""
+    from moeprint.analyze.fingerprints import has_manifest, read_ranking_document
+
     path = rankings_path(run, criterion, domain)
     if json_exists(path):
-        return read_json(path), str(path)
-    if not (run.fingerprints_dir / "manifest.json").exists():
+        return read_ranking_document(path), str(path)
+    if not has_manifest(run.fingerprints_dir):
         raise MoeprintError(f"{run.root} has no fingerprints; run `moeprint analyze {run.root}` first.")
     from moeprint.analyze import CRITERIA, load_fingerprints, rank_experts
 

@@ -71,7 +71,7 @@ def usage_statistics(model, calibration: dict[str, torch.Tensor], n: int, seq_le
     stats = {d: routing_stats(model, s, seq_len) for d, s in calibration.items()}
     pairs = list(itertools.combinations(stats, 2))
     tv = torch.stack([total_variation(stats[a].shares(), stats[b].shares()) for a, b in pairs])  # (P, L)
-    kept = {d: select_experts(st, n, "gate_mass") for d, st in stats.items()}
+    kept = {d: select_experts(st, n, "gate-mass") for d, st in stats.items()}
     overlap = [top_overlap(kept[a], kept[b]) for a, b in pairs]
     return {
         "tv_distance_per_layer": [float(x) for x in tv.mean(0)],
@@ -85,7 +85,7 @@ def cross_domain_check(
     calibration: dict[str, torch.Tensor],
     test: dict[str, torch.Tensor],
     ns=(16, 8),
-    criteria=("gate_mass",),
+    criteria=("gate-mass",),
     seq_len: int = 128,
     progress: bool = False,
     families: dict[str, str] | None = None,
@@ -129,7 +129,7 @@ def fitness_report(
     data_dir: str | Path,
     test_tokens: int = 2048,
     calibration_tokens: int = 8192,
-    criteria=("gate_mass", "frequency"),
+    criteria=("gate-mass", "frequency"),
     ns=(16, 8),
     seq_len: int = 128,
     progress: bool = False,

@@ -1,4 +1,4 @@
-"""The quality benchmark's arithmetic over a sweep result (pure: dict in, rows out).
+"""The quality benchmark's arithmetic over a sweep result (pure: a SweepResult record in, rows out).
 
 For each domain d and size n (e.g. 50% and 25% of the experts), with increase = ppl_cut - ppl_base on
 d's held-out texts:
@@ -15,33 +15,31 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any
 
-
-def _increase(entry: dict[str, Any], domain: str) -> float | None:
-    m = entry["text"]["per_domain"].get(domain)
-    return None if m is None else m["ppl_cut"] - m["ppl_base"]
+from moeprint.evaluate.results import SweepResult
 
 
-def quality_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def quality_rows(result: SweepResult) -> list[dict[str, Any]]:
     """One row per (domain, size, criterion) plus a `random` row per (domain, size)."""
-    domains = [d for d in doc["domains"] if d != "all"]
+    domains = result.eval_domains()
     own: dict[tuple, float] = {}
     other: dict[tuple, list[float]] = defaultdict(list)
     rand: dict[tuple, list[float]] = defaultdict(list)
     base: dict[str, float] = {}
-    for entry in doc["cuts"]:
-        cut = entry["cut"]
-        n = cut["n_experts"]
+    for entry in result.cuts:
+        cut = entry.cut
+        n = cut.n_experts
         for d in domains:
-            inc = _increase(entry, d)
-            if inc is None:
+            m = entry.text(d)
+            if m is None:
                 continue
-            base[d] = entry["text"]["per_domain"][d]["ppl_base"]
-            if cut["criterion"] == "random":
+            inc = m.increase
+            base[d] = m.ppl_base
+            if cut.is_random:
                 rand[(d, n)].append(inc)
-            elif cut["domain"] == d:
-                own[(d, n, cut["criterion"])] = inc
-            elif cut["domain"] in domains:
-                other[(d, n, cut["criterion"])].append(inc)
+            elif cut.domain == d:
+                own[(d, n, cut.criterion)] = inc
+            elif cut.domain in domains:
+                other[(d, n, cut.criterion)].append(inc)
     rows = []
     for (d, n, c), inc in sorted(own.items()):
         rows.append(

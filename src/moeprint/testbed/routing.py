@@ -1,6 +1,8 @@
 """Routing statistics from forward hooks on the routers, expert selection, and masked perplexity.
 
-Reusable by the evaluate stage: everything goes through the adapter (no architecture names here).
+Everything goes through the adapter (no architecture names here). Experts are selected by the analyze
+stage's criteria (same names, same ranking) and perplexity is scored with the evaluate stage's
+next-token log-probabilities, so the testbed's fitness numbers mean what the pipeline's mean.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from moeprint.adapters import adapter_for
+from moeprint.analyze.aggregate import LayerUsage
+from moeprint.analyze.criteria import rank_experts
 from moeprint.errors import MoeprintError
+from moeprint.evaluate.text import next_token_logprobs
 
-CRITERIA = ("frequency", "gate_mass")
+CRITERIA = ("frequency", "gate-mass")  # the analyze criteria that need neither norms nor a pooled usage
 
 
 @dataclass
@@ -30,6 +35,12 @@ class RoutingStats:
     def shares(self) -> torch.Tensor:
         """(L, E) share of routed slots per expert (each layer sums to 1)."""
         return self.frequency / self.frequency.sum(dim=1, keepdim=True)
+
+    def usage(self) -> LayerUsage:
+        """The same sums as the analyze stage's usage record."""
+        return LayerUsage.from_counts(
+            self.frequency.numpy().astype(np.int64), self.gate_mass.numpy().astype(np.float64), self.tokens
+        )
 
 
 @contextlib.contextmanager
@@ -84,16 +95,11 @@ def expert_token_shares(model, streams: Sequence[torch.Tensor], seq_len: int = 1
     return total / total.sum(dim=1, keepdim=True)
 
 
-def select_experts(stats: RoutingStats, n: int, criterion: str = "gate_mass") -> list[list[int]]:
-    """The `n` highest-scoring experts per layer (ties to the lower index), sorted."""
+def select_experts(stats: RoutingStats, n: int, criterion: str = "gate-mass") -> list[list[int]]:
+    """The `n` best experts per layer under an analyze criterion (ties to the lower index), sorted."""
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}")
-    score = stats.frequency if criterion == "frequency" else stats.gate_mass  # (L, E)
-    kept = []
-    for row in score:
-        order = sorted(range(len(row)), key=lambda e: (-float(row[e]), e))
-        kept.append(sorted(order[:n]))
-    return kept
+        raise MoeprintError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}.")
+    return [sorted(ranking[:n]) for ranking in rank_experts(stats.usage(), criterion)]
 
 
 @torch.no_grad()
@@ -101,9 +107,10 @@ def perplexity(model, stream: torch.Tensor, seq_len: int = 128) -> float:
     """exp(mean next-token NLL) over non-overlapping windows."""
     total, count = 0.0, 0
     for rows in windows(stream, seq_len):
-        logits = model(input_ids=rows[:, :-1]).logits  # (B, T, V)
-        total += float(F.cross_entropy(logits.flatten(0, 1).float(), rows[:, 1:].flatten(), reduction="sum"))
-        count += rows[:, 1:].numel()
+        inputs, targets = rows[:, :-1], rows[:, 1:]  # (B, T) each
+        logprobs = next_token_logprobs(model, inputs, torch.ones_like(inputs))  # (B, T, V)
+        total -= float(logprobs.gather(-1, targets[..., None]).sum(dtype=torch.float64))
+        count += targets.numel()
     return math.exp(total / count)
 
 
