@@ -32,8 +32,11 @@ BF16 = 2
 # RSS (sampled every 20 ms): RSS also counts the page cache of the memory-mapped safetensors, which the
 # kernel can drop, so the anonymous part is the memory the stage really needs.
 WRAPPER = """
-import resource, sys, threading, time
+import contextlib, os, resource, sys, threading, time
 from moeprint.cli import main
+if os.environ.get("MOEPRINT_BENCH_STOCK_DEQUANT"):  # measure transformers' own whole-tensor dequantisation
+    import moeprint.io.loader
+    moeprint.io.loader.expertwise_mxfp4_dequantisation = contextlib.nullcontext
 peak = [0]
 def sample():
     while True:
@@ -43,7 +46,13 @@ def sample():
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 try:
-    main(sys.argv[2:])
+    if sys.argv[2] == "--baseline":  # the process alone: interpreter, torch, transformers, the tokenizer
+        import torch, transformers.models.gpt_oss.modeling_gpt_oss
+        from moeprint.io.loader import load_tokenizer
+        load_tokenizer(sys.argv[3])
+        time.sleep(0.1)
+    else:
+        main(sys.argv[2:])
 finally:
     open(sys.argv[1], "w").write(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024} {peak[0]}")
 """
@@ -64,24 +73,54 @@ def weight_bytes(layers: int, experts: int = 32) -> dict[str, float]:
     }
 
 
-def model_bytes(stage: str, layers: int, batch_tokens: int = 512, kept: int = 8) -> float:
-    """docs/memory.md's memory model for the stand-in commands below (CPU, bf16)."""
+def dequant_workspace(experts: int = 32, expertwise: bool = True) -> float:
+    """Bytes live during the load beyond the final weights: the MXFP4 -> bf16 conversion of one layer's
+    gate_up_proj (the largest expert tensor), derived from transformers 5.24 (docs/memory.md, "Loading").
+
+    Stock (integrations/mxfp4.py `_convert_moe_packed_tensors`), n = E x 2I x H values: the blocks (n/2 bytes)
+    and scales (n/32 uint8, n/32 int32) stay alive; the output (E*R*G, 32) bf16 (2n) is filled per chunk of
+    32768*1024 rows, each chunk needing an int32 index of its nibbles (4 bytes per byte of blocks) and the bf16
+    lookup result (2 bytes per byte); then `.transpose(1, 2).contiguous()` makes the final (2n) while the output
+    (2n) is alive. Peak = max(lookup phase, transpose phase); the final 2n counts as weights. Expert-wise
+    (moeprint's loader): the same steps on one expert's slice, written into the final tensor."""
+    n = experts * 2 * I * H
+    blocks, scales_u8 = n / 2, n / 32
+
+    def stock(values: float) -> float:
+        rows = values / 32
+        chunk = min(rows, 32768 * 1024) * 16  # bytes of blocks per chunk
+        lookup = 2 * values + chunk * 4 + chunk * 2  # output + int32 index + bf16 lookup result
+        transpose = 2 * values + 2 * values  # output + its contiguous transposed copy
+        return max(lookup, transpose)
+
+    if expertwise:
+        per_expert = n / experts
+        return blocks + scales_u8 + stock(per_expert) + per_expert / 32 * 4  # + that expert's int32 scales
+    return blocks + scales_u8 + n / 32 * 4 + stock(n) - 2 * n
+
+
+def model_bytes(stage: str, layers: int, batch_tokens: int = 512, kept: int = 8, expertwise: bool = True) -> float:
+    """docs/memory.md's memory model for the stand-in commands below (CPU, bf16), without the process
+    baseline (measured separately): weights + the larger of the load workspace and the run's."""
     w = weight_bytes(layers)
+    load = dequant_workspace(32, expertwise)
     logits = batch_tokens * V * 4  # one float32 (B, S, V) log-prob tensor
     if stage in ("record", "mask"):
-        return w["bf16"]
+        return w["bf16"] + load
     if stage in ("evaluate", "sweep"):
-        return w["bf16"] + 3 * logits  # logits, log-softmax and the cut's copy
+        return w["bf16"] + max(load, 3 * logits)  # logits, log-softmax and the cut's copy
     if stage == "prune":  # streamed: one input tensor, the output shard being filled (<= --shard-size 5 GB), buffers
         output = w["mxfp4"] - layers * w["mxfp4_experts_per_layer"] * (1 - kept / 32)
         return w["largest_tensor"] + min(output, 5 * GB) + 0.3 * GB
     raise ValueError(stage)
 
 
-def run_stage(args: list[str], tmp: Path) -> tuple[float, float]:
+def run_stage(args: list[str], tmp: Path, stock: bool = False) -> tuple[float, float]:
     """(peak RSS, peak anonymous RSS) in GB of one CLI command."""
     out = tmp / "rss"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    if stock:
+        env["MOEPRINT_BENCH_STOCK_DEQUANT"] = "1"
     proc = subprocess.run(
         [sys.executable, "-c", WRAPPER, str(out), *map(str, args)], env=env, capture_output=True, text=True
     )
@@ -115,7 +154,11 @@ def main() -> None:
     ap.add_argument("--layers", default="1,2")
     ap.add_argument("--dir", default="/tmp/moeprint-memory")
     ap.add_argument("--stages", default="record,mask,evaluate,sweep,prune")
+    ap.add_argument(
+        "--stock-dequant", action="store_true", help="load with transformers' whole-tensor MXFP4 dequantisation"
+    )
     ns = ap.parse_args()
+    stock = ns.stock_dequant
     from moeprint.testbed.standin import build_standin, o200k_ranks_from_js_tiktoken, write_harmony_tokenizer
 
     root = Path(ns.dir)
@@ -129,11 +172,12 @@ def main() -> None:
     cpu = ["--device", "cpu", "--dtype", "bfloat16"]
     stages = ns.stages.split(",")
     peaks: dict[str, dict[int, tuple[float, float]]] = {s: {} for s in stages}
+    baseline = run_stage(["--baseline", tok], root)[1]  # anon GB of the process before any model is loaded
     for L in [int(x) for x in ns.layers.split(",")]:
         model = root / f"standin-{L}"
         if not (model / "model.safetensors.index.json").exists():
             build_standin(model, L, tok)
-        run = root / f"run-{L}"
+        run = root / f"run-{L}{'-stock' if stock else ''}"
         plan = root / f"plan-{L}.json"
         if not (run / "manifest.json").exists():
             peaks.setdefault("record", {})[L] = run_stage(
@@ -152,6 +196,7 @@ def main() -> None:
                     run,
                 ],
                 root,
+                stock,
             )
         run_stage(["analyze", run, "--no-stats"], root)
         run_stage(["plan", run, "--domain", "law", "--experts", "8", "--criterion", "frequency", "--out", plan], root)
@@ -195,7 +240,7 @@ def main() -> None:
         }
         for stage in stages:
             if stage in commands:
-                peaks[stage][L] = run_stage(commands[stage], root)
+                peaks[stage][L] = run_stage(commands[stage], root, stock)
         print(
             f"{L} layer(s): "
             + ", ".join(f"{s} {p[L][0]:.2f} GB (anon {p[L][1]:.2f})" for s, p in peaks.items() if L in p),
@@ -205,22 +250,30 @@ def main() -> None:
     per_layer_120b = (weight_bytes(2, 128)["bf16"] - weight_bytes(1, 128)["bf16"]) / (
         weight_bytes(2)["bf16"] - weight_bytes(1)["bf16"]
     )
+    # the load workspace is one layer's conversion: it scales with experts, not layers
+    workspace_120b = dequant_workspace(128, not stock) - dequant_workspace(32, not stock)
     print(
-        f"\n{'stage':<9} {'layers':>6} {'RSS GB':>7} {'anon GB':>8} {'model GB':>9} {'RSS/model':>10} {'anon/model':>11}"
+        f"\nMXFP4 dequantisation: {'stock (whole tensor)' if stock else 'expert-wise (moeprint loader)'}; "
+        f"process baseline {baseline:.2f} GB anon (measured, included in 'model')"
+    )
+    print(
+        f"{'stage':<9} {'layers':>6} {'RSS GB':>7} {'anon GB':>8} {'model GB':>9} {'RSS/model':>10} {'anon/model':>11}"
         "   extrapolated anon GB: 20b (24 L), 120b (36 L)"
     )
     for stage, by_layers in peaks.items():
         Ls = sorted(by_layers)
         for L in Ls:
-            m = model_bytes(stage, L) / GB
+            m = baseline + model_bytes(stage, L, expertwise=not stock) / GB
             rss, anon = by_layers[L]
             print(f"{stage:<9} {L:>6} {rss:>7.2f} {anon:>8.2f} {m:>9.2f} {rss / m:>10.2f} {anon / m:>11.2f}")
         if len(Ls) >= 2:
             b = (by_layers[Ls[-1]][1] - by_layers[Ls[0]][1]) / (Ls[-1] - Ls[0])
             a = by_layers[Ls[0]][1] - b * Ls[0]
+            extra = workspace_120b / GB if stage != "prune" else 0.0
+            m24 = baseline + model_bytes(stage, 24, expertwise=not stock) / GB
             print(
-                f"{'':<56}   {a + 24 * b:.1f}, {a + 36 * b * per_layer_120b:.1f}"
-                f"   (a = {a:.2f} GB + {b:.2f} GB/layer; model: {model_bytes(stage, 24) / GB:.1f} at 24 layers)"
+                f"{'':<56}   {a + 24 * b:.1f}, {a + 36 * b * per_layer_120b + extra:.1f}"
+                f"   (a = {a:.2f} GB + {b:.2f} GB/layer; model: {m24:.1f} at 24 layers)"
             )
 
 
