@@ -123,6 +123,8 @@ def _dequantise_expertwise(blocks, scales, dtype):
     import torch
     from transformers.integrations import mxfp4
 
+    if blocks.dim() != 4:  # not the (E, R, G, 16) expert layout: transformers' own whole-tensor conversion
+        return torch.nn.Parameter(mxfp4.convert_moe_packed_tensors(blocks, scales, dtype=dtype))
     n_experts, rows, groups, half_block = blocks.shape  # (E, R, G, 16) uint8: two FP4 codes per byte
     out = torch.empty(n_experts, groups * half_block * 2, rows, dtype=dtype, device=blocks.device)  # (E, in, R)
     for e in range(n_experts):
