@@ -15,7 +15,7 @@ import torch
 from conftest import assert_clean_error, run_cli
 from evaluate_helpers import domain_texts, write_jsonl
 from moeprint.errors import MoeprintError
-from moeprint.io.loader import CPU_FLOAT32, LoadSettings, device_map, load_causal_lm
+from moeprint.io.loader import CPU_FLOAT32, LoadSettings, device_map, input_device, load_causal_lm
 from moeprint.types import PrunePlan
 
 KEPT = ((0, 2, 5, 7), (1, 2, 3, 6))
@@ -298,3 +298,47 @@ def test_prompts_longer_than_the_context_are_refused(tiny_model_dir, tmp_path):
     )
     assert_clean_error(proc)
     assert not (tmp_path / "g.json").exists()
+
+
+def test_expertwise_mxfp4_dequantisation_is_bit_identical_to_stock(tmp_path, monkeypatch):
+    """The loader dequantises MXFP4 experts one expert at a time (bounded workspace, docs/memory.md); the
+    loaded weights equal transformers' own whole-tensor dequantisation bit for bit."""
+    import contextlib
+
+    from transformers.integrations import mxfp4
+
+    import moeprint.io.loader as loader
+    from moeprint.testbed.synthetic import build_mxfp4_model
+
+    model_dir = build_mxfp4_model(tmp_path / "mx", num_experts=4)
+    calls = []
+    expertwise = loader._dequantise_expertwise
+    monkeypatch.setattr(loader, "_dequantise_expertwise", lambda *a: calls.append(a[0].shape) or expertwise(*a))
+    ours = load_causal_lm(model_dir, LoadSettings("cpu", "bfloat16")).state_dict()
+    assert mxfp4.dequantize_convertops is not loader._dequantise_expertwise  # restored after loading
+    n_layers = json.loads((model_dir / "config.json").read_text())["num_hidden_layers"]
+    assert len(calls) == 2 * n_layers and all(shape[0] == 4 for shape in calls)  # gate_up and down per layer
+
+    monkeypatch.setattr(loader, "expertwise_mxfp4_dequantisation", contextlib.nullcontext)
+    stock = load_causal_lm(model_dir, LoadSettings("cpu", "bfloat16")).state_dict()
+    assert len(calls) == 2 * n_layers  # the stock load did not come through here
+    assert ours.keys() == stock.keys()
+    for name, tensor in stock.items():
+        assert ours[name].dtype == tensor.dtype and torch.equal(ours[name].view(torch.uint8), tensor.view(torch.uint8))
+    assert any("experts.gate_up_proj" in n for n in stock)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
+def test_cuda_placement_runs_the_cpu_code_path_on_the_gpu(tiny_model_dir, tmp_path):
+    """The same loader and the same commands with --device cuda:0: weights on the GPU, logits as on the CPU."""
+    cpu = load_causal_lm(tiny_model_dir, LoadSettings("cpu", "float32"))
+    gpu = load_causal_lm(tiny_model_dir, LoadSettings("cuda:0", "float32"))
+    assert {p.device.type for p in gpu.parameters()} == {"cuda"} and input_device(gpu).type == "cuda"
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    assert torch.allclose(_logits(gpu, ids.to("cuda:0")).cpu(), _logits(cpu, ids), atol=1e-4)
+    plan = _plan_file(tiny_model_dir, tmp_path / "plan.json")
+    for device in ("cpu", "cuda:0"):
+        proc = run_cli(
+            "mask", tiny_model_dir, "--plan", plan, "--prompt", "x", "--max-new-tokens", "2", "--device", device
+        )
+        assert proc.returncode == 0, proc.stderr

@@ -2,8 +2,11 @@
 weights under the published tensor names, dtypes, MXFP4 shapes and shard naming, the o200k_harmony
 tokenizer and a harmony chat template written here.
 
-- Weights: at 24 layers the tensors add up to exactly the published index's total_size (13,761,264,768
-  bytes), which `standin_tensor_specs` is tested against.
+- Weights: at 24 layers the tensor names are those of the published index and add up to exactly its
+  total_size (13,761,264,768 bytes); each tensor lies in the shard the published index puts it in.
+- Sources: config.json, generation_config.json, model.safetensors.index.json, tokenizer_config.json and
+  special_tokens_map.json of openai/gpt-oss-20b, as reproduced in the public repository
+  MaximeRivest/moereport (tmp.md); tests/test_standin.py checks the values taken from them.
 - Tokenizer: the o200k ranks that the npm package js-tiktoken ships, expanded to tiktoken's file format
   and checked against the sha256 tiktoken expects; converted with transformers' TikTokenConverter, plus
   the 21 harmony special tokens at ids 199998-200018.
@@ -123,7 +126,6 @@ def gpt_oss_20b_config(num_layers: int = NUM_LAYERS_20B) -> dict:
         "sliding_window": 128,
         "swiglu_limit": 7.0,
         "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
         "transformers_version": "4.55.0.dev0",
         "use_cache": True,
         "vocab_size": VOCAB,
@@ -163,26 +165,26 @@ def standin_tensor_specs(num_layers: int) -> list[TensorSpec]:
     g_in, g_mid = HIDDEN // 32, INTERMEDIATE // 32  # MXFP4 groups of 32 values along each matrix's input axis
     for i in range(num_layers):
         p = f"model.layers.{i}"
-        specs += [
+        specs += [  # in the order of the published index, which its two split layers depend on
             TensorSpec(f"{p}.input_layernorm.weight", "bf16", (HIDDEN,)),
-            TensorSpec(f"{p}.post_attention_layernorm.weight", "bf16", (HIDDEN,)),
-            TensorSpec(f"{p}.self_attn.q_proj.weight", "bf16", (Q_DIM, HIDDEN)),
-            TensorSpec(f"{p}.self_attn.q_proj.bias", "bf16", (Q_DIM,)),
-            TensorSpec(f"{p}.self_attn.k_proj.weight", "bf16", (KV_DIM, HIDDEN)),
-            TensorSpec(f"{p}.self_attn.k_proj.bias", "bf16", (KV_DIM,)),
-            TensorSpec(f"{p}.self_attn.v_proj.weight", "bf16", (KV_DIM, HIDDEN)),
-            TensorSpec(f"{p}.self_attn.v_proj.bias", "bf16", (KV_DIM,)),
-            TensorSpec(f"{p}.self_attn.o_proj.weight", "bf16", (HIDDEN, Q_DIM)),
             TensorSpec(f"{p}.self_attn.o_proj.bias", "bf16", (HIDDEN,)),
+            TensorSpec(f"{p}.self_attn.o_proj.weight", "bf16", (HIDDEN, Q_DIM)),
+            TensorSpec(f"{p}.self_attn.q_proj.bias", "bf16", (Q_DIM,)),
+            TensorSpec(f"{p}.self_attn.k_proj.bias", "bf16", (KV_DIM,)),
+            TensorSpec(f"{p}.self_attn.v_proj.bias", "bf16", (KV_DIM,)),
+            TensorSpec(f"{p}.self_attn.q_proj.weight", "bf16", (Q_DIM, HIDDEN)),
+            TensorSpec(f"{p}.self_attn.k_proj.weight", "bf16", (KV_DIM, HIDDEN)),
+            TensorSpec(f"{p}.self_attn.v_proj.weight", "bf16", (KV_DIM, HIDDEN)),
             TensorSpec(f"{p}.self_attn.sinks", "bf16", (HEADS,)),
-            TensorSpec(f"{p}.mlp.router.weight", "bf16", (EXPERTS, HIDDEN)),
             TensorSpec(f"{p}.mlp.router.bias", "bf16", (EXPERTS,)),
+            TensorSpec(f"{p}.mlp.router.weight", "bf16", (EXPERTS, HIDDEN)),
+            TensorSpec(f"{p}.mlp.experts.gate_up_proj_bias", "bf16", (EXPERTS, 2 * INTERMEDIATE)),
             TensorSpec(f"{p}.mlp.experts.gate_up_proj_blocks", "u8", (EXPERTS, 2 * INTERMEDIATE, g_in, 16)),
             TensorSpec(f"{p}.mlp.experts.gate_up_proj_scales", "u8", (EXPERTS, 2 * INTERMEDIATE, g_in)),
-            TensorSpec(f"{p}.mlp.experts.gate_up_proj_bias", "bf16", (EXPERTS, 2 * INTERMEDIATE)),
+            TensorSpec(f"{p}.mlp.experts.down_proj_bias", "bf16", (EXPERTS, HIDDEN)),
             TensorSpec(f"{p}.mlp.experts.down_proj_blocks", "u8", (EXPERTS, HIDDEN, g_mid, 16)),
             TensorSpec(f"{p}.mlp.experts.down_proj_scales", "u8", (EXPERTS, HIDDEN, g_mid)),
-            TensorSpec(f"{p}.mlp.experts.down_proj_bias", "bf16", (EXPERTS, HIDDEN)),
+            TensorSpec(f"{p}.post_attention_layernorm.weight", "bf16", (HIDDEN,)),
         ]
     return specs
 
@@ -200,23 +202,68 @@ def _random(spec: TensorSpec, g):
     return torch.empty(spec.shape, dtype=torch.bfloat16).uniform_(-0.0346, 0.0346, generator=g)
 
 
+# The published index fills its three shards in the lexicographic order of the names (layers 0, 1, 10..19, 2,
+# 20..23, 3..9, then lm_head, embed_tokens, norm): the shard of each layer, and for the two layers cut between
+# shards, how many of their tensors (in `standin_tensor_specs` order) go into the earlier shard.
+_LAYER_SHARD = {**dict.fromkeys((0, 1, *range(10, 18)), 0), **dict.fromkeys((2, 3, 4, 5, *range(19, 24)), 1)}
+_LAYER_SHARD.update(dict.fromkeys((7, 8, 9), 2))
+_SPLIT_LAYERS = {6: (1, 13, 2), 18: (0, 6, 1)}  # layer: (earlier shard, tensors in it, later shard)
+_SHARED_SHARD = 2  # embed_tokens, norm and lm_head
+
+
+def shard_name(i: int) -> str:
+    return f"model-{i:05d}-of-00002.safetensors"  # the published names: three files, numbered from 0
+
+
+def standin_weight_map(num_layers: int) -> dict[str, str]:
+    """Tensor name -> shard file, as in the published index for every layer that exists
+    (layers beyond the published 24 go where layer 23 went)."""
+    weight_map = {}
+    per_layer: dict[int, list[str]] = {}
+    for spec in standin_tensor_specs(num_layers):
+        if spec.name.startswith("model.layers."):
+            per_layer.setdefault(int(spec.name.split(".")[2]), []).append(spec.name)
+        else:
+            weight_map[spec.name] = shard_name(_SHARED_SHARD)
+    for layer, names in per_layer.items():
+        first, n_first, later = _SPLIT_LAYERS.get(layer, (None, 0, _LAYER_SHARD.get(layer, 1)))
+        for j, name in enumerate(names):
+            weight_map[name] = shard_name(first if j < n_first else later)
+    return weight_map
+
+
+def standin_index_json(num_layers: int) -> str:
+    """model.safetensors.index.json as published: one line, layers in the lexicographic order of their
+    numbers, then embed_tokens, norm and lm_head (at 24 layers byte-identical to the published file)."""
+    specs = standin_tensor_specs(num_layers)
+    weight_map = standin_weight_map(num_layers)
+
+    def order(name: str) -> tuple:
+        if name.startswith("model.layers."):
+            return (0, name.split(".")[2])
+        return (1, ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight").index(name))
+
+    ranked = sorted(range(len(specs)), key=lambda i: (order(specs[i].name), i))  # stable within a layer
+    index = {
+        "metadata": {"total_size": sum(s.nbytes for s in specs)},
+        "weight_map": {specs[i].name: weight_map[specs[i].name] for i in ranked},
+    }
+    return json.dumps(index)
+
+
 def write_standin_weights(out_dir: Path, num_layers: int, seed: int = 0) -> None:
-    """Random weights in three shards named like the published ones (model-0000i-of-00002.safetensors)
-    with the index; each tensor is generated and written shard by shard to bound memory."""
+    """Random weights in the published shards (only those holding a tensor at this layer count) with the
+    index; tensors are generated and written shard by shard to bound memory."""
     import torch
     from safetensors.torch import save_file
 
     specs = standin_tensor_specs(num_layers)
+    weight_map = standin_weight_map(num_layers)
     g = torch.Generator().manual_seed(seed)
-    embed, head = specs[0], specs[2]
-    groups = [[embed, specs[1]], [s for s in specs[3:]], [head]]  # embeddings / layers / head
-    weight_map = {}
-    for i, group in enumerate(groups):
-        shard = f"model-{i:05d}-of-00002.safetensors"
+    for shard in sorted(set(weight_map.values())):
+        group = [s for s in specs if weight_map[s.name] == shard]
         save_file({s.name: _random(s, g) for s in group}, out_dir / shard, metadata={"format": "pt"})
-        weight_map.update({s.name: shard for s in group})
-    index = {"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": dict(sorted(weight_map.items()))}
-    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out_dir / "model.safetensors.index.json").write_text(standin_index_json(num_layers))
 
 
 def o200k_ranks_from_js_tiktoken(ranks_js: Path) -> bytes:
@@ -251,14 +298,33 @@ def write_harmony_tokenizer(out_dir: Path, tiktoken_file: Path) -> None:
     if ids != list(range(199998, 200019)):
         raise MoeprintError(f"harmony special tokens landed at ids {ids[0]}..{ids[-1]}, not 199998..200018.")
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=converted,
-        bos_token="<|startoftext|>",
-        eos_token="<|return|>",
-        pad_token="<|endoftext|>",
-        model_max_length=131072,
+        tokenizer_object=converted, bos_token="<|startoftext|>", eos_token="<|return|>", pad_token="<|endoftext|>"
     )
     tok.chat_template = HARMONY_CHAT_TEMPLATE
     tok.save_pretrained(out_dir)
+    # the published files, not this transformers' own format of them
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(published_tokenizer_config(), indent=2) + "\n")
+    special = {k: published_tokenizer_config()[k] for k in ("bos_token", "eos_token", "pad_token")}
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def published_tokenizer_config() -> dict:
+    """The published tokenizer_config.json (written by transformers 4.x: special tokens listed with their flags,
+    no maximum length)."""
+    flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+    return {
+        "added_tokens_decoder": {
+            str(199998 + i): {"content": t, **flags} for i, t in enumerate(HARMONY_SPECIAL_TOKENS)
+        },
+        "bos_token": "<|startoftext|>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|return|>",
+        "extra_special_tokens": {},
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": 1000000000000000019884624838656,  # transformers' VERY_LARGE_INTEGER: no limit set
+        "pad_token": "<|endoftext|>",
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
 
 
 def build_standin(out_dir: str | Path, num_layers: int, tokenizer_dir: str | Path, seed: int = 0) -> Path:
