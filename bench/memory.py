@@ -41,8 +41,8 @@ WRAPPER = """
 import contextlib, os, resource, sys, threading, time
 from moeprint.cli import main
 if os.environ.get("MOEPRINT_BENCH_STOCK_DEQUANT"):  # measure transformers' own whole-tensor dequantisation
-    import moeprint.io.loader
-    moeprint.io.loader.expertwise_mxfp4_dequantisation = contextlib.nullcontext
+    import moeprint.adapters.mxfp4
+    moeprint.adapters.mxfp4.expertwise_mxfp4_dequantisation = contextlib.nullcontext
 peak = [0]
 def sample():
     while True:

@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"", "errors", "types", "progress"},  # "" is the package itself (moeprint.__version__)
     {"io", "cluster"},
     {"adapters"},
+    {"io.loader"},  # the model loader applies the adapters' load-time hooks (QuantLayout.loading)
     {"prompts"},
     {"record", "importers"},
     {"analyze"},
@@ -33,6 +34,8 @@ LEVEL = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 def unit_of(module: str) -> str:
     """`moeprint.select.plan` -> `select`; `moeprint` -> ''."""
     parts = module.split(".")
+    if parts[1:3] == ["io", "loader"]:
+        return "io.loader"
     return parts[1] if len(parts) > 1 else ""
 
 

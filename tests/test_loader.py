@@ -307,19 +307,19 @@ def test_expertwise_mxfp4_dequantisation_is_bit_identical_to_stock(tmp_path, mon
 
     from transformers.integrations import mxfp4
 
-    import moeprint.io.loader as loader
+    import moeprint.adapters.mxfp4 as codec
     from moeprint.testbed.synthetic import build_mxfp4_model
 
     model_dir = build_mxfp4_model(tmp_path / "mx", num_experts=4)
     calls = []
-    expertwise = loader._dequantise_expertwise
-    monkeypatch.setattr(loader, "_dequantise_expertwise", lambda *a: calls.append(a[0].shape) or expertwise(*a))
+    expertwise = codec.dequantise_expertwise
+    monkeypatch.setattr(codec, "dequantise_expertwise", lambda *a: calls.append(a[0].shape) or expertwise(*a))
     ours = load_causal_lm(model_dir, LoadSettings("cpu", "bfloat16")).state_dict()
-    assert mxfp4.dequantize_convertops is not loader._dequantise_expertwise  # restored after loading
+    assert mxfp4.dequantize_convertops is not codec.dequantise_expertwise  # restored after loading
     n_layers = json.loads((model_dir / "config.json").read_text())["num_hidden_layers"]
     assert len(calls) == 2 * n_layers and all(shape[0] == 4 for shape in calls)  # gate_up and down per layer
 
-    monkeypatch.setattr(loader, "expertwise_mxfp4_dequantisation", contextlib.nullcontext)
+    monkeypatch.setattr(codec, "expertwise_mxfp4_dequantisation", contextlib.nullcontext)
     stock = load_causal_lm(model_dir, LoadSettings("cpu", "bfloat16")).state_dict()
     assert len(calls) == 2 * n_layers  # the stock load did not come through here
     assert ours.keys() == stock.keys()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,17 @@ def adapter_for(config: Any) -> MoEAdapter:
 def quantisation_for(config: dict[str, Any]) -> QuantLayout | None:
     """The declared quantised layout a config dict says its checkpoint uses (None: float, or undeclared)."""
     return next((q for q in QUANT_LAYOUTS if q.describes(config)), None)
+
+
+@contextmanager
+def quantised_loading(config: dict[str, Any]) -> Iterator[None]:
+    """The load-time hook of the quantised layout `config` declares (`QuantLayout.loading`), else nothing."""
+    layout = quantisation_for(config)
+    if layout is None or layout.loading is None:
+        yield
+        return
+    with layout.loading():
+        yield
 
 
 def chat_format_for_vocab(vocab: dict[str, int]) -> ChatFormat | None:

@@ -8,6 +8,7 @@ format or a hub id (tests/test_boundaries.py checks it).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class QuantLayout:
     config_keys: tuple[str, ...] = ("quantization_config",)
     # the rest of `quantization_config` as the family's published checkpoints write it (modules left in float)
     config_extra: Mapping[str, Any] = field(default_factory=dict)
+    # a context manager around transformers' from_pretrained of such a checkpoint (e.g. a leaner decode), or None
+    loading: Callable[[], AbstractContextManager[None]] | None = None
 
     @property
     def suffixes(self) -> tuple[str, str]:

@@ -12,6 +12,7 @@ A family stored this way declares `mxfp4_layout(...)` as its `MoEAdapter.quantis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -68,6 +69,48 @@ def _decoded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*lead, groups * BLOCK_SIZE, out_features)
 
 
+def dequantise_expertwise(blocks, scales, dtype):
+    """transformers' MXFP4 -> `dtype` conversion applied one expert at a time into the final tensor.
+
+    Stock transformers (5.24, integrations/mxfp4.py) dequantises a layer's whole (E, R, G, 16) block tensor at
+    once: a (E*R*G, 32) output, the int32 index of one nibble half (as large as the output in bf16) and its
+    lookup result, then a transposed contiguous copy. For gpt-oss-20b's gate_up_proj that is ~1.9 GB beyond
+    the final 1.06 GB parameter (docs/memory.md). Per expert the same function needs 1/E of that. The values
+    are bit-identical: every step (table lookup, ldexp) is elementwise."""
+    import torch
+    from transformers.integrations import mxfp4
+
+    if blocks.dim() != 4:  # not the (E, R, G, 16) expert layout: transformers' own whole-tensor conversion
+        return torch.nn.Parameter(mxfp4.convert_moe_packed_tensors(blocks, scales, dtype=dtype))
+    n_experts, rows, groups, half_block = blocks.shape  # (E, R, G, 16) uint8: two FP4 codes per byte
+    out = torch.empty(n_experts, groups * half_block * 2, rows, dtype=dtype, device=blocks.device)  # (E, in, R)
+    for e in range(n_experts):
+        out[e] = mxfp4.convert_moe_packed_tensors(blocks[e : e + 1], scales[e : e + 1], dtype=dtype)[0]
+    return torch.nn.Parameter(out)
+
+
+@contextmanager
+def expertwise_mxfp4_dequantisation():
+    """While loading, route transformers' MXFP4 dequantisation through `dequantise_expertwise`.
+
+    Only the module attribute that transformers' Mxfp4Dequantize calls is swapped, for the duration of one
+    from_pretrained; if this transformers has no such attribute the stock conversion runs unchanged."""
+    try:
+        from transformers.integrations import mxfp4
+    except ImportError:  # a transformers without MXFP4 support: nothing to route
+        yield
+        return
+    if not (hasattr(mxfp4, "dequantize_convertops") and hasattr(mxfp4, "convert_moe_packed_tensors")):
+        yield
+        return
+    stock = mxfp4.dequantize_convertops
+    mxfp4.dequantize_convertops = dequantise_expertwise
+    try:
+        yield
+    finally:
+        mxfp4.dequantize_convertops = stock
+
+
 def mxfp4_layout(modules_to_not_convert: Sequence[str]) -> QuantLayout:
     """The MXFP4 layout; `modules_to_not_convert` are the family's module patterns left in float."""
     return QuantLayout(
@@ -81,4 +124,5 @@ def mxfp4_layout(modules_to_not_convert: Sequence[str]) -> QuantLayout:
         encode=quantize_mxfp4,
         decoded_shape=_decoded_shape,
         config_extra={"modules_to_not_convert": list(modules_to_not_convert)},
+        loading=lambda: expertwise_mxfp4_dequantisation(),  # looked up at load time (the bench swaps it)
     )

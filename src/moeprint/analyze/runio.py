@@ -1,28 +1,25 @@
 """All file I/O of the analyze stage: stream trace parts into accumulators, write and read fingerprints.
 
-Traces are read batch by batch (pyarrow iter_batches); list columns are flattened straight into
+Traces are read batch by batch (`moeprint.io.run.iter_trace_batches`); list columns are flattened straight into
 numpy, so no token ever becomes a Python object except the token string keys of a batch's dictionary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import PromptCounts, UsageSums
 from moeprint.errors import MoeprintError
 from moeprint.io.manifest import RunManifest
-from moeprint.io.run import RunDir
+from moeprint.io.run import RunDir, iter_trace_batches
 from moeprint.progress import bar
 from moeprint.types import SEGMENTS  # torch-free: types.py imports torch for annotations only
 
-BATCH_ROWS = 16384
 # `--segment` choices -> raw segment values they pool. "generated" = every generated token.
 SEGMENT_SELECTIONS = {
     "prompt": ["prompt"],
@@ -61,22 +58,6 @@ def _codes(column: pa.Array, lookup: dict[str, int], what: str, grow: bool = Fal
             lookup[value] = len(lookup)
         table.append(lookup[value])
     return np.asarray(table, dtype=np.intp)[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
-def iter_batches(run: RunDir, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    parts = run.trace_parts()
-    if not parts:
-        raise MoeprintError(f"{run.root} has no traces/part-*.parquet files.")
-    for part in parts:
-        try:
-            pf = pq.ParquetFile(part)
-            names = set(pf.schema_arrow.names)
-            missing = [c for c in columns if c not in names]
-            if missing:
-                raise MoeprintError(f"{part} lacks trace column(s) {', '.join(missing)}.")
-            yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise MoeprintError(f"{part} is not a readable Parquet file ({e}).") from None
 
 
 @dataclass
@@ -193,7 +174,7 @@ def scan_run(
 
     # `with`: the bar closes before an error propagates, so the error stays the last line on screen
     with bar("analyze (tokens)", manifest.n_tokens, progress) as advance:
-        for batch in iter_batches(run, columns):
+        for batch in iter_trace_batches(run, columns):
             n_rows += batch.num_rows
             d = _codes(batch.column("domain"), domain_code, "domain")
             s = _codes(batch.column("segment"), segment_code, "segment")
@@ -225,7 +206,7 @@ def scan_token_strata(
     wanted_ids = np.array(sorted(t for t in tokens if isinstance(t, int)), dtype=np.int64)
     wanted_rank = np.array([wanted[int(t)] for t in wanted_ids], dtype=np.intp)
     pairs = PromptCounts(num_layers, n_experts)  # rows = (prompt, token) pairs, counted as they stream by
-    for batch in iter_batches(run, ["prompt_id", "segment", token_column, "ids"]):
+    for batch in iter_trace_batches(run, ["prompt_id", "segment", token_column, "ids"]):
         s = _codes(batch.column("segment"), segment_code, "segment")
         if token_column == "token":
             lookup: dict[Any, int] = {}
@@ -264,7 +245,7 @@ def scan_token_bags(
     token_code: dict[Any, int] = {}
     prompt_code: dict[str, int] = {}
     rows, cols = [], []
-    for batch in iter_batches(run, ["prompt_id", "position", "segment", token_column]):
+    for batch in iter_trace_batches(run, ["prompt_id", "position", "segment", token_column]):
         keep = selected[_codes(batch.column("segment"), segment_code, "segment")]
         if not keep.any():
             continue

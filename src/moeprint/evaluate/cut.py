@@ -21,9 +21,9 @@ import torch
 
 from moeprint.adapters import MoEAdapter, adapter_for, load_config_dict
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import read_json
 from moeprint.io.loader import LoadSettings, load_causal_lm, load_tokenizer
 from moeprint.io.shards import list_tensors
+from moeprint.prune.surgery import read_checkpoint_record
 from moeprint.types import PrunePlan
 
 
@@ -166,10 +166,9 @@ def check_checkpoint_of(checkpoint_dir: str | Path, model_path: str | Path, conf
             f"{checkpoint_dir} is not a cut of {model_path}: hidden size "
             f"{ck_config.get('hidden_size')} vs {config.get('hidden_size')}."
         )
-    plan_path = Path(checkpoint_dir) / "moeprint_plan.json"
-    record = read_json(plan_path) if plan_path.exists() else {}
-    if isinstance(record, dict):
-        check_same_model(record.get("source_model_sha256"), model_path, f"checkpoint {checkpoint_dir}")
+    record = read_checkpoint_record(checkpoint_dir)
+    if record is not None:
+        check_same_model(record.source_model_sha256, model_path, f"checkpoint {checkpoint_dir}")
 
 
 @dataclass(frozen=True)
@@ -198,11 +197,10 @@ def checkpoint_cut(
     )
     if loaded.model.config.vocab_size != facts.vocab_size:
         raise MoeprintError(f"{checkpoint_dir} has a different vocabulary from the base model; it is not a cut of it.")
-    plan_path = checkpoint_dir / "moeprint_plan.json"
-    plan = read_json(plan_path) if plan_path.exists() else {}
+    record = read_checkpoint_record(checkpoint_dir)
     info = {
-        "domain": str(plan.get("domain", "")),
-        "criterion": str(plan.get("criterion", "")),
+        "domain": record.domain if record else "",
+        "criterion": record.criterion if record else "",
         "n_experts": loaded.num_experts,
         "top_k": loaded.top_k,
         "num_experts": facts.num_experts,

@@ -34,7 +34,7 @@ from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists, read_json
 from moeprint.io.manifest import GenerationSettings, ImportSource, ModelIdentity, RunManifest
 from moeprint.io.names import check_domain, check_label, confined
-from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema
+from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema, write_trace_part
 from moeprint.progress import track
 
 OTHER_DOMAIN = "other"  # folders that no domain of domains.json names
@@ -268,8 +268,8 @@ class _Tally:
 class _TraceParts:
     """Trace rows buffered into `traces/part-*.parquet` files of about ROWS_PER_PART rows."""
 
-    def __init__(self, traces_dir: Path):
-        self.dir, self.schema = traces_dir, trace_schema(with_token_text=True)
+    def __init__(self, run: RunDir):
+        self.run, self.schema = run, trace_schema(with_token_text=True)
         self.pending: list[pa.RecordBatch] = []
         self.rows = self.part = 0
 
@@ -293,7 +293,7 @@ class _TraceParts:
 
     def flush(self) -> None:
         if self.pending:
-            pq.write_table(pa.Table.from_batches(self.pending, self.schema), self.dir / f"part-{self.part:05d}.parquet")
+            write_trace_part(self.run, self.part, pa.Table.from_batches(self.pending, self.schema))
             self.part += 1
             self.pending, self.rows = [], 0
 
@@ -402,7 +402,7 @@ def import_fingerprinting(
     with atomic_directory(out, overwrite=overwrite, kind="imported") as tmp:
         run = RunDir(tmp)
         run.traces_dir.mkdir()
-        traces = _TraceParts(run.traces_dir)
+        traces = _TraceParts(run)
         for entry in track(source.combos, "import (files)", progress):
             domain = source.folder_domain.get(entry.folder, OTHER_DOMAIN)
             _import_summary(source, entry, domain, summaries, tally)

@@ -15,11 +15,11 @@ has GPU kernels for their layout and are dequantised to bf16 elsewhere), bfloat1
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moeprint.adapters import load_config_dict, quantised_loading
 from moeprint.errors import MoeprintError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -94,7 +94,7 @@ def load_causal_lm(model_dir: str | Path, settings: LoadSettings = LoadSettings(
 
     placement = device_map(settings.device)
     try:
-        with expertwise_mxfp4_dequantisation():
+        with quantised_loading(_config_or_empty(model_dir)):
             model = AutoModelForCausalLM.from_pretrained(
                 str(model_dir),
                 dtype=torch_dtype(settings.dtype),
@@ -112,46 +112,12 @@ def load_causal_lm(model_dir: str | Path, settings: LoadSettings = LoadSettings(
     return model
 
 
-def _dequantise_expertwise(blocks, scales, dtype):
-    """transformers' MXFP4 -> `dtype` conversion applied one expert at a time into the final tensor.
-
-    Stock transformers (5.24, integrations/mxfp4.py) dequantises a layer's whole (E, R, G, 16) block tensor at
-    once: a (E*R*G, 32) output, the int32 index of one nibble half (as large as the output in bf16) and its
-    lookup result, then a transposed contiguous copy. For gpt-oss-20b's gate_up_proj that is ~1.9 GB beyond
-    the final 1.06 GB parameter (docs/memory.md). Per expert the same function needs 1/E of that. The values
-    are bit-identical: every step (table lookup, ldexp) is elementwise."""
-    import torch
-    from transformers.integrations import mxfp4
-
-    if blocks.dim() != 4:  # not the (E, R, G, 16) expert layout: transformers' own whole-tensor conversion
-        return torch.nn.Parameter(mxfp4.convert_moe_packed_tensors(blocks, scales, dtype=dtype))
-    n_experts, rows, groups, half_block = blocks.shape  # (E, R, G, 16) uint8: two FP4 codes per byte
-    out = torch.empty(n_experts, groups * half_block * 2, rows, dtype=dtype, device=blocks.device)  # (E, in, R)
-    for e in range(n_experts):
-        out[e] = mxfp4.convert_moe_packed_tensors(blocks[e : e + 1], scales[e : e + 1], dtype=dtype)[0]
-    return torch.nn.Parameter(out)
-
-
-@contextmanager
-def expertwise_mxfp4_dequantisation():
-    """While loading, route transformers' MXFP4 dequantisation through `_dequantise_expertwise`.
-
-    Only the module attribute that transformers' Mxfp4Dequantize calls is swapped, for the duration of one
-    from_pretrained; if this transformers has no such attribute the stock conversion runs unchanged."""
+def _config_or_empty(model_dir) -> dict[str, Any]:
+    """The folder's config for choosing a load hook; a missing or broken one is from_pretrained's to report."""
     try:
-        from transformers.integrations import mxfp4
-    except ImportError:  # a transformers without MXFP4 support: nothing to route
-        yield
-        return
-    if not (hasattr(mxfp4, "dequantize_convertops") and hasattr(mxfp4, "convert_moe_packed_tensors")):
-        yield
-        return
-    stock = mxfp4.dequantize_convertops
-    mxfp4.dequantize_convertops = _dequantise_expertwise
-    try:
-        yield
-    finally:
-        mxfp4.dequantize_convertops = stock
+        return load_config_dict(model_dir)
+    except MoeprintError:
+        return {}
 
 
 def input_device(model) -> Any:

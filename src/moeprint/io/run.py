@@ -2,7 +2,8 @@
 
 runs/<name>/manifest.json          written last: the run is complete once it exists
 runs/<name>/prompts.parquet        one row per prompt (PROMPTS_SCHEMA)
-runs/<name>/traces/part-*.parquet  one row per token (trace_schema)
+runs/<name>/traces/part-*.parquet  one row per token (trace_schema); this module is their only writer
+                                   (write_trace_part) and reader (iter_trace_batches, read_trace_parts)
 runs/<name>/fingerprints/          analyze output
 runs/<name>/plans/<plan>.json      prune plans
 runs/<name>/evals/*.json           retention results
@@ -12,13 +13,15 @@ runs/<name>/site/                  static dashboard
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_write_json, read_json
+from moeprint.io.atomic import atomic_path, atomic_write_json, read_json
 from moeprint.io.manifest import RunManifest
 
 PROMPTS_SCHEMA = pa.schema(
@@ -129,3 +132,49 @@ def software_versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+# ---- trace parts: the one writer and the one reader --------------------------------------------------------------
+
+TRACE_BATCH_ROWS = 16384  # rows per streamed batch: bounded memory whatever the part size
+
+
+def trace_part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_trace_part(run: RunDir, index: int, table: pa.Table) -> Path:
+    """`traces/part-NNNNN.parquet`, written atomically (a killed writer leaves no half part)."""
+    path = run.traces_dir / trace_part_name(index)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def iter_trace_batches(run: RunDir, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The run's trace rows, part by part in file order, as record batches of `columns`."""
+    parts = run.trace_parts()
+    if not parts:
+        raise MoeprintError(f"{run.root} has no traces/part-*.parquet files; record or import the run first.")
+    for part in parts:
+        try:
+            pf = pq.ParquetFile(part)
+            missing = [c for c in columns if c not in set(pf.schema_arrow.names)]
+            if missing:
+                raise MoeprintError(f"{part} lacks trace column(s) {', '.join(missing)}.")
+            yield from pf.iter_batches(batch_size=TRACE_BATCH_ROWS, columns=columns)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise MoeprintError(f"{part} is not a readable Parquet file ({e}).") from None
+
+
+def read_trace_parts(run: RunDir) -> Iterator[tuple[Path, pa.Table]]:
+    """Each trace part whole (every column), in file order: for readers that need a part's rows together."""
+    parts = run.trace_parts()
+    if not parts:
+        raise MoeprintError(f"{run.root} has no traces/part-*.parquet files; record or import the run first.")
+    for part in parts:
+        try:
+            table = pq.read_table(part)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise MoeprintError(f"{part} is not a readable Parquet file ({e}).") from None
+        yield part, table

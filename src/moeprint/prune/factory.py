@@ -16,7 +16,7 @@ from pathlib import Path
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.analyze.fingerprints import ranked_criteria, ranked_domains
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists, read_json
+from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists
 from moeprint.io.identity import model_sha256
 from moeprint.io.names import check_domain
 from moeprint.io.outputs import OutputLock
@@ -25,7 +25,7 @@ from moeprint.io.shards import INDEX_NAME, list_tensors
 from moeprint.progress import bar
 from moeprint.prune.card import MAX_EXAMPLE_PARAMS, CardOptions, build_card, generate_examples, weight_format
 from moeprint.prune.naming import DEFAULT_NAME_PATTERN, count_parameters, family_name, model_name
-from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint
+from moeprint.prune.surgery import PLAN_FILE, PruneResult, model_output_specs, prune_checkpoint, read_checkpoint_record
 from moeprint.record.store import model_fingerprint
 from moeprint.select.plan import model_signature
 from moeprint.select.sizes import Sizes, resolve_sizes
@@ -235,10 +235,10 @@ def run_factory(
         for plan, name, n_params in named:
             target = out_dir / name
             if is_complete(target):
-                record = read_json(target / PLAN_FILE)
-                if record["kept"] != [list(k) for k in plan.kept]:
+                record = read_checkpoint_record(target)
+                if record.kept != [list(k) for k in plan.kept]:
                     raise MoeprintError(f"{target} exists with a different plan; remove it or use another --out.")
-                if record.get("source_model_sha256") != identity:
+                if record.source_model_sha256 != identity:
                     raise MoeprintError(
                         f"{target} exists but was not pruned from these weights of {model_dir} "
                         "(source_model_sha256 differs); remove it or use another --out."

@@ -27,7 +27,7 @@ from moeprint.adapters import PerExpertName, adapter_for, load_config_dict
 from moeprint.adapters.base import RouterRows
 from moeprint.adapters.descriptors import QuantLayout
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_directory
+from moeprint.io.atomic import atomic_directory, json_exists, read_json
 from moeprint.io.identity import model_sha256
 from moeprint.io.shards import (
     DTYPE_CODES,
@@ -49,6 +49,59 @@ from moeprint.types import PrunePlan
 
 DTYPE_CHOICES = ("keep", "bf16")
 PLAN_FILE = "moeprint_plan.json"
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A pruned checkpoint's `moeprint_plan.json` (written last by `prune_checkpoint`, read by
+    `read_checkpoint_record` only): the plan's fields, where the cut came from and what it holds."""
+
+    doc: dict[str, Any]  # the file as written: the plan's JSON + old_to_new, source_model, dtype, n_parameters...
+
+    @property
+    def domain(self) -> str:
+        return str(self.doc.get("domain", ""))
+
+    @property
+    def criterion(self) -> str:
+        return str(self.doc.get("criterion", ""))
+
+    @property
+    def n_experts(self) -> int | None:
+        return self.doc.get("n_experts")
+
+    @property
+    def kept(self) -> list[list[int]] | None:
+        return self.doc.get("kept")
+
+    @property
+    def n_parameters(self) -> int | None:
+        return self.doc.get("n_parameters")
+
+    @property
+    def source_model_sha256(self) -> str | None:
+        return self.doc.get("source_model_sha256")
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        extra = self.doc.get("extra")
+        return extra if isinstance(extra, dict) else {}
+
+    def missing(self, *keys: str) -> list[str]:
+        return [k for k in keys if k not in self.doc]
+
+
+def read_checkpoint_record(folder: str | Path) -> CheckpointRecord | None:
+    """The checkpoint's plan record, None when the folder has none (a checkpoint not cut by moeprint)."""
+    path = Path(folder) / PLAN_FILE
+    if not json_exists(path):
+        return None
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise MoeprintError(f"{path} is not a moeprint plan record (a JSON object).")
+    return CheckpointRecord(doc)
+
+
 # Files of a model folder that are never copied: weights (rewritten), pickles (never read), our own outputs.
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".gguf")
 SKIP_NAMES = {"config.json", INDEX_NAME, "pytorch_model.bin.index.json", PLAN_FILE, "README.md"}

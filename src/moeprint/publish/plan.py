@@ -19,7 +19,7 @@ from moeprint.evaluate.inputs import file_sha256
 from moeprint.io.atomic import json_exists, read_json
 from moeprint.io.shards import INDEX_NAME, list_tensors
 from moeprint.prune.naming import family_name, format_size
-from moeprint.prune.surgery import PLAN_FILE
+from moeprint.prune.surgery import PLAN_FILE, CheckpointRecord, read_checkpoint_record
 
 # The hub's rules for a repo or namespace name (letters, digits, - _ .; no "--" or ".."; at most 96 chars).
 HUB_NAME = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
@@ -137,34 +137,30 @@ def _repo(namespace: str, folder: Path) -> PublishRepo:
     if not (folder / INDEX_NAME).is_file() and not (folder / "model.safetensors").is_file():
         raise MoeprintError(f"checkpoint {folder} is incomplete: no {INDEX_NAME} or model.safetensors.")
     list_tensors(folder)  # every shard the index names is present and readable
-    record = read_json(folder / PLAN_FILE)
-    if not isinstance(record, dict) or not all(
-        k in record for k in ("domain", "criterion", "n_experts", "n_parameters")
-    ):
+    record = read_checkpoint_record(folder)
+    if record is None or record.missing("domain", "criterion", "n_experts", "n_parameters"):
         raise MoeprintError(f"{folder / PLAN_FILE} is not a moeprint plan record.")
     load_config_dict(folder)  # a clear error for a broken config
-    extra = record.get("extra") or {}
     files = tuple(_file(folder, p) for p in sorted(folder.rglob("*")) if p.is_file() and not _hidden(folder, p))
     return PublishRepo(
         repo_id=f"{namespace}/{name}",
         folder=str(folder),
-        domain=str(record["domain"]),
-        criterion=str(record["criterion"]),
-        n_experts=int(record["n_experts"]),
-        base_num_experts=extra.get("base_num_experts"),
-        n_parameters=int(record["n_parameters"]),
+        domain=record.domain,
+        criterion=record.criterion,
+        n_experts=int(record.n_experts),
+        base_num_experts=record.extra.get("base_num_experts"),
+        n_parameters=int(record.n_parameters),
         files=files,
         warnings=_local_paths(record),
     )
 
 
-def _local_paths(record: dict) -> tuple[str, ...]:
+def _local_paths(record: CheckpointRecord) -> tuple[str, ...]:
     """The plan record names the folders it was made from; absolute ones are this machine's paths."""
-    extra = record.get("extra") or {}
     named = {
-        "base_model": record.get("base_model"),
-        "source_model": record.get("source_model"),
-        "extra.ranking_source": extra.get("ranking_source"),
+        "base_model": record.doc.get("base_model"),
+        "source_model": record.doc.get("source_model"),
+        "extra.ranking_source": record.extra.get("ranking_source"),
     }
     return tuple(
         f"{PLAN_FILE} `{key}` is a local path ({value})"

@@ -31,7 +31,7 @@ from moeprint.io.identity import shard_digests
 from moeprint.io.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
 from moeprint.io.manifest import ModelIdentity, RecordingInputs, RunManifest
 from moeprint.io.outputs import OutputLock
-from moeprint.io.run import RunDir, software_versions
+from moeprint.io.run import RunDir, software_versions, write_trace_part
 from moeprint.progress import bar
 from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
@@ -203,7 +203,7 @@ class Recorder:
         batch = [self.prepared[i] for i in self.batches[b]]
         torch.manual_seed(self.settings.seed * 1_000_003 + b)  # per-batch seed: same in resumed and sharded runs
         table, rows = _record_batch(self, batch)
-        store.write_part(run, b, table)
+        write_trace_part(run, b, table)
         store.write_batch_done(run, b, rows)
         return rows
 

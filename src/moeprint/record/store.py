@@ -24,7 +24,7 @@ from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_path, atomic_write_json, read_json
 from moeprint.io.identity import model_sha256
 from moeprint.io.manifest import GenerationSettings, TemplateInputs
-from moeprint.io.run import PROMPTS_SCHEMA, RunDir, trace_schema
+from moeprint.io.run import PROMPTS_SCHEMA, RunDir, trace_part_name, trace_schema
 from moeprint.types import PromptRecord
 
 STATE_DIR = ".record"
@@ -68,10 +68,6 @@ def read_started_state(run: RunDir) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
 
 
-def part_name(batch_index: int) -> str:
-    return f"part-{batch_index:05d}.parquet"
-
-
 def batch_done_path(run: RunDir, batch_index: int) -> Path:
     return run.root / STATE_DIR / f"batch-{batch_index:05d}.json"
 
@@ -93,20 +89,13 @@ def trace_table(columns: dict[str, Any], with_logits: bool, with_norms: bool) ->
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_part(run: RunDir, batch_index: int, table: pa.Table) -> Path:
-    path = run.traces_dir / part_name(batch_index)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return path
-
-
 def write_batch_done(run: RunDir, batch_index: int, prompt_rows: list[dict[str, Any]]) -> None:
     atomic_write_json(batch_done_path(run, batch_index), {"batch": batch_index, "prompts": prompt_rows})
 
 
 def read_batch_done(run: RunDir, batch_index: int) -> list[dict[str, Any]] | None:
     path = batch_done_path(run, batch_index)
-    if not path.exists() or not (run.traces_dir / part_name(batch_index)).exists():
+    if not path.exists() or not (run.traces_dir / trace_part_name(batch_index)).exists():
         return None
     return read_json(path)["prompts"]
 

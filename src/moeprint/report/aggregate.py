@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import LayerUsage
 from moeprint.analyze.fingerprints import ALL
 from moeprint.errors import MoeprintError
-from moeprint.io.run import RunDir
+from moeprint.io.run import RunDir, read_trace_parts
 from moeprint.types import SEGMENTS
 
 __all__ = ["ALL", "TraceTable", "per_prompt_counts", "pool", "read_traces"]
@@ -101,15 +100,8 @@ def read_traces(run: RunDir, num_layers: int, top_k: int) -> TraceTable:
 
 def _sorted_trace_table(run: RunDir, num_layers: int) -> pa.Table:
     """All trace parts in one table sorted by (prompt, position); logits already reduced to `router_entropy`."""
-    parts = run.trace_parts()
-    if not parts:
-        raise MoeprintError(f"{run.root} has no traces (traces/part-*.parquet); record or import the run first.")
     tables = []
-    for p in parts:
-        try:
-            t = pq.read_table(p)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise MoeprintError(f"{p} is not a readable parquet file ({e}).") from None
+    for _, t in read_trace_parts(run):
         # logits are L*E floats per token: reduce them to an entropy per layer part by part, then drop them
         entropy = _router_entropy_bits(t, num_layers)
         if entropy is not None:
