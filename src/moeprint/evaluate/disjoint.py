@@ -10,16 +10,14 @@ from dataclasses import dataclass
 
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.inputs import text_keys
-from moeprint.io.run import RunDir
+from moeprint.io.run import RunDir, read_prompts_table
 
 
 def calibration_texts(run: RunDir) -> list[str]:
     """Every text the run's prompts consisted of; empty if the run keeps none (e.g. imported traces)."""
-    if not run.prompts_path.exists():
+    table = read_prompts_table(run)
+    if table is None:
         return []
-    from moeprint.io.atomic import read_parquet
-
-    table = read_parquet(run.prompts_path)
     out = []
     for column in ("text", "rendered"):
         if column in table.column_names:

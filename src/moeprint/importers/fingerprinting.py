@@ -34,7 +34,14 @@ from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, json_exists, read_json
 from moeprint.io.manifest import GenerationSettings, ImportSource, ModelIdentity, RunManifest
 from moeprint.io.names import check_domain, check_label, confined
-from moeprint.io.run import PROMPTS_SCHEMA, RunDir, software_versions, trace_schema, write_trace_part
+from moeprint.io.run import (
+    PROMPTS_SCHEMA,
+    RunDir,
+    software_versions,
+    trace_schema,
+    write_prompts_table,
+    write_trace_part,
+)
 from moeprint.progress import track
 
 OTHER_DOMAIN = "other"  # folders that no domain of domains.json names
@@ -411,7 +418,7 @@ def import_fingerprinting(
         traces.flush()
         if tally.num_layers is None:
             raise MoeprintError(f"no example file with routing data was found under {source.data_dir}.")
-        pq.write_table(pa.Table.from_pydict(prompts, PROMPTS_SCHEMA), run.prompts_path)
+        write_prompts_table(run, pa.Table.from_pydict(prompts, PROMPTS_SCHEMA).to_pylist())
         published = tmp / "published"
         published.mkdir()
         pq.write_table(pa.Table.from_pydict(summaries, SUMMARY_SCHEMA), published / "summaries.parquet")

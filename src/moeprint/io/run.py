@@ -1,7 +1,8 @@
 """The run directory: where every stage reads and writes, and the schemas of its tables.
 
 runs/<name>/manifest.json          written last: the run is complete once it exists
-runs/<name>/prompts.parquet        one row per prompt (PROMPTS_SCHEMA)
+runs/<name>/prompts.parquet        one row per prompt (PROMPTS_SCHEMA); written by write_prompts_table and
+                                   read by read_prompts_table only
 runs/<name>/traces/part-*.parquet  one row per token (trace_schema); this module is their only writer
                                    (write_trace_part) and reader (iter_trace_batches, read_trace_parts)
 runs/<name>/fingerprints/          analyze output
@@ -16,12 +17,13 @@ import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_path, atomic_write_json, read_json
+from moeprint.io.atomic import atomic_path, atomic_write_json, read_json, read_parquet
 from moeprint.io.manifest import RunManifest
 
 PROMPTS_SCHEMA = pa.schema(
@@ -132,6 +134,25 @@ def software_versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+# ---- prompts.parquet: the one writer and the one reader ----------------------------------------------------------
+
+
+def write_prompts_table(run: RunDir, rows: list[dict[str, Any]]) -> Path:
+    """prompts.parquet, rows sorted by prompt_id (so shard merges and resumes write the same file)."""
+    rows = sorted(rows, key=lambda r: r["prompt_id"])
+    table = pa.Table.from_pylist(rows, schema=PROMPTS_SCHEMA)
+    with atomic_path(run.prompts_path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return run.prompts_path
+
+
+def read_prompts_table(run: RunDir, columns: list[str] | None = None) -> pa.Table | None:
+    """The run's prompts.parquet (None when the run has none), with one clear error for a damaged file."""
+    if not run.prompts_path.exists():
+        return None
+    return read_parquet(run.prompts_path, columns=columns)
 
 
 # ---- trace parts: the one writer and the one reader --------------------------------------------------------------

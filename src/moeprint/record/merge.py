@@ -16,10 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_directory, read_parquet
+from moeprint.io.atomic import atomic_directory
 from moeprint.io.manifest import RecordingInputs, RunManifest
-from moeprint.io.run import PROMPTS_SCHEMA, RunDir, open_run
-from moeprint.record import store
+from moeprint.io.run import RunDir, open_run, read_prompts_table, write_prompts_table
 
 
 def _recording_identity(m: RunManifest) -> dict[str, Any]:
@@ -70,8 +69,8 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name_sour
         for run in runs:
             for part in run.trace_parts():
                 shutil.copyfile(part, merged.traces_dir / part.name)
-        tables = [read_parquet(run.prompts_path, schema=PROMPTS_SCHEMA) for run in runs]
-        store.write_prompts_table(merged, pa.concat_tables(tables).to_pylist())
+        tables = [read_prompts_table(run) for run in runs]
+        write_prompts_table(merged, pa.concat_tables([t for t in tables if t is not None]).to_pylist())
         manifest = replace(
             first,
             domains=tuple(sorted({d for m in manifests for d in m.domains})),

@@ -31,7 +31,7 @@ from moeprint.io.identity import shard_digests
 from moeprint.io.loader import LoadSettings, check_context, context_length, input_device, load_causal_lm, load_tokenizer
 from moeprint.io.manifest import ModelIdentity, RecordingInputs, RunManifest
 from moeprint.io.outputs import OutputLock
-from moeprint.io.run import RunDir, software_versions, write_trace_part
+from moeprint.io.run import RunDir, software_versions, write_prompts_table, write_trace_part
 from moeprint.progress import bar
 from moeprint.prompts import TemplateInputs, render_prompt, rendered_sha256
 from moeprint.record import store
@@ -224,7 +224,7 @@ def finish_run(
         if rows is None:
             raise MoeprintError(f"{run.root}: batch {b} is not recorded yet.")
         prompt_rows.extend(rows)
-    store.write_prompts_table(run, prompt_rows)
+    write_prompts_table(run, prompt_rows)
     groups = adapter.expert_groups(
         config
     )  # group-limited routing (`MoEAdapter.expert_groups`): plans keep a budget per group

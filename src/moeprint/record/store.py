@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_path, atomic_write_json, read_json
+from moeprint.io.atomic import atomic_write_json, read_json
 from moeprint.io.identity import model_sha256
 from moeprint.io.manifest import GenerationSettings, TemplateInputs
-from moeprint.io.run import PROMPTS_SCHEMA, RunDir, trace_part_name, trace_schema
+from moeprint.io.run import RunDir, trace_part_name, trace_schema
 from moeprint.types import PromptRecord
 
 STATE_DIR = ".record"
@@ -98,15 +97,6 @@ def read_batch_done(run: RunDir, batch_index: int) -> list[dict[str, Any]] | Non
     if not path.exists() or not (run.traces_dir / trace_part_name(batch_index)).exists():
         return None
     return read_json(path)["prompts"]
-
-
-def write_prompts_table(run: RunDir, rows: list[dict[str, Any]]) -> Path:
-    """prompts.parquet, rows sorted by prompt_id (so shard merges and resumes write the same file)."""
-    rows = sorted(rows, key=lambda r: r["prompt_id"])
-    table = pa.Table.from_pylist(rows, schema=PROMPTS_SCHEMA)
-    with atomic_path(run.prompts_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return run.prompts_path
 
 
 def prompt_row(prompt: PromptRecord) -> dict[str, Any]:

@@ -7,15 +7,11 @@ from numbers import Number
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from moeprint.analyze import fingerprints
-from moeprint.errors import MoeprintError
 from moeprint.evaluate import results
 from moeprint.evaluate.results import EVALUATE_SCHEMA, SWEEP_SCHEMA, SweepResult
 from moeprint.io.atomic import read_json
-from moeprint.io.run import RunDir
+from moeprint.io.run import RunDir, read_prompts_table
 from moeprint.report.aggregate import TraceTable
 
 
@@ -23,11 +19,8 @@ def read_prompts(run: RunDir, tr: TraceTable) -> dict[str, dict]:
     """prompt_id -> {domain, source, category, finished, prompt_text}; prompts missing from
     prompts.parquet (or no prompts.parquet at all) get what the traces know."""
     out: dict[str, dict] = {}
-    if run.prompts_path.exists():
-        try:
-            t = pq.read_table(run.prompts_path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise MoeprintError(f"{run.prompts_path} is not a readable parquet file ({e}).") from None
+    t = read_prompts_table(run)
+    if t is not None:
         for row in t.to_pylist():
             text = row.get("rendered") or row.get("text") or row.get("messages") or ""
             out[str(row["prompt_id"])] = {

@@ -210,12 +210,11 @@ def greedy_loss_select(
 def run_calibration_texts(run_dir, domain: str) -> list[str]:
     """The texts the model saw while recording `domain` (prompts.parquet `rendered`): the calibration
     side, which a sweep has already checked is disjoint from its evaluation texts."""
-    import pyarrow.parquet as pq
-
-    from moeprint.io.run import open_run
+    from moeprint.io.run import open_run, read_prompts_table
 
     run = open_run(run_dir)
-    table = pq.read_table(run.prompts_path, columns=["domain", "rendered"]).to_pylist()
+    found = read_prompts_table(run, columns=["domain", "rendered"])
+    table = found.to_pylist() if found is not None else []
     texts = [r["rendered"] for r in table if (domain == ALL or r["domain"] == domain) and r["rendered"]]
     if not texts:
         raise MoeprintError(f"{run.root} has no recorded prompts of domain {domain!r}.")
