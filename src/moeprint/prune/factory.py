@@ -16,7 +16,7 @@ from pathlib import Path
 from moeprint.adapters import adapter_for, load_config_dict
 from moeprint.analyze.fingerprints import ranked_criteria, ranked_domains
 from moeprint.errors import MoeprintError
-from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists
+from moeprint.io.atomic import atomic_write_json, atomic_write_text, json_exists, read_json
 from moeprint.io.identity import model_sha256
 from moeprint.io.names import check_domain
 from moeprint.io.outputs import OutputLock
@@ -267,10 +267,24 @@ def run_factory(
     return rows
 
 
+SUMMARY_FILE = "summary.json"
+
+
+def read_factory_names(out_dir: str | Path) -> list[str] | None:
+    """The checkpoint names a factory's summary.json lists, in its order (None when the folder has none)."""
+    path = Path(out_dir) / SUMMARY_FILE
+    if not json_exists(path):
+        return None
+    rows = read_json(path)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows):
+        raise MoeprintError(f"{path} is not a factory summary (a list of rows with `name`).")
+    return [r["name"] for r in rows]
+
+
 def _write_summary(out_dir: Path, rows: list[FactoryRow]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(FactoryRow.__dataclass_fields__))
     writer.writeheader()
     writer.writerows(asdict(r) for r in rows)
     atomic_write_text(out_dir / "summary.csv", buf.getvalue())
-    atomic_write_json(out_dir / "summary.json", [asdict(r) for r in rows])
+    atomic_write_json(out_dir / SUMMARY_FILE, [asdict(r) for r in rows])

@@ -16,8 +16,9 @@ from typing import Any
 from moeprint.adapters import load_config_dict
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.inputs import file_sha256
-from moeprint.io.atomic import json_exists, read_json
+from moeprint.io.atomic import json_exists
 from moeprint.io.shards import INDEX_NAME, list_tensors
+from moeprint.prune.factory import read_factory_names
 from moeprint.prune.naming import family_name, format_size
 from moeprint.prune.surgery import PLAN_FILE, CheckpointRecord, read_checkpoint_record
 
@@ -109,11 +110,9 @@ def plan_publish(
 def _checkpoint_folders(root: Path) -> list[Path]:
     """The factory's summary.json names them; otherwise every visible subfolder (a partial factory
     folder is hidden: `.name.partial`)."""
-    if json_exists(root / "summary.json"):
-        rows = read_json(root / "summary.json")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows):
-            raise MoeprintError(f"{root / 'summary.json'} is not a factory summary (a list of rows with `name`).")
-        names = [check_hub_name(r["name"], "checkpoint name") for r in rows]
+    listed = read_factory_names(root)
+    if listed is not None:
+        names = [check_hub_name(name, "checkpoint name") for name in listed]
         missing = [n for n in names if not (root / n).is_dir()]
         if missing:
             raise MoeprintError(
