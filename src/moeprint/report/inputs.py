@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from moeprint.analyze import fingerprints
+from moeprint.errors import MoeprintError
 from moeprint.evaluate import results
 from moeprint.evaluate.results import EVALUATE_SCHEMA, SWEEP_SCHEMA, SweepResult
 from moeprint.io.atomic import read_json
 from moeprint.io.run import RunDir, read_prompts_table
 from moeprint.report.aggregate import TraceTable
+from moeprint.select.plan import load_plan
 
 
 def read_prompts(run: RunDir, tr: TraceTable) -> dict[str, dict]:
@@ -127,17 +129,19 @@ def plans_and_evals(run: RunDir) -> dict:
     plans = []
     if run.plans_dir.is_dir():
         for p in sorted(run.plans_dir.glob("*.json")):
-            d = read_json(p)
-            if isinstance(d, dict) and isinstance(d.get("kept"), list):
-                plans.append(
-                    {
-                        "file": p.name,
-                        "domain": d.get("domain"),
-                        "criterion": d.get("criterion"),
-                        "nExperts": d.get("n_experts"),
-                        "kept": d["kept"],
-                    }
-                )
+            try:
+                plan = load_plan(p)
+            except MoeprintError:
+                continue  # not a plan (plans/ may hold other notes); the site shows plans only
+            plans.append(
+                {
+                    "file": p.name,
+                    "domain": plan.domain,
+                    "criterion": plan.criterion,
+                    "nExperts": plan.n_experts,
+                    "kept": [list(k) for k in plan.kept],
+                }
+            )
     evals, charts, cuts = [], [], []
     if run.evals_dir.is_dir():
         for p in sorted(run.evals_dir.rglob("*.json")):
