@@ -228,8 +228,16 @@ def main() -> None:
     tok = base.tokenizer
 
     cal = testbed_texts("calibration", domains)
-    fit_docs = {d: take_chars(cal[d], 0, args.calibration_chars) for d in domains}
-    val_docs = {d: take_chars(cal[d], args.calibration_chars, args.validation_chars) for d in domains}
+    fit_docs, val_docs = {}, {}
+    for d in domains:
+        n_cal, n_val, total = args.calibration_chars, args.validation_chars, sum(map(len, cal[d]))
+        if total < n_cal + n_val:  # math's split is 39,644 characters: shared in the same proportion
+            n_cal = total * n_cal // (n_cal + n_val)
+            n_val = total - n_cal
+            print(
+                f"note: {d}'s calibration split has {total:,} characters: {n_cal:,} calibration, {n_val:,} validation"
+            )
+        fit_docs[d], val_docs[d] = take_chars(cal[d], 0, n_cal), take_chars(cal[d], n_cal, n_val)
     test = testbed_texts("test")
     eval_texts = [
         EvalText(f"{d}:{i}", d, t)

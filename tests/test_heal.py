@@ -122,6 +122,17 @@ def test_heal_plan_in_the_loaders_dtype(tiny_model_dir, tmp_path, calib_texts, d
     assert a.info["fit_kl_after"] == pytest.approx(after, rel=1e-2)
 
 
+def test_healing_refuses_fused_moe_blocks(base, tiny_model_dir):
+    """Fused blocks (MXFP4 GPU kernels) get their rows written in place by the mask: no gradient would flow."""
+    import dataclasses
+
+    block = base.adapter.moe_blocks(base.model)[0][1]
+    fused = dataclasses.replace(base.adapter, fused_moe_classes=(type(block).__name__,))
+    settings = HealSettings(objective="e2e", **FAST)
+    with pytest.raises(MoeprintError, match="fused"):
+        heal_rows(base.model, fused, make_plan(tiny_model_dir, 3).kept, None, settings)
+
+
 def _perturbed_rows(model, kept, seed=0) -> list[RouterRows]:
     g = torch.Generator().manual_seed(seed)
     out = []

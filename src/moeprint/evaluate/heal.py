@@ -142,6 +142,12 @@ def heal_rows(
 ) -> HealResult:
     """Fit the kept router rows of `model` (unchanged on return) for the plan `kept` (see module doc)."""
     settings.validate()
+    if any(adapter.is_fused(block) for _, block in adapter.moe_blocks(model)):
+        # the mask writes fused blocks' rows into the router in place (docs/prune.md): no gradient reaches them
+        raise MoeprintError(
+            "healing needs MoE blocks that call their router module; this model's are fused (MXFP4 GPU "
+            "kernels). Heal where transformers dequantises the experts (e.g. --device cpu)."
+        )
     kept = [sorted(k) for k in kept]
     started = time.perf_counter()
     initial = initial_rows(model, adapter, kept)
