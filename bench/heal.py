@@ -5,18 +5,27 @@ gate-mass, reap-sum, greedy-loss, random), the cut is scored unhealed and healed
 (bias-only baseline, layer-local, end-to-end): in-domain perplexity increase (ppl_cut - ppl_base) on the
 domain's WHOLE test split, off-domain increase (every other testbed domain's test split, pooled), and the
 increase on text the testbed never trained on (Perl's perldiag.pod, Debian package perl-modules-5.36).
-Cost per heal: seconds and peak resident-memory growth of this process while healing.
+Cost per heal: seconds (the calibration windows' base log-probs, built once per domain and seed, are
+counted in every heal's seconds). --seeds S1,S2,..: one random draw per seed and every heal once per seed;
+the table shows means and min..max over seeds.
 
 Data (all disjoint by document, the corpus's own split):
     calibration split, first --calibration-chars per domain : recorded -> fingerprints (criteria), the healing
                                                               calibration texts and greedy-loss's search texts
     calibration split, next --validation-chars              : greedy-loss's validation split (never healed on)
+                                                              (a shorter split, math's, is shared in proportion)
     test split (whole)                                      : every perplexity number below
 
+Speed (what is measured is unchanged): every cut is scored by its NLL only, against the base NLL computed
+once (the old scoring ran the base model again and the full KL for every cut, since the base log-probs did
+not fit their 512 MB cache; --check-speed times both on one cut and checks the numbers are equal); a kept
+set met twice is scored and healed once; greedy-loss runs one path per domain for every size.
+Rows go to --jsonl as they are measured; --report FILE.. prints the table of finished runs.
+
     python bench/heal.py                                          # everything (slow: many hours on 2 shared cores)
-    python bench/heal.py --domains law --sizes 16,8 --criteria frequency,reap-sum,greedy-loss --off-chars 20000
-                                                                  # the run in docs/heal.md: 62 min here
-    python bench/heal.py --domains law --sizes 16 --criteria frequency,reap-sum --off-chars 8000   # smaller
+    python bench/heal.py --domains code --objectives e2e,bias,local --off-chars 20000 --jsonl heal-code.jsonl
+                                                                  # one domain per process, as in docs/heal.md
+    python bench/heal.py --report bench/results/heal-*.jsonl      # the table of the runs so far
 Targets (printed with their numbers, never tuned for): best healed cut at 16/32 <= 0.3x unhealed frequency's
 in-domain increase in every domain; at 8/32 <= 0.5x; off-domain of a healed cut no worse than its unhealed cut.
 """
@@ -213,7 +222,7 @@ def main() -> None:
     ap.add_argument("--check-speed", action="store_true", help="time the old scoring against the new on one cut")
     args = ap.parse_args()
     if args.report:
-        rows = [Row(**{**r, "holdout_kl": r["holdout_kl"] and tuple(r["holdout_kl"])}) for r in _read(args.report)]
+        rows = [Row(**{**r, "holdout_kl": r.get("holdout_kl") and tuple(r["holdout_kl"])}) for r in _read(args.report)]
         report(rows, 32, args.markdown)
         return
     seeds = [int(s) for s in args.seeds.split(",") if s]
