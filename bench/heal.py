@@ -220,7 +220,9 @@ def main() -> None:
     ap.add_argument("--jsonl", type=Path, help="append every row here as soon as it is measured")
     ap.add_argument("--report", type=Path, nargs="+", help="only print the table of these --jsonl files")
     ap.add_argument("--check-speed", action="store_true", help="time the old scoring against the new on one cut")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning on shared cores)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.report:
         rows = [Row(**{**r, "holdout_kl": r.get("holdout_kl") and tuple(r["holdout_kl"])}) for r in _read(args.report)]
         report(rows, 32, args.markdown)

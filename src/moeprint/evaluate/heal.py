@@ -16,6 +16,10 @@ Calibration texts are cut into token windows; a seeded permutation holds back `h
 `eval_every` steps the held-back metric (KL for e2e/bias, the layer's error for local) is measured; the best
 rows so far are kept and fitting stops after `patience` evaluations without improvement. With the same seed,
 settings and texts the result is the same tensor bytes (tested on CPU, on one machine).
+
+The model may run in any dtype on any device: the rows and Adam's state stay float32 leaves, the mask casts
+them to the router's dtype in its matmul (so what is measured is what the rounded rows do), log-probs and
+errors are taken in float32, and the cached base log-probs wait on the CPU.
 """
 
 from __future__ import annotations
