@@ -633,6 +633,60 @@ def _card_option_flags(f):
     return f
 
 
+def _heal_option_flags(f):
+    """`prune --heal` / `factory --heal`: heal each plan before writing it (the command receives `heal_options`)."""
+
+    @functools.wraps(f)
+    def wrapper(*args, heal, heal_run, heal_texts, heal_steps, heal_tokens, heal_lr, heal_seed, heal_device, **kwargs):
+        options = dict(objective=heal, run_dir=heal_run, texts_path=heal_texts, steps=heal_steps)
+        options.update(token_budget=heal_tokens, lr=heal_lr, seed=heal_seed)
+        options["load"] = LoadSettings(heal_device, kwargs.pop("heal_dtype"))
+        return f(*args, heal_options=options if heal else None, **kwargs)
+
+    for decorator in [
+        click.option("--heal-dtype", type=DTYPE, default="auto", show_default=True, help="--dtype of --heal's model."),
+        click.option("--heal-device", type=DEVICE, default="auto", show_default=True, help="--device of --heal."),
+        click.option("--heal-seed", default=0, show_default=True, type=int, help="Seed of --heal."),
+        click.option(
+            "--heal-lr", default=None, type=float, help="Adam learning rate of --heal (default per objective)."
+        ),
+        click.option("--heal-tokens", default=4096, show_default=True, type=int, help="Calibration tokens of --heal."),
+        click.option("--heal-steps", default=200, show_default=True, type=int, help="Most steps of --heal."),
+        click.option(
+            "--heal-texts", type=click.Path(dir_okay=False), help="Calibration of --heal: a JSONL of {text[, domain]}."
+        ),
+        click.option(
+            "--heal-run",
+            type=click.Path(file_okay=False),
+            help="Calibration of --heal: this run's recorded prompts (factory default: RUN_DIR).",
+        ),
+        click.option(
+            "--heal",
+            type=click.Choice(["e2e", "local", "bias"]),
+            default=None,
+            help="Heal each cut's router rows first (moeprint heal); the checkpoint holds the healed rows.",
+        ),
+    ]:
+        wrapper = decorator(wrapper)
+    return wrapper
+
+
+def _healer(model, heal_options, default_run=None):
+    """The Healer of `--heal` options (None without --heal); every setting checked before anything runs."""
+    if heal_options is None:
+        return None
+    from moeprint.evaluate.heal import HealSettings
+    from moeprint.evaluate.heal_plan import Healer
+
+    o = dict(heal_options)
+    run_dir, texts_path, load = o.pop("run_dir"), o.pop("texts_path"), o.pop("load")
+    if run_dir is None and texts_path is None:
+        run_dir = default_run
+    if (run_dir is None) == (texts_path is None):
+        raise MoeprintError("--heal needs exactly one calibration source: --heal-run RUN_DIR or --heal-texts FILE.")
+    return Healer(model, HealSettings(**o), run_dir=run_dir, texts_path=texts_path, load=load)
+
+
 def _card_options(
     base_model_id, license_, datasets, eval_path, examples, example_prompts, no_card, example_device, example_dtype
 ):
@@ -720,11 +774,13 @@ def plan(run_dir, domain, n_experts, criterion, ranking, llmc_report, model, out
 @click.option("--shard-size", default="5GB", show_default=True, help="Largest output shard.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @_router_rows_option
+@_heal_option_flags
 @_card_option_flags
-def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, **card):
+def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, heal_options, **card):
     """Write a smaller checkpoint that keeps only the plan's experts (streams shard by shard).
 
-    A healed plan (`moeprint heal`) writes its retrained router rows in place of the kept ones.
+    A healed plan (`moeprint heal`) writes its retrained router rows in place of the kept ones; `--heal`
+    heals the plan first (the model on --heal-device in --heal-dtype) and writes the healed checkpoint.
 
     Example: moeprint prune models/base --plan law-8.json --out checkpoints/base-law-8
     """
@@ -732,15 +788,26 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
     from moeprint.prune import build_checkpoint
 
     plan, healed = _plan_and_rows(model, plan_path, router_rows)
+    rows = healed.rows if healed else None
+    healer = _healer(model, heal_options)
+    card_options, size = _card_options(**card), parse_size(shard_size)
+    if healer is not None:
+        from moeprint.io.outputs import check_replaceable
+
+        if healed is not None:
+            raise MoeprintError("--heal heals an unhealed plan; this plan already has healed router rows.")
+        healer.check(plan)
+        check_replaceable(Path(out_dir), "checkpoint", overwrite)  # before healing, not after
+        plan, rows, _ = healer.heal(plan)
     result = build_checkpoint(
         model,
         plan,
         out_dir,
         dtype=dtype,
-        shard_size=parse_size(shard_size),
-        card=_card_options(**card),
+        shard_size=size,
+        card=card_options,
         overwrite=overwrite,
-        router_rows=healed.rows if healed else None,
+        router_rows=rows,
     )
     click.echo(
         f"pruned: {result.n_parameters:,} parameters, {result.n_bytes / 1e9:.3f} GB in "
@@ -766,9 +833,25 @@ def prune(model, plan_path, out_dir, dtype, shard_size, overwrite, router_rows, 
 @click.option(
     "--name-pattern", default=None, help="Output names; fields {family} {size} {domain} {n} {criterion} {params}."
 )
+@_heal_option_flags
 @_card_option_flags
-def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dtype, shard_size, name_pattern, **card):
+def factory(
+    model,
+    run_dir,
+    domains,
+    sizes,
+    criterion,
+    rankings_dir,
+    out_dir,
+    dtype,
+    shard_size,
+    name_pattern,
+    heal_options,
+    **card,
+):
     """Prune every domain x size (8 domains x sizes 4-32 = 232 cuts); reruns skip finished outputs.
+
+    --heal heals every cut first (calibration: --heal-run, default RUN_DIR, or --heal-texts).
 
     Example: moeprint factory models/base --rankings-dir topical_analytics --sizes 4-32 --out checkpoints
     """
@@ -790,6 +873,7 @@ def factory(model, run_dir, domains, sizes, criterion, rankings_dir, out_dir, dt
         shard_size=parse_size(shard_size),
         name_pattern=name_pattern or DEFAULT_NAME_PATTERN,
         card=_card_options(**card),
+        heal=_healer(model, heal_options, default_run=run_dir),
     )
     table = Table(title=f"{len(rows)} checkpoints in {out_dir}")
     for column in ("name", "domain", "experts", "parameters", "GB", "status"):
@@ -1073,12 +1157,14 @@ def sweep_command(
     help="Healed plan JSON to write; its rows go beside it (NAME.router_rows.safetensors).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing healed plan and rows file.")
+@_load_option_flags
 def heal_command(
-    model, plan_path, run_dir, texts_path, domain, objective, steps, lr, tokens, holdout, seed, out, overwrite
+    model, plan_path, run_dir, texts_path, domain, objective, steps, lr, tokens, holdout, seed, out, overwrite, load
 ):
     """Refit only the kept experts' router rows so the cut imitates its base (experts stay bit-identical).
 
     Writes a healed plan; `prune`, `evaluate` and `mask` apply its rows, `sweep --router-rows` scores them.
+    The model runs on --device in --dtype; the rows and the optimiser stay float32 (cast in the mask).
 
     Example: moeprint heal models/testbed --plan runs/tb/plans/law-reap-16.json --run runs/tb --out law-16-healed.json
     """
@@ -1089,7 +1175,15 @@ def heal_command(
         objective=objective, steps=steps, lr=lr, seed=seed, token_budget=tokens, holdout=holdout
     ).validate()
     done = heal_plan(
-        model, plan_path, out, settings, run_dir=run_dir, texts_path=texts_path, domain=domain, overwrite=overwrite
+        model,
+        plan_path,
+        out,
+        settings,
+        run_dir=run_dir,
+        texts_path=texts_path,
+        domain=domain,
+        overwrite=overwrite,
+        load=load,
     )
     r = done.result
     click.echo(
@@ -1108,9 +1202,18 @@ def heal_command(
 )
 @count_option("--tokens", minimum=2, default=1024, help="Calibration tokens per masked forward pass.")
 @count_option("--candidates", minimum=1, default=3, help="Lowest-ranked remaining experts tried per layer and round.")
+@count_option(
+    "--validation-tokens",
+    minimum=0,
+    default=0,
+    help="Hold back every other recorded prompt; choose between the greedy set and the ranking's top-N on "
+    "this many of their tokens (0: on the search tokens).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prune plan JSON to write.")
 @_load_option_flags
-def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, candidates, out, load):
+def greedy_plan_command(
+    run_dir, model_path, domain, n_experts, start, tokens, candidates, validation_tokens, out, load
+):
     """Choose the kept experts by calibration loss (criterion `greedy-loss`), model in the loop.
 
     Starts from a fingerprint ranking and drops, layer by layer, the candidate whose removal (as a router
@@ -1133,10 +1236,12 @@ def greedy_plan_command(run_dir, model_path, domain, n_experts, start, tokens, c
             candidates=candidates,
             progress=progress,
             load=load,
+            validation_tokens=validation_tokens,
         )
     save_plan(plan, out)
     click.echo(
-        f"wrote {out}: calibration loss {sel.loss[n_experts]:.4f} ({start} top-{n_experts}: "
+        f"wrote {out}: {'validation' if validation_tokens else 'calibration'} loss {sel.loss[n_experts]:.4f} "
+        f"({start} top-{n_experts}: "
         f"{sel.initial_loss[n_experts]:.4f}), {sel.forward_passes} masked forward passes"
     )
 

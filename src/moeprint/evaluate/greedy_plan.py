@@ -30,10 +30,13 @@ def greedy_plan(
     candidates: int = 3,
     progress=None,
     load: LoadSettings = LoadSettings(),
+    validation_tokens: int = 0,
 ):
     """A prune plan (criterion `greedy-loss`) for `domain` at `n_experts`: greedy-loss started from the
     run's `start` ranking, scored on the domain's recorded prompts. Returns (plan, selection).
-    progress: a moeprint.progress.Progress (one step per round), or None."""
+    progress: a moeprint.progress.Progress (one step per round), or None.
+    validation_tokens: when > 0, the prompts are split by position (even: search, odd: validation) and the
+    greedy set and the ranking's top-N are compared on this many tokens of the validation prompts."""
     run = open_run(run_dir)
     model_path = model_path or run.manifest().model.name
     if not model_path:
@@ -46,12 +49,23 @@ def greedy_plan(
     if groups is not None and groups.n_group > 1 and (error := groups.budget_error(n_experts, signature.top_k)):
         raise MoeprintError(f"greedy-loss cannot keep {n_experts} experts: {error}")
     prompts = run_calibration_texts(run.root, domain)
+    if validation_tokens < 0:
+        raise MoeprintError("--validation-tokens must be >= 0.")
+    held: list[str] = []
+    if validation_tokens:
+        if len(prompts) < 2:
+            raise MoeprintError(f"a validation split needs at least 2 recorded prompts of {domain!r}; the run has 1.")
+        prompts, held = prompts[0::2], prompts[1::2]  # disjoint by prompt
     base = load_model(model_path, load)
     E = base.num_experts
     if not 1 <= n_experts <= E:
         raise MoeprintError(f"the model has {E} experts per layer; keep between 1 and {E}.")
     stride = max(1, len(prompts) // max(1, token_budget // 128))  # spread the budget over the domain's prompts
     batches = calibration_batches(prompts[::stride], base.tokenizer, token_budget)
+    validation = None
+    if held:
+        v_stride = max(1, len(held) // max(1, validation_tokens // 128))
+        validation = calibration_batches(held[::v_stride], base.tokenizer, validation_tokens)
     sel = greedy_loss_select(
         base.model,
         base.adapter,
@@ -60,6 +74,7 @@ def greedy_plan(
         [n_experts],
         candidates,
         progress.task("greedy-loss rounds", (E - n_experts) // _group_step(base)) if progress else None,
+        validation=validation,
     )
     plan = PrunePlan(
         str(model_path),
@@ -75,7 +90,8 @@ def greedy_plan(
             "start_source": source,
             "calibration_tokens": token_budget,
             "candidates": candidates,
-            "calibration_loss": sel.loss[n_experts],
+            "validation_tokens": validation_tokens,  # 0: the set was chosen on the search tokens
+            "calibration_loss": sel.loss[n_experts],  # on the validation split when validation_tokens > 0
             "start_loss": sel.initial_loss[n_experts],
             "greedy_path_loss": sel.greedy_loss[n_experts],
             "forward_passes": sel.forward_passes,

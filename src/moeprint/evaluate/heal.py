@@ -16,6 +16,10 @@ Calibration texts are cut into token windows; a seeded permutation holds back `h
 `eval_every` steps the held-back metric (KL for e2e/bias, the layer's error for local) is measured; the best
 rows so far are kept and fitting stops after `patience` evaluations without improvement. With the same seed,
 settings and texts the result is the same tensor bytes (tested on CPU, on one machine).
+
+The model may run in any dtype on any device: the rows and Adam's state stay float32 leaves, the mask casts
+them to the router's dtype in its matmul (so what is measured is what the rounded rows do), log-probs and
+errors are taken in float32, and the cached base log-probs wait on the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from moeprint.adapters import MoEAdapter
 from moeprint.adapters.base import RouterRows
 from moeprint.errors import MoeprintError
 from moeprint.evaluate.text import kl_base_to_cut
+from moeprint.io.loader import input_device
 from moeprint.select.greedy import calibration_windows, window_batches
 
 OBJECTIVES = ("e2e", "local", "bias")
@@ -72,7 +77,7 @@ class HealSettings:
 
 @dataclass
 class HealResult:
-    rows: list[RouterRows]  # per MoE layer, in ascending kept order, detached, in the router's dtype
+    rows: list[RouterRows]  # per MoE layer, in ascending kept order, detached, on the CPU, in the router's dtype
     settings: HealSettings
     kl_before: float  # held-back calibration KL(base || cut), unhealed rows
     kl_after: float  # the same with the healed rows
@@ -127,7 +132,8 @@ def split_calibration(model: torch.nn.Module, tokenizer, texts: Sequence[str], s
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     fit = window_batches([windows[i] for i in order[n_hold:]], pad, settings.batch_tokens)
     hold = window_batches([windows[i] for i in order[:n_hold]], pad, settings.batch_tokens)
-    return Calibration(fit, hold, [_logprobs(model, b) for b in fit], [_logprobs(model, b) for b in hold])
+    # the base log-probs wait on the CPU (on a GPU they would hold tokens x vocabulary floats for the whole fit)
+    return Calibration(fit, hold, [_logprobs(model, b).cpu() for b in fit], [_logprobs(model, b).cpu() for b in hold])
 
 
 def heal_rows(
@@ -140,6 +146,12 @@ def heal_rows(
 ) -> HealResult:
     """Fit the kept router rows of `model` (unchanged on return) for the plan `kept` (see module doc)."""
     settings.validate()
+    if any(adapter.is_fused(block) for _, block in adapter.moe_blocks(model)):
+        # the mask writes fused blocks' rows into the router in place (docs/prune.md): no gradient reaches them
+        raise MoeprintError(
+            "healing needs MoE blocks that call their router module; this model's are fused (MXFP4 GPU "
+            "kernels). Heal where transformers dequantises the experts (e.g. --device cpu)."
+        )
     kept = [sorted(k) for k in kept]
     started = time.perf_counter()
     initial = initial_rows(model, adapter, kept)
@@ -161,8 +173,8 @@ def heal_rows(
     like = [adapter.router(b).weight for _, b in adapter.moe_blocks(model)]
     rows = [
         RouterRows(
-            r.weight.detach().to(w.dtype).contiguous(),
-            None if r.bias is None else r.bias.detach().to(w.dtype).contiguous(),
+            r.weight.detach().to("cpu", w.dtype).contiguous(),
+            None if r.bias is None else r.bias.detach().to("cpu", w.dtype).contiguous(),
         )
         for r, w in zip(rows, like)
     ]
@@ -203,9 +215,10 @@ def mean_kl(
     """Mean token KL(base || cut) over `batches` with the cut routed from `rows` (None: the base kept rows)."""
     total, count = 0.0, 0
     with adapter.router_mask(model, kept, _detached(rows)):
-        for (ids, attention), base_lp in zip(batches, base):
-            kl = kl_base_to_cut(base_lp, _logprobs(model, (ids, attention)))  # (B, S-1)
-            valid = _valid(attention)
+        for batch, base_lp in zip(batches, base):
+            cut_lp = _logprobs(model, batch)  # (B, S-1, V)
+            kl = kl_base_to_cut(base_lp.to(cut_lp.device), cut_lp)  # (B, S-1)
+            valid = _valid(batch[1]).to(kl.device)
             total += float(kl[valid].double().sum())
             count += int(valid.sum())
     return total / max(count, 1)
@@ -232,12 +245,10 @@ def _fit_e2e(
     def step_loss(step: int) -> torch.Tensor:
         if step >= len(order):
             order.extend(torch.randperm(len(calib.fit), generator=gen).tolist())
-        (ids, attention), base_lp = calib.fit[order[step]], calib.base_fit[order[step]]
+        batch, base_lp = calib.fit[order[step]], calib.base_fit[order[step]]
         with torch.enable_grad(), adapter.router_mask(model, kept, rows):
-            cut_lp = torch.log_softmax(
-                model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float(), dim=-1
-            )  # (B, S-1, V)
-            return kl_base_to_cut(base_lp, cut_lp)[_valid(attention)].mean()
+            cut_lp = _logprobs(model, batch, grad=True)  # (B, S-1, V)
+            return kl_base_to_cut(base_lp.to(cut_lp.device), cut_lp)[_valid(batch[1]).to(cut_lp.device)].mean()
 
     return _descend(
         step_loss,
@@ -298,11 +309,12 @@ def _block_inputs(model, adapter, kept, rows: list[RouterRows], layer: int, batc
     handle = block.register_forward_pre_hook(hook)
     try:
         with torch.no_grad(), adapter.router_mask(model, kept, _detached(rows)):
+            device = input_device(model)
             for ids, attention in batches:
                 with contextlib.suppress(_Captured):
-                    model(input_ids=ids, attention_mask=attention, use_cache=False)
+                    model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False)
                 hidden = out.pop()  # (B, S, H)
-                out.append(hidden[attention.bool()])  # (T_b, H): padding rows are routed too; drop them
+                out.append(hidden[attention.to(hidden.device).bool()])  # (T_b, H): padding is routed too; drop it
     finally:
         handle.remove()
     return torch.cat(out)  # (T, H)
@@ -336,10 +348,12 @@ def _fit_local(
 
         def error(x, y, grad=False):
             with torch.set_grad_enabled(grad), adapter.router_mask(model, only, layer_rows):
-                return (_block_out(block, x) - y).pow(2).sum() / y.pow(2).sum().clamp_min(1e-12)
+                y = y.float()  # the error in float32 whatever the model's dtype
+                return (_block_out(block, x).float() - y).pow(2).sum() / y.pow(2).sum().clamp_min(1e-12)
 
         def step_loss(step: int) -> torch.Tensor:
             pick = torch.randperm(x_fit.shape[0], generator=gen)[: settings.batch_tokens]  # (b,) tokens of this step
+            pick = pick.to(x_fit.device)
             return error(x_fit[pick], y_fit[pick], grad=True)
 
         best, steps, layer_history = _descend(
@@ -361,12 +375,13 @@ def _fit_local(
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def _logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+def _logprobs(model: torch.nn.Module, batch: Batch, grad: bool = False) -> torch.Tensor:
+    """Next-token log-probs in float32 (whatever the model's dtype), on the model's output device."""
+    device = input_device(model)
     ids, attention = batch
-    return torch.log_softmax(
-        model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float(), dim=-1
-    )  # (B, S-1, V)
+    with torch.set_grad_enabled(grad):
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
+        return torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, S-1, V)
 
 
 def _valid(attention: torch.Tensor) -> torch.Tensor:

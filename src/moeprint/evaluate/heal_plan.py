@@ -24,6 +24,7 @@ from moeprint.io.shards import DTYPES, list_tensors
 from moeprint.progress import Progress
 from moeprint.prune.rows import HealedRows, rows_path_for, save_router_rows, with_heal_record
 from moeprint.select.plan import save_plan
+from moeprint.types import PrunePlan
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,85 @@ def calibration_texts(*, run_dir: str | Path | None, texts_path: str | Path | No
     return out
 
 
+class Healer:
+    """Heals plan after plan with one loaded model: `moeprint heal`, and `prune --heal` / `factory --heal`
+    (which write the healed rows into the checkpoint instead of a rows file). `check` reads a plan's
+    calibration texts without loading the model, so bad input fails before anything is written."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        settings: HealSettings,
+        *,
+        run_dir: str | Path | None = None,
+        texts_path: str | Path | None = None,
+        domain: str | None = None,
+        load: LoadSettings = LoadSettings(),
+        progress: bool = True,
+    ):
+        self.model_path, self.settings = model_path, settings.validate()
+        self.run_dir, self.texts_path, self.domain = run_dir, texts_path, domain
+        if (run_dir is None) == (texts_path is None):
+            raise MoeprintError("give exactly one calibration source: a run's recorded prompts or a JSONL file.")
+        self.load, self.progress = load, progress
+        self._texts: dict[str, list[str]] = {}
+        self._base = None
+        self._dtypes = None
+
+    def check(self, plan: PrunePlan) -> list[str]:
+        """The calibration texts `plan` heals on (its domain's, unless a domain was given)."""
+        if plan.extra.get("heal"):
+            raise MoeprintError(f"plan {plan.domain}/{plan.n_experts} is already healed; heal the plan it came from.")
+        domain = self.domain or plan.domain
+        if domain not in self._texts:
+            texts = calibration_texts(run_dir=self.run_dir, texts_path=self.texts_path, domain=domain)
+            stride = max(1, len(texts) // max(1, self.settings.token_budget // self.settings.window))
+            self._texts[domain] = texts[::stride]  # the budget spread over the texts
+        return self._texts[domain]
+
+    def heal(self, plan: PrunePlan) -> tuple[PrunePlan, list[RouterRows], HealResult]:
+        """(the plan with `extra.heal`, the rows in the checkpoint's router dtypes, the fit's record)."""
+        texts = self.check(plan)
+        if self._base is None:
+            config = load_config_dict(self.model_path)
+            self._dtypes = _router_dtypes(self.model_path, adapter_for(config), config)
+            # The model runs where and in the dtype `load` says; the trainable rows and Adam's moments stay
+            # float32 and the mask casts them to the router's dtype in its matmul.
+            self._base = load_model(self.model_path, self.load)
+        base, settings = self._base, self.settings
+        calib = split_calibration(base.model, base.tokenizer, texts, settings)
+        total = settings.steps * (base.num_layers if settings.objective == "local" else 1)
+        with Progress(disable=not self.progress) as bar:
+            result = heal_rows(
+                base.model,
+                base.adapter,
+                plan.kept,
+                calib,
+                settings,
+                progress=bar.task(f"healing {plan.domain}/{plan.n_experts} ({settings.objective})", total),
+            )
+        rows = [  # saved in the checkpoint's dtype
+            RouterRows(r.weight.to(dw), None if r.bias is None else r.bias.to(db))
+            for r, (dw, db) in zip(result.rows, self._dtypes)
+        ]
+        info = {
+            **result.info(),
+            "base_model": str(self.model_path),
+            "load": {
+                "device": self.load.device,
+                "dtype": self.load.dtype,
+                "model_dtype": str(base.model.dtype).removeprefix("torch."),
+            },
+            "calibration": {
+                "run": str(self.run_dir) if self.run_dir else None,
+                "texts": str(self.texts_path) if self.texts_path else None,
+                "sha256": file_sha256(self.texts_path) if self.texts_path else None,
+                "n_texts": len(texts),
+            },
+        }
+        return with_heal_record(plan, HealedRows(plan.kept, (), info)), rows, result
+
+
 def heal_plan(
     model_path: str | Path,
     plan_path: str | Path,
@@ -64,6 +144,7 @@ def heal_plan(
     domain: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    load: LoadSettings = LoadSettings(),
 ) -> HealOutput:
     """Heal `plan_path`'s cut of `model_path`; write `out` (a plan JSON) and its rows file beside it."""
     settings.validate()
@@ -78,43 +159,17 @@ def heal_plan(
             raise MoeprintError(f"{target} is an input (or inside the model folder); choose another --out.")
         if target.exists() and not overwrite:
             raise MoeprintError(f"{target} exists; pass --overwrite to replace it.")
-    config = load_config_dict(model_path)
-    adapter = adapter_for(config)
-    plan = read_plan(plan_path, config)
-    texts = calibration_texts(run_dir=run_dir, texts_path=texts_path, domain=domain or plan.domain)
-    router_dtypes = _router_dtypes(model_path, adapter, config)
-
-    # Healing trains in float32 whatever the checkpoint stores; the rows are saved in the checkpoint's dtype.
-    base = load_model(model_path, LoadSettings(dtype="float32"))  # router rows are fitted in float32
-    stride = max(1, len(texts) // max(1, settings.token_budget // settings.window))  # spread over the texts
-    calib = split_calibration(base.model, base.tokenizer, texts[::stride], settings)
-    total = settings.steps * (base.num_layers if settings.objective == "local" else 1)
-    with Progress(disable=not progress) as bar:
-        result = heal_rows(
-            base.model,
-            base.adapter,
-            plan.kept,
-            calib,
-            settings,
-            progress=bar.task(f"healing ({settings.objective})", total),
-        )
-    rows = [
-        RouterRows(r.weight.to(dw), None if r.bias is None else r.bias.to(db))
-        for r, (dw, db) in zip(result.rows, router_dtypes)
-    ]
-    info = {
-        **result.info(),
-        "base_model": str(model_path),
-        "source_plan": str(plan_path),
-        "calibration": {
-            "run": str(run_dir) if run_dir else None,
-            "texts": str(texts_path) if texts_path else None,
-            "sha256": file_sha256(texts_path) if texts_path else None,
-            "n_texts": len(texts[::stride]),
-        },
-    }
-    healed = with_heal_record(plan, HealedRows(plan.kept, (), info), rows_path.name)
-    save_router_rows(rows_path, HealedRows(plan.kept, tuple(rows), info, healed.to_json()))
+    if (run_dir is None) == (texts_path is None):
+        raise MoeprintError("give exactly one calibration source: --run RUN_DIR or --texts FILE.jsonl.")
+    plan = read_plan(plan_path, load_config_dict(model_path))
+    healer = Healer(
+        model_path, settings, run_dir=run_dir, texts_path=texts_path, domain=domain, load=load, progress=progress
+    )
+    healer.check(plan)
+    healed, rows, result = healer.heal(plan)
+    healed.extra["heal"]["source_plan"] = str(plan_path)
+    healed = with_heal_record(plan, HealedRows(plan.kept, (), healed.extra["heal"]), rows_path.name)
+    save_router_rows(rows_path, HealedRows(plan.kept, tuple(rows), healed.extra["heal"], healed.to_json()))
     save_plan(healed, out)
     return HealOutput(out, rows_path, result)
 

@@ -201,8 +201,12 @@ def run_factory(
     name_pattern: str = DEFAULT_NAME_PATTERN,
     card: CardOptions | None = CardOptions(),
     progress: bool = True,
+    heal=None,
 ) -> list[FactoryRow]:
-    """Write one named, carded checkpoint per (domain, size) into `out_dir`; skip the complete ones."""
+    """Write one named, carded checkpoint per (domain, size) into `out_dir`; skip the complete ones.
+    `heal`: a healer (moeprint.evaluate.heal_plan.Healer; passed in, since prune sits below evaluate) whose
+    `check(plan)` runs for every plan before anything is written and whose `heal(plan)` gives the healed
+    plan and rows each checkpoint is written with."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = load_config_dict(model_dir)
     family = family_name(adapter_for(config).model_type)
@@ -214,6 +218,8 @@ def run_factory(
         domains=domains,
         criterion=criterion,
     )
+    for plan in plans if heal is not None else ():
+        heal.check(plan)  # calibration texts of every domain, before any weight loads
     named, tensors = [], list_tensors(model_dir)
     for plan in plans:
         n_params = planned_parameters(model_dir, plan, dtype, tensors)
@@ -236,7 +242,7 @@ def run_factory(
             target = out_dir / name
             if is_complete(target):
                 record = read_checkpoint_record(target)
-                if record.kept != [list(k) for k in plan.kept]:
+                if record.kept != [list(k) for k in plan.kept] or bool(record.extra.get("heal")) != bool(heal):
                     raise MoeprintError(f"{target} exists with a different plan; remove it or use another --out.")
                 if record.source_model_sha256 != identity:
                     raise MoeprintError(
@@ -245,6 +251,9 @@ def run_factory(
                     )
                 status, n_bytes = FactoryStatus.SKIPPED, sum(t.nbytes for t in list_tensors(target))
             else:
+                router_rows = None
+                if heal is not None:
+                    plan, router_rows, _ = heal.heal(plan)
                 result = build_checkpoint(
                     model_dir,
                     plan,
@@ -254,6 +263,7 @@ def run_factory(
                     card=card,
                     overwrite=True,
                     progress=False,
+                    router_rows=router_rows,
                 )
                 if result.n_parameters != n_params:  # the name was computed before writing
                     raise RuntimeError(f"{name}: planned {n_params} parameters, wrote {result.n_parameters}")
