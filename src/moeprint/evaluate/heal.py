@@ -149,7 +149,7 @@ def heal_rows(
     if any(adapter.is_fused(block) for _, block in adapter.moe_blocks(model)):
         # the mask writes fused blocks' rows into the router in place (docs/prune.md): no gradient reaches them
         raise MoeprintError(
-            "healing needs MoE blocks that call their router module; this model's are fused (MXFP4 GPU "
+            "healing needs MoE blocks that call their router module; this model's are fused (quantised GPU "
             "kernels). Heal where transformers dequantises the experts (e.g. --device cpu)."
         )
     kept = [sorted(k) for k in kept]
