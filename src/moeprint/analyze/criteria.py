@@ -17,7 +17,6 @@ from moeprint.types import ALL
 
 CRITERIA = ("frequency", "gate-mass", "reap", "reap-sum", "ean", "lift", "reference")
 NORM_CRITERIA = ("reap", "reap-sum", "ean")
-ALL_DOMAIN = ALL
 # The reference project's "harmful" models kept the least used safety experts: its unsafety.json
 # is the safety ranking reversed. Exported next to the domains under the reference criterion.
 REVERSED_DOMAINS = {"unsafety": "safety"}
@@ -167,9 +166,9 @@ def reference_rankings(
 
     everything = np.ones(len(layer), dtype=bool)
     base = rank(everything)
-    result = {ALL_DOMAIN: base}
+    result = {ALL: base}
     for domain in domains:
-        if domain == ALL_DOMAIN:
+        if domain == ALL:
             continue
         own = rank(domain_col == domain)
         result[domain] = [interleave(d, a) for d, a in zip(own, base)]

@@ -23,12 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import LayerUsage, UsageSums
-from moeprint.analyze.criteria import ALL_DOMAIN
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_path, atomic_write_json, json_exists, read_json, read_parquet
 from moeprint.io.run import RunDir, open_run
+from moeprint.types import ALL
 
-ALL = ALL_DOMAIN  # the pooled domain and segment rows of usage.parquet
 USAGE_FILE, COACTIVATION_FILE, STATS_FILE, MANIFEST_FILE = (
     "usage.parquet",
     "coactivation.parquet",

@@ -15,7 +15,6 @@ import numpy as np
 
 from moeprint.analyze.aggregate import LayerUsage
 from moeprint.analyze.criteria import (
-    ALL_DOMAIN,
     CRITERIA,
     NORM_CRITERIA,
     REVERSED_DOMAINS,
@@ -30,6 +29,7 @@ from moeprint.errors import MoeprintError
 from moeprint.io.atomic import atomic_directory, atomic_write_json, read_parquet
 from moeprint.io.manifest import RunManifest
 from moeprint.io.run import RunDir, open_run
+from moeprint.types import ALL
 
 CLAIMS = {
     "usage_token_level": "usage: the domain's tokens pick different experts than the rest's. Token-level G-test "
@@ -72,10 +72,10 @@ class AnalyzeSettings:
 def check_domains(requested: list[str] | None, known: list[str]) -> list[str]:
     if not requested:
         return list(known)
-    unknown = [d for d in requested if d not in known and d != ALL_DOMAIN]
+    unknown = [d for d in requested if d not in known and d != ALL]
     if unknown:
         raise MoeprintError(f"unknown domain(s) {', '.join(unknown)}; this run has {', '.join(known)}.")
-    return [d for d in requested if d != ALL_DOMAIN]
+    return [d for d in requested if d != ALL]
 
 
 def check_segment(segment: str) -> list[str]:
@@ -99,13 +99,13 @@ def compute_rankings(
     """{domain: per-layer rankings} for the domains and `all` (and `unsafety` under reference)."""
     if criterion == "reference" and summaries is not None:
         ranked = reference_rankings(summaries, num_layers, num_experts, domains)
-        return {d: r for d, r in ranked.items() if d in domains or d == ALL_DOMAIN or d in REVERSED_DOMAINS}
+        return {d: r for d, r in ranked.items() if d in domains or d == ALL or d in REVERSED_DOMAINS}
     pooled = usage_of(None)
     if pooled.n_tokens == 0:  # a ranking of no tokens would be the identity order 0..E-1 dressed up as a result
         raise MoeprintError(
             "the run has no routed tokens in the chosen segment, so nothing can be ranked; choose another --segment."
         )
-    out = {ALL_DOMAIN: rank_experts(pooled, criterion, pooled)}
+    out = {ALL: rank_experts(pooled, criterion, pooled)}
     for d in domains:
         usage = usage_of(d)
         if usage.n_tokens:  # a domain without routed tokens (e.g. summaries only) gets no ranking file
@@ -152,7 +152,7 @@ def _domain_stats(
             pair_prompt, pair_token, pair_counts, labels, len(tokens), len(all_domains), token_perm, rng
         )
 
-    out: dict[str, Any] = {"all": {k: v.tolist() for k, v in st.router_balance(pooled.tokens).items()}}
+    out: dict[str, Any] = {ALL: {k: v.tolist() for k, v in st.router_balance(pooled.tokens).items()}}
     for d in domains:
         di = all_domains.index(d)
         dom = sums.select([d], selected)
@@ -328,8 +328,8 @@ def export_rankings(
             )
         pooled = usage_of(None)
         written = []
-        for d in [ALL_DOMAIN, *chosen]:
-            usage = pooled if d == ALL_DOMAIN else usage_of(d)
+        for d in [ALL, *chosen]:
+            usage = pooled if d == ALL else usage_of(d)
             scores = expert_scores(usage, criterion, pooled)  # (L, E)
             written.append(write_saliency_report(out / f"{d}.json", scores.tolist(), usage.tokens.tolist()))
         return written

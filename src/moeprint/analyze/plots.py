@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from moeprint.types import ALL
+
 
 def plot_specialisation(stats: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """One panel per domain: TVD excess over the prompt-permutation null, usage vs token-controlled."""
@@ -15,7 +17,7 @@ def plot_specialisation(stats: dict[str, Any], out_dir: str | Path) -> list[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    domains = [d for d, r in stats["domains"].items() if d != "all" and "usage_prompt_permutation" in r]
+    domains = [d for d, r in stats["domains"].items() if d != ALL and "usage_prompt_permutation" in r]
     if not domains:
         return []
     cols = min(4, len(domains))

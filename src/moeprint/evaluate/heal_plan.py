@@ -24,7 +24,7 @@ from moeprint.io.shards import DTYPES, list_tensors
 from moeprint.progress import Progress
 from moeprint.prune.rows import HealedRows, rows_path_for, save_router_rows, with_heal_record
 from moeprint.select.plan import save_plan
-from moeprint.types import PrunePlan
+from moeprint.types import ALL, PrunePlan
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def calibration_texts(*, run_dir: str | Path | None, texts_path: str | Path | No
         value = row.get("text")
         if not isinstance(value, str):
             raise MoeprintError(f"{texts_path} line {lineno} has no `text` string.")
-        if value.strip() and (domain in ("", "all") or row.get("domain") in (None, "", domain)):
+        if value.strip() and (domain in ("", ALL) or row.get("domain") in (None, "", domain)):
             out.append(value)
     if not out:
         raise MoeprintError(f"{texts_path} has no calibration text for domain {domain!r}.")

@@ -17,7 +17,7 @@ from typing import Any
 
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import iter_jsonl
-from moeprint.types import PromptRecord
+from moeprint.types import ALL, PromptRecord
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def read_jsonl(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any
         raise MoeprintError(f"{what} file {path} has no rows.")
 
 
-def _domain(row: dict[str, Any], default: str = "all") -> str:
+def _domain(row: dict[str, Any], default: str = ALL) -> str:
     value = row.get("domain", row.get("subject", default))
     return str(value) if value not in (None, "") else default
 

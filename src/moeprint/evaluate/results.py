@@ -19,9 +19,9 @@ from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moeprint.analyze.criteria import ALL_DOMAIN
 from moeprint.errors import MoeprintError
 from moeprint.io.atomic import read_json
+from moeprint.types import ALL
 
 if TYPE_CHECKING:  # moeprint.prune loads torch; the site reads results without it
     from moeprint.prune.card import CardRetention
@@ -270,7 +270,7 @@ class SweepResult:
 
     def eval_domains(self) -> list[str]:
         """The domains the cuts were scored on (the pooled `all` left out)."""
-        return [d for d in self.domains if d != ALL_DOMAIN]
+        return [d for d in self.domains if d != ALL]
 
     def ppl_retention(self) -> dict[str, dict[str, dict[int, float]]]:
         """{plan domain: {criterion: {n: in-domain base/cut perplexity}}}: each domain's own selections;

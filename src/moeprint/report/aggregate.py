@@ -13,10 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from moeprint.analyze.aggregate import LayerUsage
-from moeprint.analyze.fingerprints import ALL
 from moeprint.errors import MoeprintError
 from moeprint.io.run import RunDir, read_trace_parts
-from moeprint.types import SEGMENTS
+from moeprint.types import ALL, SEGMENTS
 
 __all__ = ["ALL", "TraceTable", "per_prompt_counts", "pool", "read_traces"]
 

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from moeprint.analyze.aggregate import LayerUsage
-from moeprint.analyze.fingerprints import ALL
 from moeprint.errors import MoeprintError
+from moeprint.types import ALL
 
 SEGMENTS = ("think", "answer")
 
