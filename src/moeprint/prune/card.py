@@ -73,7 +73,7 @@ def build_card(
 
     `base_fingerprint` (sha256 of the base's config and weight headers) labels a base that has no hub id.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     from moeprint import __version__
     from moeprint.adapters import adapter_for
@@ -84,8 +84,32 @@ def build_card(
     base_experts = plan.base_num_experts if plan.base_num_experts is not None else "?"
     # Plans count MoE layers; readers count decoder layers (they differ when a family has dense layers).
     decoder_layers = adapter_for(config).moe_layers(config)
-    calibration = plan.extra.get("calibration") or {}
-    data = ModelCardData(
+    base_label = f"`{base_id}`" if base_id else _local_label(plan, base_fingerprint)
+    lines = [
+        f"# {name}",
+        "",
+        f"A pruned derivative of {base_label}: {plan.n_experts} of its {base_experts} experts per MoE layer kept, "
+        f"chosen for the **{plan.domain}** domain by the **{plan.criterion}** criterion. " + _what_changed(plan),
+        "",
+        *_size_section(plan, config, decoder_layers, base_label, base_experts, n_parameters, n_bytes, weight_format),
+        *_selection_section(plan, decoder_layers),
+        *_retention_section(options.retention),
+        *_usage_section(name),
+        *_examples_section(examples),
+        "---",
+        f"Made with moeprint {__version__} (`moeprint prune`).",
+    ]
+    data = _card_data(name, plan, family, base_id, options)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    validate_card(card)
+    return card
+
+
+def _card_data(name: str, plan: PrunePlan, family: str, base_id: str | None, options: CardOptions):
+    """The card's YAML metadata, in the hub's conventions."""
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
         base_model=base_id,  # no base_model_relation: the hub defines none for pruned derivatives
         license=options.license,
         datasets=list(options.datasets) or None,
@@ -107,13 +131,10 @@ def build_card(
         model_name=name,
         eval_results=_eval_results(options.retention) or None,
     )
-    base_label = f"`{base_id}`" if base_id else _local_label(plan, base_fingerprint)
-    lines = [
-        f"# {name}",
-        "",
-        f"A pruned derivative of {base_label}: {plan.n_experts} of its {base_experts} experts per MoE layer kept, "
-        f"chosen for the **{plan.domain}** domain by the **{plan.criterion}** criterion. " + _what_changed(plan),
-        "",
+
+
+def _size_section(plan, config, decoder_layers, base_label, base_experts, n_parameters, n_bytes, weight_format):
+    return [
         "## Architecture and size",
         "",
         "| | |",
@@ -130,12 +151,17 @@ def build_card(
         "",
         "Parameters are counted from the written tensors; quantised weights count as the values they encode.",
         "",
+    ]
+
+
+def _selection_section(plan: PrunePlan, decoder_layers) -> list[str]:
+    return [
         "## How the experts were chosen",
         "",
         f"- Domain: `{plan.domain}`; criterion: `{plan.criterion}`.",
         f"- Ranking: `{_ranking_label(plan)}`. Each layer keeps the first {plan.n_experts} experts of that ranking; "
         "kept experts are renumbered in ascending order of their old ids.",
-        *_calibration_lines(calibration),
+        *_calibration_lines(plan.extra.get("calibration") or {}),
         "- The exact ids per layer and the old -> new mapping are in `moeprint_plan.json`.",
         "- Exactness: loaded with stock transformers on a CPU in float32, this checkpoint's architecture computes "
         "logits equal bit for bit to the base model's under moeprint's router mask (routing from the kept "
@@ -150,7 +176,11 @@ def build_card(
         "",
         "</details>",
         "",
-        *_retention_section(options.retention),
+    ]
+
+
+def _usage_section(name: str) -> list[str]:
+    return [
         "## Usage",
         "",
         "```python",
@@ -167,13 +197,7 @@ def build_card(
         "",
         "No `trust_remote_code` is needed: the folder is a standard transformers checkpoint of the base architecture.",
         "",
-        *_examples_section(examples),
-        "---",
-        f"Made with moeprint {__version__} (`moeprint prune`).",
     ]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
-    validate_card(card)
-    return card
 
 
 def _what_changed(plan: PrunePlan) -> str:
