@@ -172,11 +172,16 @@ def write_trace_part(run: RunDir, index: int, table: pa.Table) -> Path:
     return path
 
 
-def iter_trace_batches(run: RunDir, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The run's trace rows, part by part in file order, as record batches of `columns`."""
+def _trace_parts_or_error(run: RunDir) -> list[Path]:
     parts = run.trace_parts()
     if not parts:
         raise MoeprintError(f"{run.root} has no traces/part-*.parquet files; record or import the run first.")
+    return parts
+
+
+def iter_trace_batches(run: RunDir, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The run's trace rows, part by part in file order, as record batches of `columns`."""
+    parts = _trace_parts_or_error(run)
     for part in parts:
         try:
             pf = pq.ParquetFile(part)
@@ -190,9 +195,7 @@ def iter_trace_batches(run: RunDir, columns: list[str]) -> Iterator[pa.RecordBat
 
 def read_trace_parts(run: RunDir) -> Iterator[tuple[Path, pa.Table]]:
     """Each trace part whole (every column), in file order: for readers that need a part's rows together."""
-    parts = run.trace_parts()
-    if not parts:
-        raise MoeprintError(f"{run.root} has no traces/part-*.parquet files; record or import the run first.")
+    parts = _trace_parts_or_error(run)
     for part in parts:
         try:
             table = pq.read_table(part)
